@@ -1,0 +1,118 @@
+//! The streaming decoder: bytes in, whole packets out.
+
+use bytes::{Buf, BytesMut};
+
+use crate::error::DecodeError;
+use crate::packet::{self, Packet};
+use crate::types::ProtocolVersion;
+use crate::wire::{parse_varint, VARINT_MAX};
+
+/// The largest packet MQTT can express: a 5-byte fixed header and
+/// 268,435,455 bytes of body.
+pub const PACKET_BYTES_LIMIT: usize = 1 + 4 + VARINT_MAX as usize;
+
+/// Decodes packets from a connection's read buffer.
+///
+/// A server-side decoder starts without a protocol version and accepts only
+/// CONNECT [MQTT-3.1.0-1]; the CONNECT it decodes sets the version for the
+/// rest of the connection. A client-side decoder is made with its version.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    version: Option<ProtocolVersion>,
+    packet_bytes_max: usize,
+}
+
+/// The fixed header of the packet at the front of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedHeader {
+    /// Type and flags.
+    pub first: u8,
+    /// Length of the fixed header, in bytes (2 to 5).
+    pub header_len: usize,
+    /// The remaining length, in bytes.
+    pub remaining: usize,
+}
+
+impl FixedHeader {
+    /// Bytes of the whole packet.
+    pub fn packet_len(&self) -> usize {
+        self.header_len + self.remaining
+    }
+}
+
+/// Parses the fixed header at the start of `buf`; `Ok(None)` if more bytes
+/// are needed to know it.
+pub fn parse_fixed_header(buf: &[u8]) -> Result<Option<FixedHeader>, DecodeError> {
+    let Some((&first, rest)) = buf.split_first() else {
+        return Ok(None);
+    };
+    Ok(parse_varint(rest)?.map(|(remaining, n)| FixedHeader {
+        first,
+        header_len: 1 + n,
+        remaining: remaining as usize,
+    }))
+}
+
+impl Decoder {
+    /// A server-side decoder: the first packet must be CONNECT.
+    /// `packet_bytes_max` bounds a whole packet, fixed header included.
+    pub fn new(packet_bytes_max: usize) -> Self {
+        Decoder {
+            version: None,
+            packet_bytes_max: packet_bytes_max.min(PACKET_BYTES_LIMIT),
+        }
+    }
+
+    /// A decoder for a connection whose version is known (a client's).
+    pub fn with_version(version: ProtocolVersion, packet_bytes_max: usize) -> Self {
+        Decoder {
+            version: Some(version),
+            ..Decoder::new(packet_bytes_max)
+        }
+    }
+
+    /// The protocol version, once known.
+    pub fn version(&self) -> Option<ProtocolVersion> {
+        self.version
+    }
+
+    /// Sets the protocol version (a client learns it from its own CONNECT).
+    pub fn set_version(&mut self, version: ProtocolVersion) {
+        self.version = Some(version);
+    }
+
+    /// The largest packet accepted, in bytes.
+    pub fn packet_bytes_max(&self) -> usize {
+        self.packet_bytes_max
+    }
+
+    /// Decodes the packet at the front of `buf` and removes its bytes.
+    ///
+    /// `Ok(None)`: more bytes are needed (nothing was consumed). A packet over
+    /// `packet_bytes_max` is refused from its fixed header, before its body
+    /// arrives. After an error the connection cannot be resynchronised and
+    /// should be closed. Topic, payload and strings of the packet share
+    /// `buf`'s memory.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+        let Some(h) = parse_fixed_header(buf)? else {
+            return Ok(None);
+        };
+        let size = h.packet_len();
+        if size > self.packet_bytes_max {
+            return Err(DecodeError::PacketTooLarge {
+                size,
+                max: self.packet_bytes_max,
+            });
+        }
+        if buf.len() < size {
+            return Ok(None);
+        }
+        buf.advance(h.header_len);
+        let body = buf.split_to(h.remaining).freeze();
+        let packet = packet::decode_body(h.first, body, self.version)?;
+        if let Packet::Connect(c) = &packet {
+            self.version.get_or_insert(c.protocol);
+        }
+        Ok(Some(packet))
+    }
+}

@@ -1,0 +1,101 @@
+//! Topic names, topic filters and how one matches the other (MQTT §4.7), and
+//! shared-subscription filters (MQTT 5.0 §4.8.2).
+
+use crate::error::DecodeError;
+
+/// Prefix of a shared-subscription filter.
+pub const SHARE_PREFIX: &str = "$share/";
+
+/// A parsed `$share/<group>/<filter>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedFilter<'a> {
+    /// The ShareName: the members of one group share each message.
+    pub group: &'a str,
+    /// The filter the group subscribes to.
+    pub filter: &'a str,
+}
+
+/// Checks a topic name: not empty [MQTT-4.7.3-1], no `+`/`#` [MQTT-3.3.2-2].
+/// U+0000 is checked by the string type.
+pub(crate) fn validate_name(name: &[u8]) -> Result<(), DecodeError> {
+    if name.is_empty() {
+        return Err(DecodeError::EmptyTopic);
+    }
+    if name.iter().any(|&b| b == b'+' || b == b'#') {
+        return Err(DecodeError::WildcardInTopicName);
+    }
+    Ok(())
+}
+
+/// Checks a topic filter, and a `$share/` filter's share name and filter.
+pub(crate) fn validate_filter(filter: &str) -> Result<(), DecodeError> {
+    let plain = match filter.strip_prefix(SHARE_PREFIX) {
+        Some(_) => {
+            parse_shared(filter)
+                .ok_or(DecodeError::InvalidSharedSubscription)?
+                .filter
+        }
+        None => filter,
+    };
+    validate_plain_filter(plain)
+}
+
+fn validate_plain_filter(filter: &str) -> Result<(), DecodeError> {
+    if filter.is_empty() {
+        return Err(DecodeError::EmptyTopic);
+    }
+    let mut levels = filter.split('/').peekable();
+    while let Some(level) = levels.next() {
+        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
+            return Err(DecodeError::MisplacedMultiLevelWildcard);
+        }
+        if level.contains('+') && level != "+" {
+            return Err(DecodeError::MisplacedSingleLevelWildcard);
+        }
+    }
+    Ok(())
+}
+
+/// Splits `$share/<group>/<filter>`; `None` if `filter` is not a valid shared
+/// filter (empty group, group with `+`/`#`, or empty filter) [MQTT-4.8.2-1]
+/// [MQTT-4.8.2-2]. The filter part is not validated here.
+pub fn parse_shared(filter: &str) -> Option<SharedFilter<'_>> {
+    let rest = filter.strip_prefix(SHARE_PREFIX)?;
+    let (group, filter) = rest.split_once('/')?;
+    if group.is_empty() || group.contains(['+', '#']) || filter.is_empty() {
+        return None;
+    }
+    Some(SharedFilter { group, filter })
+}
+
+/// Whether topic `name` matches a valid, non-shared topic `filter`.
+///
+/// A filter starting with a wildcard does not match a name starting with `$`
+/// [MQTT-4.7.2-1]; `a/#` matches `a` itself (§4.7.1.2).
+pub fn matches(filter: &str, name: &str) -> bool {
+    if name.starts_with('$') && filter.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut names = name.split('/');
+    let mut filters = filter.split('/');
+    loop {
+        match (filters.next(), names.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(f), Some(n)) if f == n => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_level_wildcard_matches_parent_level() {
+        assert!(matches("sport/#", "sport"));
+        assert!(!matches("sport/+", "sport"));
+    }
+}
