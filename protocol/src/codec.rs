@@ -3,7 +3,7 @@
 use bytes::{Buf, BytesMut};
 
 use crate::error::DecodeError;
-use crate::packet::{self, Packet};
+use crate::packet::{self, Packet, PacketType};
 use crate::types::ProtocolVersion;
 use crate::wire::{parse_varint, VARINT_MAX};
 
@@ -19,6 +19,8 @@ pub const PACKET_BYTES_LIMIT: usize = 1 + 4 + VARINT_MAX as usize;
 #[derive(Debug, Clone)]
 pub struct Decoder {
     version: Option<ProtocolVersion>,
+    /// Server side: CONNECT is accepted once [MQTT-3.1.0-2].
+    server: bool,
     packet_bytes_max: usize,
 }
 
@@ -59,6 +61,7 @@ impl Decoder {
     pub fn new(packet_bytes_max: usize) -> Self {
         Decoder {
             version: None,
+            server: true,
             packet_bytes_max: packet_bytes_max.min(PACKET_BYTES_LIMIT),
         }
     }
@@ -67,6 +70,7 @@ impl Decoder {
     pub fn with_version(version: ProtocolVersion, packet_bytes_max: usize) -> Self {
         Decoder {
             version: Some(version),
+            server: false,
             ..Decoder::new(packet_bytes_max)
         }
     }
@@ -107,11 +111,14 @@ impl Decoder {
         if buf.len() < size {
             return Ok(None);
         }
+        if self.server && self.version.is_some() && h.first >> 4 == PacketType::Connect as u8 {
+            return Err(DecodeError::SecondConnect);
+        }
         buf.advance(h.header_len);
         let body = buf.split_to(h.remaining).freeze();
         let packet = packet::decode_body(h.first, body, self.version)?;
         if let Packet::Connect(c) = &packet {
-            self.version.get_or_insert(c.protocol);
+            self.version = Some(c.protocol);
         }
         Ok(Some(packet))
     }

@@ -37,13 +37,13 @@ pub enum DecodeError {
         max: usize,
     },
     /// A Variable Byte Integer has a fifth byte.
-    #[error("[MQTT-1.5.5] variable byte integer longer than 4 bytes")]
+    #[error("[MQTT §1.5.5] variable byte integer longer than 4 bytes")]
     VarIntTooLong,
     /// A Variable Byte Integer is not encoded in the fewest bytes.
     #[error("[MQTT-1.5.5-1] variable byte integer not encoded in the minimum number of bytes")]
     VarIntNotMinimal,
     /// Packet type 0 is reserved; AUTH (15) does not exist in 3.1.1.
-    #[error("[MQTT-2.1.2] reserved packet type {0}")]
+    #[error("[MQTT §2.1.2] reserved packet type {0}")]
     ReservedPacketType(u8),
     /// The flag bits of the fixed header differ from those the spec lists.
     #[error("[MQTT-2.1.3-1] invalid fixed header flags {flags:#06b} for {packet:?}")]
@@ -63,10 +63,10 @@ pub enum DecodeError {
     #[error("[MQTT-2.2.1-3] packet identifier is zero (3.1.1: MQTT-2.3.1-1)")]
     ZeroPacketId,
     /// A length field points past the end of the packet.
-    #[error("[MQTT-1.5] {0} runs past the end of the packet")]
+    #[error("[MQTT §1.5] {0} runs past the end of the packet")]
     Truncated(&'static str),
     /// Bytes are left after the last field of a packet.
-    #[error("[MQTT-2.1.4] {0} trailing bytes after the last field of {1:?}")]
+    #[error("[MQTT §2.1.4] {0} trailing bytes after the last field of {1:?}")]
     TrailingBytes(usize, PacketType),
     /// A string is not well-formed UTF-8.
     #[error("[MQTT-1.5.4-1] string is not well-formed UTF-8 (3.1.1: MQTT-1.5.3-1)")]
@@ -96,7 +96,7 @@ pub enum DecodeError {
     #[error("[MQTT-3.10.3-2] UNSUBSCRIBE carries no topic filter")]
     EmptyUnsubscribe,
     /// A SUBACK or v5 UNSUBACK with no reason code.
-    #[error("[MQTT-3.9.3] {0:?} carries no reason code")]
+    #[error("[MQTT §3.9.3] {0:?} carries no reason code")]
     EmptyAck(PacketType),
     /// Reserved bits of the subscription options are set.
     #[error(
@@ -104,7 +104,7 @@ pub enum DecodeError {
     )]
     InvalidSubscriptionOptions,
     /// Retain Handling of 3.
-    #[error("[MQTT-3.8.3.1] retain handling 3 is reserved")]
+    #[error("[MQTT §3.8.3.1] retain handling 3 is reserved")]
     InvalidRetainHandling,
     /// No Local on a shared subscription.
     #[error("[MQTT-3.8.3-4] No Local is set on a shared subscription")]
@@ -125,10 +125,10 @@ pub enum DecodeError {
     #[error("[MQTT-3.1.2-22] password flag set without the user name flag")]
     PasswordWithoutUsername,
     /// The same property appears twice where it may appear once.
-    #[error("[MQTT-2.2.2.2] property {0:#04x} appears more than once")]
+    #[error("[MQTT §2.2.2.2] property {0:#04x} appears more than once")]
     DuplicateProperty(u8),
     /// A property that this packet must not carry, or an unknown identifier.
-    #[error("[MQTT-2.2.2.2] property {id:#04x} is not valid in {packet}")]
+    #[error("[MQTT §2.2.2.2] property {id:#04x} is not valid in {packet}")]
     PropertyNotAllowed {
         /// The property identifier.
         id: u32,
@@ -137,16 +137,16 @@ pub enum DecodeError {
     },
     /// A property value outside its allowed range (a boolean other than 0
     /// or 1, a zero Receive Maximum or Maximum Packet Size, ...).
-    #[error("[MQTT-2.2.2.2] invalid value for property {0:#04x}")]
+    #[error("[MQTT §2.2.2.2] invalid value for property {0:#04x}")]
     InvalidPropertyValue(u8),
     /// A Topic Alias of zero.
     #[error("[MQTT-3.3.2-8] topic alias is zero")]
     ZeroTopicAlias,
     /// A v5 PUBLISH with an empty topic and no topic alias.
-    #[error("[MQTT-3.3.2.1] empty topic name without a topic alias")]
+    #[error("[MQTT §3.3.2.1] empty topic name without a topic alias")]
     EmptyTopicWithoutAlias,
     /// A reason code this packet must not carry.
-    #[error("[MQTT-2.4] reason code {code:#04x} is not valid in {packet:?}")]
+    #[error("[MQTT §2.4] reason code {code:#04x} is not valid in {packet:?}")]
     InvalidReasonCode {
         /// The code as received.
         code: u8,
@@ -154,11 +154,20 @@ pub enum DecodeError {
         packet: PacketType,
     },
     /// Reserved bits of the CONNACK acknowledge flags are set.
-    #[error("[MQTT-3.2.2.1] reserved bits of the CONNACK flags are set")]
+    #[error("[MQTT §3.2.2.1] reserved bits of the CONNACK flags are set")]
     ConnAckReservedFlags,
     /// A CONNACK refusing the connection with Session Present set.
     #[error("[MQTT-3.2.2-6] session present set on a refused connection (3.1.1: MQTT-3.2.2-4)")]
     SessionPresentOnRefusal,
+    /// A second CONNECT on a connection.
+    #[error("[MQTT-3.1.0-2] second CONNECT on one connection")]
+    SecondConnect,
+    /// Will QoS 3.
+    #[error("[MQTT-3.1.2-12] will QoS 3 is not a valid QoS")]
+    InvalidWillQoS,
+    /// Authentication Data without an Authentication Method.
+    #[error("[MQTT §3.1.2.11.10] authentication data without an authentication method")]
+    AuthenticationDataWithoutMethod,
     /// A packet other than CONNECT arrived before the protocol version was known.
     #[error("[MQTT-3.1.0-1] first packet is {0:?}, not CONNECT")]
     ExpectedConnect(PacketType),
@@ -180,6 +189,8 @@ impl DecodeError {
             | EmptyTopicWithoutAlias
             | SessionPresentOnRefusal
             | ExpectedConnect(_)
+            | SecondConnect
+            | AuthenticationDataWithoutMethod
             | InvalidRetainHandling
             | EmptySubscribe
             | EmptyUnsubscribe
@@ -225,10 +236,10 @@ pub enum EncodeError {
     #[error("[MQTT-2.2.1-2] packet identifier present iff QoS > 0")]
     PacketIdMismatch,
     /// A binary field longer than 65,535 bytes.
-    #[error("[MQTT-1.5.6] binary data longer than 65535 bytes")]
+    #[error("[MQTT §1.5.6] binary data longer than 65535 bytes")]
     BinaryTooLong,
     /// A packet that MQTT 3.1.1 does not have (AUTH).
-    #[error("[MQTT-2.1.2] {0:?} does not exist in MQTT 3.1.1")]
+    #[error("[MQTT §2.1.2] {0:?} does not exist in MQTT 3.1.1")]
     NotInV311(PacketType),
     /// A SUBSCRIBE, UNSUBSCRIBE, SUBACK or UNSUBACK with an empty list.
     #[error("[MQTT-3.8.3-2] {0:?} needs at least one entry")]

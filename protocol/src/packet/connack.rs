@@ -35,6 +35,9 @@ impl ConnAck {
                 ConnAckProperties::decode(r)?,
             ),
         };
+        if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
+            return Err(DecodeError::AuthenticationDataWithoutMethod);
+        }
         let session_present = flags & 1 != 0;
         if session_present && reason_code.is_error() {
             return Err(DecodeError::SessionPresentOnRefusal);

@@ -67,7 +67,8 @@ impl Connect {
         if flags & flag::RESERVED != 0 {
             return Err(DecodeError::ConnectReservedFlag);
         }
-        let will_qos = QoS::from_bits((flags >> flag::WILL_QOS_SHIFT) & 0b11)?;
+        let will_qos = QoS::from_bits((flags >> flag::WILL_QOS_SHIFT) & 0b11)
+            .map_err(|_| DecodeError::InvalidWillQoS)?;
         let will_retain = flags & flag::WILL_RETAIN != 0;
         let has_will = flags & flag::WILL != 0;
         if !has_will && (will_qos != QoS::AtMostOnce || will_retain) {
@@ -84,6 +85,9 @@ impl Connect {
         } else {
             ConnectProperties::default()
         };
+        if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
+            return Err(DecodeError::AuthenticationDataWithoutMethod);
+        }
         let client_id = r.string("client identifier")?;
         let will = match has_will {
             true => Some(LastWill::decode(r, v5, will_qos, will_retain)?),
@@ -170,13 +174,13 @@ impl Connect {
 /// Reads the protocol name and level [MQTT-3.1.2-1] [MQTT-3.1.2-2].
 fn decode_protocol(r: &mut Reader) -> Result<ProtocolVersion, DecodeError> {
     let name = r.string("protocol name")?;
-    if name.as_str() != PROTOCOL_NAME && name.as_str() != PROTOCOL_NAME_V31 {
-        return Err(DecodeError::InvalidProtocolName);
-    }
     let level = r.u8("protocol level")?;
-    match ProtocolVersion::from_level(level) {
-        Some(v) if name.as_str() == PROTOCOL_NAME => Ok(v),
-        _ => Err(DecodeError::UnsupportedProtocolLevel(level)),
+    match (name.as_str(), ProtocolVersion::from_level(level)) {
+        (PROTOCOL_NAME, Some(v)) => Ok(v),
+        (PROTOCOL_NAME, None) | (PROTOCOL_NAME_V31, None) => {
+            Err(DecodeError::UnsupportedProtocolLevel(level))
+        }
+        _ => Err(DecodeError::InvalidProtocolName),
     }
 }
 

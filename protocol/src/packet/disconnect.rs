@@ -1,15 +1,15 @@
 //! DISCONNECT (§3.14) and AUTH (§3.15): a v5 reason code and properties, both
 //! omitted when the code is Success and there are no properties.
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
 use super::ack::{decode_reason_and_props, encode_with_reason};
-use super::PacketType;
+use super::{put_fixed_header, PacketType};
 use crate::error::{DecodeError, EncodeError};
-use crate::properties::{AuthProperties, DisconnectProperties};
+use crate::properties::{AuthProperties, DisconnectProperties, PropertySet};
 use crate::reason::ReasonCode;
 use crate::types::ProtocolVersion;
-use crate::wire::Reader;
+use crate::wire::{self, Reader};
 
 /// The end of a connection, from either side (from the server in v5 only).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -57,8 +57,17 @@ pub struct Auth {
 }
 
 impl Auth {
+    /// Reads an AUTH: empty (Success), or a reason code and properties —
+    /// unlike DISCONNECT, the property length is not optional (§3.15.2.2.1).
     pub(crate) fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
-        let (reason_code, properties) = decode_reason_and_props(r, PacketType::Auth)?;
+        if r.is_empty() {
+            return Ok(Auth::default());
+        }
+        let reason_code = ReasonCode::decode(r.u8("reason code")?, PacketType::Auth)?;
+        let properties = AuthProperties::decode(r)?;
+        if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
+            return Err(DecodeError::AuthenticationDataWithoutMethod);
+        }
         Ok(Auth {
             reason_code,
             properties,
@@ -71,6 +80,16 @@ impl Auth {
             return Err(EncodeError::NotInV311(PacketType::Auth));
         }
         let first = (PacketType::Auth as u8) << 4;
-        encode_with_reason(first, &[], self.reason_code, &self.properties, v, out)
+        if self.reason_code == ReasonCode::Success && self.properties.is_empty() {
+            return put_fixed_header(out, first, 0);
+        }
+        let props_len = self.properties.len();
+        put_fixed_header(
+            out,
+            first,
+            1 + wire::varint_len(props_len as u32) + props_len,
+        )?;
+        out.put_u8(self.reason_code as u8);
+        self.properties.encode(props_len, out)
     }
 }
