@@ -262,8 +262,8 @@ fn publish_v5(c: &mut Criterion) {
     let mut g = c.benchmark_group("publish_v5");
     for &(id, size) in SIZES {
         let mut p = ringmq_publish(size);
-        p.properties.message_expiry_interval = Some(3600);
-        p.properties.content_type = MqttString::new("application/json").ok();
+        p.properties_mut().message_expiry_interval = Some(3600);
+        p.properties_mut().content_type = MqttString::new("application/json").ok();
         let bytes = encode(&Packet::Publish(p), ProtocolVersion::V5);
         g.throughput(Throughput::Bytes(bytes.len() as u64));
         let fresh = || bytes.clone();
@@ -304,8 +304,59 @@ fn publish_v5(c: &mut Criterion) {
     g.finish();
 }
 
+/// A read buffer holding many PUBLISHes back to back, as a busy
+/// connection's socket delivers them: decode them all.
+fn publish_stream(c: &mut Criterion) {
+    const COUNT: usize = 256;
+    let mut g = c.benchmark_group("publish_stream");
+    for &(id, size) in &SIZES[..2] {
+        let one = encode(&Packet::Publish(ringmq_publish(size)), V4);
+        let mut many = BytesMut::new();
+        for _ in 0..COUNT {
+            many.extend_from_slice(&one);
+        }
+        g.throughput(Throughput::Elements(COUNT as u64));
+        let fresh = || many.clone();
+        g.bench_with_input(BenchmarkId::new("decode/ringmq", id), &many, |b, _| {
+            b.iter_batched(
+                fresh,
+                |mut buf| {
+                    let mut d = Decoder::with_version(V4, MAX);
+                    while let Some(p) = d.decode(&mut buf).expect("valid") {
+                        black_box(p);
+                    }
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        g.bench_with_input(BenchmarkId::new("decode/mqttbytes", id), &many, |b, _| {
+            b.iter_batched(
+                fresh,
+                |mut buf| {
+                    while !buf.is_empty() {
+                        black_box(mqttbytes::v4::read(&mut buf, MAX).expect("valid"));
+                    }
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        g.bench_with_input(BenchmarkId::new("decode/mqttrs", id), &many, |b, _| {
+            b.iter(|| {
+                let mut at = 0;
+                while at < many.len() {
+                    let p = decode_mqttrs(&many[at..]);
+                    at += one.len();
+                    black_box(p);
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    publish_stream,
     publish,
     publish_fanout,
     publish_v5,

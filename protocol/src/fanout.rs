@@ -75,14 +75,14 @@ impl EncodedPublish {
     pub fn new(publish: &Publish, version: ProtocolVersion) -> Result<Self, EncodeError> {
         let topic = publish.topic.as_mqtt_str();
         let props_len = match version {
-            ProtocolVersion::V5 => publish.properties.len(),
+            ProtocolVersion::V5 => publish.properties().len(),
             ProtocolVersion::V311 => 0,
         };
         let mut buf = BytesMut::with_capacity(2 + topic.len() + props_len);
         wire::put_string(&mut buf, topic);
         let mut props = BytesMut::new();
         if version == ProtocolVersion::V5 {
-            publish.properties.encode(props_len, &mut props)?;
+            publish.properties().encode(props_len, &mut props)?;
             let skip = wire::varint_len(props_len as u32);
             buf.extend_from_slice(&props[skip..]);
         }

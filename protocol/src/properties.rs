@@ -269,6 +269,12 @@ macro_rules! properties {
         }
 
         impl $name {
+            /// No property set.
+            pub const EMPTY: Self = $name {
+                $( $field: None, )*
+                $( $rfield: Vec::new(), )*
+            };
+
             /// Whether no property is set.
             pub fn is_empty(&self) -> bool {
                 true $( && self.$field.is_none() )* $( && self.$rfield.is_empty() )*

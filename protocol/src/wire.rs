@@ -2,7 +2,7 @@
 //! strings and binary data, read from a shared `Bytes` without copying and
 //! written into a `BytesMut`.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::{DecodeError, EncodeError};
 use crate::types::{MqttString, STRING_BYTES_MAX};
@@ -77,10 +77,12 @@ impl Reader {
         Ok(b)
     }
 
-    /// Everything left, shared.
+    /// Everything left. Hands over the reader's own handle (no reference
+    /// count traffic); the reader is empty afterwards.
     pub(crate) fn rest(&mut self) -> Bytes {
-        let b = self.buf.slice(self.pos..);
-        self.pos = self.buf.len();
+        let mut b = std::mem::take(&mut self.buf);
+        b.advance(self.pos);
+        self.pos = 0;
         b
     }
 

@@ -20,7 +20,7 @@ fn copy_for(p: &Publish, d: &Delivery<'_>, sub_ids: &[SubscriptionId]) -> Publis
     copy.packet_id = d.packet_id;
     copy.dup = d.dup && d.qos != QoS::AtMostOnce;
     copy.retain = d.retain;
-    copy.properties
+    copy.properties_mut()
         .subscription_identifiers
         .extend_from_slice(sub_ids);
     copy
@@ -69,7 +69,7 @@ proptest! {
     ) {
         let v = if v5 { ProtocolVersion::V5 } else { ProtocolVersion::V311 };
         let mut publish = Publish::new(TopicName::new(topic).expect("valid"), Bytes::from(payload));
-        publish.properties.message_expiry_interval = expiry;
+        publish.properties_mut().message_expiry_interval = expiry;
         let encoded = EncodedPublish::new(&publish, v).expect("encodes");
         for (qos, id, dup, retain, ids) in deliveries {
             let ids: Vec<_> = ids.into_iter().filter_map(SubscriptionId::new).collect();

@@ -267,11 +267,11 @@ fn connack(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
     };
     (any::<bool>(), code, v5_or_default(v, connack_properties())).prop_map(
         |(sp, reason_code, properties)| {
-            Packet::ConnAck(ConnAck {
+            Packet::ConnAck(Box::new(ConnAck {
                 session_present: sp && !reason_code.is_error(),
                 reason_code,
                 properties,
-            })
+            }))
         },
     )
 }
@@ -292,7 +292,7 @@ fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                 retain,
                 topic,
                 packet_id: (qos != QoS::AtMostOnce).then_some(id),
-                properties,
+                properties: Some(Box::new(properties)),
                 payload,
             })
         })
@@ -457,10 +457,10 @@ fn auth() -> impl Strategy<Value = Packet> {
         },
     );
     (reason(PacketType::Auth), props).prop_map(|(reason_code, properties)| {
-        Packet::Auth(Auth {
+        Packet::Auth(Box::new(Auth {
             reason_code,
             properties,
-        })
+        }))
     })
 }
 

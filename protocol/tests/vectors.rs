@@ -404,7 +404,7 @@ fn connack_v311_accepted_with_session_present() {
         session_present: true,
         ..Default::default()
     };
-    assert_vector(V311, hex_str, Packet::ConnAck(expected));
+    assert_vector(V311, hex_str, Packet::ConnAck(Box::new(expected)));
 }
 
 #[test]
@@ -421,7 +421,7 @@ fn connack_v311_refusal_return_codes_map_to_reason_codes() {
             reason_code,
             ..Default::default()
         };
-        assert_vector(V311, hex_str, Packet::ConnAck(expected));
+        assert_vector(V311, hex_str, Packet::ConnAck(Box::new(expected)));
     }
 }
 
@@ -473,7 +473,7 @@ fn connack_v5_with_properties() {
             user_properties: vec![user("k", "v")],
         },
     };
-    assert_vector(V5, hex_str, Packet::ConnAck(expected));
+    assert_vector(V5, hex_str, Packet::ConnAck(Box::new(expected)));
 }
 
 #[test]
@@ -488,7 +488,7 @@ fn connack_v5_refusal_without_properties() {
         reason_code: ReasonCode::NotAuthorized,
         ..Default::default()
     };
-    assert_vector(V5, hex_str, Packet::ConnAck(expected));
+    assert_vector(V5, hex_str, Packet::ConnAck(Box::new(expected)));
 }
 
 // ---------------------------------------------------------------------------
@@ -561,7 +561,7 @@ fn publish_v5_with_properties() {
     let expected = Publish {
         qos: QoS::AtLeastOnce,
         packet_id: Some(pid(7)),
-        properties: PublishProperties {
+        properties: Some(Box::new(PublishProperties {
             payload_format_indicator: Some(true),
             message_expiry_interval: Some(300),
             topic_alias: Some(nz16(3)),
@@ -570,7 +570,7 @@ fn publish_v5_with_properties() {
             content_type: Some(s("application/json")),
             user_properties: vec![user("id", "7")],
             subscription_identifiers: vec![sub_id(1), sub_id(128)],
-        },
+        })),
         ..Publish::new(topic("req/1"), Bytes::from_static(b"{}"))
     };
     assert_vector(V5, hex_str, Packet::Publish(expected));
@@ -586,10 +586,10 @@ fn publish_v5_accepts_empty_topic_with_topic_alias() {
         "78",       // payload "x"
     );
     let expected = Publish {
-        properties: PublishProperties {
+        properties: Some(Box::new(PublishProperties {
             topic_alias: Some(nz16(1)),
             ..Default::default()
-        },
+        })),
         ..Publish::new(TopicName::empty_for_alias(), Bytes::from_static(b"x"))
     };
     assert_vector(V5, hex_str, Packet::Publish(expected));
@@ -912,7 +912,7 @@ fn disconnect_v5_with_properties() {
 #[test]
 fn auth_v5_short_form_and_long_form() {
     // Remaining length 0: Success, no properties.
-    assert_vector(V5, "f0 00", Packet::Auth(Auth::default()));
+    assert_vector(V5, "f0 00", Packet::Auth(Box::default()));
     assert_same_packet(V5, "f0 02 00 00", "f0 00");
 }
 
@@ -935,7 +935,7 @@ fn auth_v5_continue_authentication_with_properties() {
             user_properties: Vec::new(),
         },
     };
-    assert_vector(V5, hex_str, Packet::Auth(expected));
+    assert_vector(V5, hex_str, Packet::Auth(Box::new(expected)));
 }
 
 #[test]

@@ -82,7 +82,7 @@ impl PacketType {
 #[allow(missing_docs)]
 pub enum Packet {
     Connect(Box<Connect>),
-    ConnAck(ConnAck),
+    ConnAck(Box<ConnAck>),
     Publish(Publish),
     PubAck(PubAck),
     PubRec(PubRec),
@@ -95,7 +95,7 @@ pub enum Packet {
     PingReq,
     PingResp,
     Disconnect(Disconnect),
-    Auth(Auth),
+    Auth(Box<Auth>),
 }
 
 impl Packet {
@@ -194,7 +194,7 @@ fn decode_versioned(
 ) -> Result<Packet, DecodeError> {
     Ok(match t {
         PacketType::Publish => Packet::Publish(Publish::decode(flags, r, v)?),
-        PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(r, v)?),
+        PacketType::ConnAck => Packet::ConnAck(Box::new(ConnAck::decode(r, v)?)),
         PacketType::PubAck => Packet::PubAck(PubAck::decode(r, v)?),
         PacketType::PubRec => Packet::PubRec(PubRec::decode(r, v)?),
         PacketType::PubRel => Packet::PubRel(PubRel::decode(r, v)?),
@@ -206,7 +206,7 @@ fn decode_versioned(
         PacketType::PingReq => Packet::PingReq,
         PacketType::PingResp => Packet::PingResp,
         PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(r, v)?),
-        PacketType::Auth => Packet::Auth(Auth::decode(r)?),
+        PacketType::Auth => Packet::Auth(Box::new(Auth::decode(r)?)),
         PacketType::Connect => Packet::Connect(Box::new(Connect::decode(r)?)),
     })
 }

@@ -8,13 +8,15 @@ use crate::properties::{PropertySet, PublishProperties};
 use crate::types::{PacketId, ProtocolVersion, QoS, TopicName};
 use crate::wire::{self, Reader};
 
+static NO_PROPERTIES: PublishProperties = PublishProperties::EMPTY;
+
 pub(crate) const DUP: u8 = 0b1000;
 pub(crate) const RETAIN: u8 = 0b0001;
 pub(crate) const QOS_SHIFT: u8 = 1;
 
 /// An application message. Topic and payload share the bytes the packet was
 /// read from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Publish {
     /// Set on a redelivery of a QoS 1/2 message; never on QoS 0 [MQTT-3.3.1-2].
     pub dup: bool,
@@ -26,8 +28,9 @@ pub struct Publish {
     pub topic: TopicName,
     /// Present iff `qos` is 1 or 2 [MQTT-2.2.1-2].
     pub packet_id: Option<PacketId>,
-    /// v5 PUBLISH properties.
-    pub properties: PublishProperties,
+    /// v5 PUBLISH properties, boxed so that the many messages that carry
+    /// none stay small; `None` and an empty box mean the same.
+    pub properties: Option<Box<PublishProperties>>,
     /// The application payload.
     pub payload: Bytes,
 }
@@ -41,7 +44,7 @@ impl Publish {
             retain: false,
             topic,
             packet_id: None,
-            properties: PublishProperties::default(),
+            properties: None,
             payload: payload.into(),
         }
     }
@@ -63,10 +66,11 @@ impl Publish {
             _ => Some(PacketId::decode(r.u16("packet identifier")?)?),
         };
         let properties = match v5 {
-            true => PublishProperties::decode(r)?,
-            false => PublishProperties::default(),
+            true => Some(PublishProperties::decode(r)?).filter(|p| !p.is_empty()),
+            false => None,
         };
-        if topic.is_empty() && properties.topic_alias.is_none() {
+        let aliased = properties.as_ref().is_some_and(|p| p.topic_alias.is_some());
+        if topic.is_empty() && !aliased {
             return Err(DecodeError::EmptyTopicWithoutAlias);
         }
         Ok(Publish {
@@ -75,9 +79,19 @@ impl Publish {
             retain: flags & RETAIN != 0,
             topic,
             packet_id,
-            properties,
+            properties: properties.map(Box::new),
             payload: r.rest(),
         })
+    }
+
+    /// The v5 properties (empty if there are none).
+    pub fn properties(&self) -> &PublishProperties {
+        self.properties.as_deref().unwrap_or(&NO_PROPERTIES)
+    }
+
+    /// The v5 properties, to change them.
+    pub fn properties_mut(&mut self) -> &mut PublishProperties {
+        self.properties.get_or_insert_with(Default::default)
     }
 
     /// The first byte of the fixed header: type and flags.
@@ -97,7 +111,7 @@ impl Publish {
         }
         let props_len = match v {
             ProtocolVersion::V5 => {
-                let n = self.properties.len();
+                let n = self.properties().len();
                 len += wire::varint_len(n as u32) + n;
                 Some(n)
             }
@@ -109,7 +123,7 @@ impl Publish {
             out.put_u16(id.get());
         }
         if let Some(n) = props_len {
-            self.properties.encode(n, out)?;
+            self.properties().encode(n, out)?;
         }
         out.put_slice(&self.payload);
         Ok(())
@@ -127,3 +141,17 @@ pub(crate) fn first_byte(qos: QoS, dup: bool, retain: bool) -> u8 {
     }
     b
 }
+
+impl PartialEq for Publish {
+    fn eq(&self, other: &Self) -> bool {
+        self.dup == other.dup
+            && self.qos == other.qos
+            && self.retain == other.retain
+            && self.topic == other.topic
+            && self.packet_id == other.packet_id
+            && self.properties() == other.properties()
+            && self.payload == other.payload
+    }
+}
+
+impl Eq for Publish {}
