@@ -2,9 +2,22 @@
 //! and rumqttd) and `mqttrs`, doing the same work on the same bytes, in the
 //! same groups, so that the ratios come from one run.
 //!
-//! Every crate decodes the same MQTT 3.1.1 bytes, made by ringmq's encoder;
-//! every crate encodes the packet its own decoder produced from them. Decode
-//! inputs are fresh `BytesMut`s made outside the timed section.
+//! Every crate decodes the same MQTT 3.1.1 bytes, made by ringmq's encoder:
+//! a read buffer holding a run of identical packets back to back, as a busy
+//! connection's socket delivers them (the buffer is filled outside the timed
+//! section; figures are per packet). Every crate encodes the packet its own
+//! decoder produced from those bytes.
+//!
+//! - `decode`: split the buffer into packets. ringmq and mqttbytes return
+//!   owned packets (topic and payload outlive the buffer); mqttrs returns
+//!   packets that borrow the buffer.
+//! - `encode`: write one packet into a reused buffer.
+//! - `decode+encode`: decode every packet and encode it again, as a broker
+//!   forwarding each message to one subscriber.
+//! - `decode+forward` (PUBLISH): the broker's path, where each crate
+//!   produces the bytes of a subscriber's copy its own best way: ringmq
+//!   writes the per-copy header and shares topic and payload for a vectored
+//!   write; the others re-encode the packet.
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
@@ -33,6 +46,11 @@ fn encode(p: &Packet, v: ProtocolVersion) -> BytesMut {
     out
 }
 
+/// How many copies of a packet of `len` bytes make one read buffer.
+fn run_length(len: usize) -> usize {
+    (1 << 20) / len.max(1)
+}
+
 fn decode_ringmq(v: ProtocolVersion, mut buf: BytesMut) -> Packet {
     Decoder::with_version(v, MAX)
         .decode(&mut buf)
@@ -48,11 +66,6 @@ fn decode_mqttrs(buf: &[u8]) -> mqttrs::Packet<'_> {
     mqttrs::decode_slice(buf).expect("valid").expect("whole")
 }
 
-/// Encodes with mqttrs into a reused buffer large enough for the packet.
-fn encode_mqttrs(p: &mqttrs::Packet<'_>, out: &mut [u8]) -> usize {
-    mqttrs::encode_slice(p, out).expect("fits")
-}
-
 fn write_mqttbytes(p: &mqttbytes::v4::Packet, out: &mut BytesMut) {
     use mqttbytes::v4::Packet as P;
     let r = match p {
@@ -64,152 +77,174 @@ fn write_mqttbytes(p: &mqttbytes::v4::Packet, out: &mut BytesMut) {
     r.expect("valid");
 }
 
-/// Decode, encode and decode+encode of one packet, for the three crates.
-fn bench_packet(c: &mut Criterion, group: &str, id: &str, bytes: &BytesMut) {
+/// The three crates' decoders over one read buffer, each packet handed to `f`.
+struct Run<'a> {
+    one: &'a [u8],
+    many: BytesMut,
+    count: usize,
+}
+
+impl<'a> Run<'a> {
+    fn new(one: &'a [u8]) -> Self {
+        let count = run_length(one.len()).clamp(16, 256);
+        let mut many = BytesMut::with_capacity(one.len() * count);
+        for _ in 0..count {
+            many.extend_from_slice(one);
+        }
+        Run { one, many, count }
+    }
+
+    fn ringmq(&self, mut buf: BytesMut, mut f: impl FnMut(Packet)) {
+        let mut decoder = Decoder::with_version(V4, MAX);
+        while let Some(p) = decoder.decode(&mut buf).expect("valid") {
+            f(p);
+        }
+    }
+
+    fn mqttbytes(&self, mut buf: BytesMut, mut f: impl FnMut(mqttbytes::v4::Packet)) {
+        while !buf.is_empty() {
+            f(mqttbytes::v4::read(&mut buf, MAX).expect("valid"));
+        }
+    }
+
+    fn mqttrs(&self, mut f: impl FnMut(mqttrs::Packet<'_>)) {
+        for at in (0..self.many.len()).step_by(self.one.len()) {
+            f(decode_mqttrs(&self.many[at..]));
+        }
+    }
+}
+
+/// decode, encode and decode+encode of one packet type for the three crates.
+fn bench_packet(c: &mut Criterion, group: &str, id: &str, one: &BytesMut) {
+    let run = Run::new(one);
     let mut g = c.benchmark_group(group);
-    g.throughput(Throughput::Bytes(bytes.len() as u64));
-    let fresh = || bytes.clone();
+    g.throughput(Throughput::Elements(run.count as u64));
+    let fresh = || run.many.clone();
+    let big = BatchSize::LargeInput;
 
-    g.bench_with_input(BenchmarkId::new("decode/ringmq", id), bytes, |b, _| {
-        b.iter_batched(fresh, |buf| decode_ringmq(V4, buf), BatchSize::SmallInput)
+    g.bench_function(BenchmarkId::new("decode/ringmq", id), |b| {
+        b.iter_batched(fresh, |buf| run.ringmq(buf, |p| drop(black_box(p))), big)
     });
-    g.bench_with_input(BenchmarkId::new("decode/mqttbytes", id), bytes, |b, _| {
-        b.iter_batched(fresh, decode_mqttbytes, BatchSize::SmallInput)
+    g.bench_function(BenchmarkId::new("decode/mqttbytes", id), |b| {
+        b.iter_batched(fresh, |buf| run.mqttbytes(buf, |p| drop(black_box(p))), big)
     });
-    g.bench_with_input(BenchmarkId::new("decode/mqttrs", id), bytes, |b, _| {
-        b.iter(|| black_box(decode_mqttrs(black_box(bytes))).is_some_packet())
+    g.bench_function(BenchmarkId::new("decode/mqttrs", id), |b| {
+        b.iter(|| run.mqttrs(|p| drop(black_box(p))))
     });
 
-    let ours = decode_ringmq(V4, bytes.clone());
-    let theirs = decode_mqttbytes(bytes.clone());
-    let raw = bytes.to_vec();
-    let rs = decode_mqttrs(&raw);
-    let mut out = BytesMut::with_capacity(bytes.len() * 2);
-    let mut slice = vec![0u8; bytes.len() * 2];
+    let mut out = BytesMut::with_capacity(one.len() * 2);
+    let mut slice = vec![0u8; one.len() * 2];
+    g.bench_function(BenchmarkId::new("decode+encode/ringmq", id), |b| {
+        b.iter_batched(
+            fresh,
+            |buf| {
+                run.ringmq(buf, |p| {
+                    out.clear();
+                    p.encode(V4, &mut out).expect("valid");
+                })
+            },
+            big,
+        )
+    });
+    g.bench_function(BenchmarkId::new("decode+encode/mqttbytes", id), |b| {
+        b.iter_batched(
+            fresh,
+            |buf| {
+                run.mqttbytes(buf, |p| {
+                    out.clear();
+                    write_mqttbytes(&p, &mut out);
+                })
+            },
+            big,
+        )
+    });
+    g.bench_function(BenchmarkId::new("decode+encode/mqttrs", id), |b| {
+        b.iter(|| {
+            run.mqttrs(|p| {
+                black_box(mqttrs::encode_slice(&p, &mut slice).expect("fits"));
+            })
+        })
+    });
 
-    g.bench_with_input(BenchmarkId::new("encode/ringmq", id), bytes, |b, _| {
+    // encode alone: one packet per iteration.
+    g.throughput(Throughput::Elements(1));
+    let ours = decode_ringmq(V4, one.clone());
+    let theirs = decode_mqttbytes(one.clone());
+    let rs = decode_mqttrs(one);
+    g.bench_function(BenchmarkId::new("encode/ringmq", id), |b| {
         b.iter(|| {
             out.clear();
             black_box(&ours).encode(V4, &mut out).expect("valid");
         })
     });
-    g.bench_with_input(BenchmarkId::new("encode/mqttbytes", id), bytes, |b, _| {
+    g.bench_function(BenchmarkId::new("encode/mqttbytes", id), |b| {
         b.iter(|| {
             out.clear();
             write_mqttbytes(black_box(&theirs), &mut out);
         })
     });
-    g.bench_with_input(BenchmarkId::new("encode/mqttrs", id), bytes, |b, _| {
-        b.iter(|| encode_mqttrs(black_box(&rs), &mut slice))
+    g.bench_function(BenchmarkId::new("encode/mqttrs", id), |b| {
+        b.iter(|| mqttrs::encode_slice(black_box(&rs), &mut slice).expect("fits"))
     });
-
-    g.bench_with_input(
-        BenchmarkId::new("decode+encode/ringmq", id),
-        bytes,
-        |b, _| {
-            b.iter_batched(
-                fresh,
-                |buf| {
-                    out.clear();
-                    decode_ringmq(V4, buf).encode(V4, &mut out).expect("valid");
-                },
-                BatchSize::SmallInput,
-            )
-        },
-    );
-    g.bench_with_input(
-        BenchmarkId::new("decode+encode/mqttbytes", id),
-        bytes,
-        |b, _| {
-            b.iter_batched(
-                fresh,
-                |buf| {
-                    out.clear();
-                    write_mqttbytes(&decode_mqttbytes(buf), &mut out);
-                },
-                BatchSize::SmallInput,
-            )
-        },
-    );
-    g.bench_with_input(
-        BenchmarkId::new("decode+encode/mqttrs", id),
-        bytes,
-        |b, _| b.iter(|| encode_mqttrs(&decode_mqttrs(black_box(&raw)), &mut slice)),
-    );
     g.finish();
-}
-
-trait IsPacket {
-    fn is_some_packet(&self) -> bool;
-}
-
-impl IsPacket for mqttrs::Packet<'_> {
-    fn is_some_packet(&self) -> bool {
-        !matches!(self, mqttrs::Packet::Pingreq)
-    }
 }
 
 fn publish(c: &mut Criterion) {
     for &(id, size) in SIZES {
-        let bytes = encode(&Packet::Publish(ringmq_publish(size)), V4);
-        bench_packet(c, "publish", id, &bytes);
+        let one = encode(&Packet::Publish(ringmq_publish(size)), V4);
+        bench_packet(c, "publish", id, &one);
+        forward(c, id, &one);
     }
 }
 
-/// The broker's path: decode a PUBLISH, then produce a subscriber's copy.
-/// ringmq writes the per-copy header and shares topic and payload (ready for
-/// a vectored write); mqttbytes re-encodes the whole packet into a buffer.
-fn publish_fanout(c: &mut Criterion) {
-    let mut g = c.benchmark_group("publish_fanout");
-    for &(id, size) in SIZES {
-        let bytes = encode(&Packet::Publish(ringmq_publish(size)), V4);
-        g.throughput(Throughput::Bytes(bytes.len() as u64));
-        let fresh = || bytes.clone();
-        let mut out = BytesMut::with_capacity(bytes.len() * 2);
-        g.bench_with_input(
-            BenchmarkId::new("decode+copy/ringmq", id),
-            &bytes,
-            |b, _| {
-                b.iter_batched(
-                    fresh,
-                    |buf| {
-                        let Packet::Publish(p) = decode_ringmq(V4, buf) else {
-                            unreachable!("a PUBLISH")
-                        };
-                        let encoded = EncodedPublish::new(&p, V4).expect("valid");
-                        let d = Delivery {
-                            qos: p.qos,
-                            packet_id: p.packet_id,
-                            ..Delivery::default()
-                        };
-                        let head = encoded.head(&d).expect("valid");
-                        black_box(
-                            encoded
-                                .slices(&head, &d)
-                                .iter()
-                                .map(|s| s.len())
-                                .sum::<usize>(),
-                        )
-                    },
-                    BatchSize::SmallInput,
-                )
+/// decode+forward: what a broker does with each PUBLISH for one subscriber.
+fn forward(c: &mut Criterion, id: &str, one: &BytesMut) {
+    let run = Run::new(one);
+    let mut g = c.benchmark_group("publish");
+    g.throughput(Throughput::Elements(run.count as u64));
+    let fresh = || run.many.clone();
+    let mut out = BytesMut::with_capacity(one.len() * 2);
+    let mut slice = vec![0u8; one.len() * 2];
+    g.bench_function(BenchmarkId::new("decode+forward/ringmq", id), |b| {
+        b.iter_batched(
+            fresh,
+            |buf| {
+                run.ringmq(buf, |p| {
+                    let Packet::Publish(p) = p else {
+                        unreachable!("a PUBLISH")
+                    };
+                    let encoded = EncodedPublish::new(&p, V4).expect("valid");
+                    let d = Delivery {
+                        qos: p.qos,
+                        packet_id: p.packet_id,
+                        ..Delivery::default()
+                    };
+                    let head = encoded.head(&d).expect("valid");
+                    black_box(encoded.slices(&head, &d));
+                })
             },
-        );
-        g.bench_with_input(
-            BenchmarkId::new("decode+copy/mqttbytes", id),
-            &bytes,
-            |b, _| {
-                b.iter_batched(
-                    fresh,
-                    |buf| {
-                        out.clear();
-                        write_mqttbytes(&decode_mqttbytes(buf), &mut out);
-                    },
-                    BatchSize::SmallInput,
-                )
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function(BenchmarkId::new("decode+forward/mqttbytes", id), |b| {
+        b.iter_batched(
+            fresh,
+            |buf| {
+                run.mqttbytes(buf, |p| {
+                    out.clear();
+                    write_mqttbytes(&p, &mut out);
+                })
             },
-        );
-    }
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function(BenchmarkId::new("decode+forward/mqttrs", id), |b| {
+        b.iter(|| {
+            run.mqttrs(|p| {
+                black_box(mqttrs::encode_slice(&p, &mut slice).expect("fits"));
+            })
+        })
+    });
     g.finish();
 }
 
@@ -230,8 +265,8 @@ fn connect(c: &mut Criterion) {
         username: Some(MqttString::new("Signature|LTAI5tExampleKey|mqtt-cn-0pp1").expect("valid")),
         password: Some(Bytes::from_static(b"qzBm3fJhUUiU5pw1A1xEkPkdPaY=")),
     };
-    let bytes = encode(&Packet::Connect(Box::new(connect)), V4);
-    bench_packet(c, "connect", "will+login", &bytes);
+    let one = encode(&Packet::Connect(Box::new(connect)), V4);
+    bench_packet(c, "connect", "will+login", &one);
 }
 
 fn subscribe(c: &mut Criterion) {
@@ -253,114 +288,55 @@ fn subscribe(c: &mut Criterion) {
         properties: Default::default(),
         filters,
     };
-    let bytes = encode(&Packet::Subscribe(subscribe), V4);
-    bench_packet(c, "subscribe", "3-filters", &bytes);
+    let one = encode(&Packet::Subscribe(subscribe), V4);
+    bench_packet(c, "subscribe", "3-filters", &one);
 }
 
-/// MQTT 5.0 PUBLISH with properties: ringmq beside mqttbytes' v5 codec.
+/// MQTT 5.0 PUBLISH with properties: ringmq beside mqttbytes' v5 codec
+/// (mqttrs speaks 3.1.1 only).
 fn publish_v5(c: &mut Criterion) {
+    let v5 = ProtocolVersion::V5;
     let mut g = c.benchmark_group("publish_v5");
     for &(id, size) in SIZES {
         let mut p = ringmq_publish(size);
         p.properties_mut().message_expiry_interval = Some(3600);
         p.properties_mut().content_type = MqttString::new("application/json").ok();
-        let bytes = encode(&Packet::Publish(p), ProtocolVersion::V5);
-        g.throughput(Throughput::Bytes(bytes.len() as u64));
-        let fresh = || bytes.clone();
-        let mut out = BytesMut::with_capacity(bytes.len() * 2);
-        g.bench_with_input(
-            BenchmarkId::new("decode+encode/ringmq", id),
-            &bytes,
-            |b, _| {
-                b.iter_batched(
-                    fresh,
-                    |buf| {
+        let one = encode(&Packet::Publish(p), v5);
+        let run = Run::new(&one);
+        g.throughput(Throughput::Elements(run.count as u64));
+        let fresh = || run.many.clone();
+        let mut out = BytesMut::with_capacity(one.len() * 2);
+        g.bench_function(BenchmarkId::new("decode+encode/ringmq", id), |b| {
+            b.iter_batched(
+                fresh,
+                |mut buf| {
+                    let mut decoder = Decoder::with_version(v5, MAX);
+                    while let Some(p) = decoder.decode(&mut buf).expect("valid") {
                         out.clear();
-                        let p = decode_ringmq(ProtocolVersion::V5, buf);
-                        p.encode(ProtocolVersion::V5, &mut out).expect("valid");
-                    },
-                    BatchSize::SmallInput,
-                )
-            },
-        );
-        g.bench_with_input(
-            BenchmarkId::new("decode+encode/mqttbytes", id),
-            &bytes,
-            |b, _| {
-                b.iter_batched(
-                    fresh,
-                    |mut buf| {
+                        p.encode(v5, &mut out).expect("valid");
+                    }
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        g.bench_function(BenchmarkId::new("decode+encode/mqttbytes", id), |b| {
+            b.iter_batched(
+                fresh,
+                |mut buf| {
+                    while !buf.is_empty() {
                         out.clear();
                         match mqttbytes::v5::read(&mut buf, MAX).expect("valid") {
                             mqttbytes::v5::Packet::Publish(p) => p.write(&mut out).expect("valid"),
                             _ => unreachable!("a PUBLISH"),
                         };
-                    },
-                    BatchSize::SmallInput,
-                )
-            },
-        );
-    }
-    g.finish();
-}
-
-/// A read buffer holding many PUBLISHes back to back, as a busy
-/// connection's socket delivers them: decode them all.
-fn publish_stream(c: &mut Criterion) {
-    const COUNT: usize = 256;
-    let mut g = c.benchmark_group("publish_stream");
-    for &(id, size) in &SIZES[..2] {
-        let one = encode(&Packet::Publish(ringmq_publish(size)), V4);
-        let mut many = BytesMut::new();
-        for _ in 0..COUNT {
-            many.extend_from_slice(&one);
-        }
-        g.throughput(Throughput::Elements(COUNT as u64));
-        let fresh = || many.clone();
-        g.bench_with_input(BenchmarkId::new("decode/ringmq", id), &many, |b, _| {
-            b.iter_batched(
-                fresh,
-                |mut buf| {
-                    let mut d = Decoder::with_version(V4, MAX);
-                    while let Some(p) = d.decode(&mut buf).expect("valid") {
-                        black_box(p);
                     }
                 },
                 BatchSize::LargeInput,
             )
         });
-        g.bench_with_input(BenchmarkId::new("decode/mqttbytes", id), &many, |b, _| {
-            b.iter_batched(
-                fresh,
-                |mut buf| {
-                    while !buf.is_empty() {
-                        black_box(mqttbytes::v4::read(&mut buf, MAX).expect("valid"));
-                    }
-                },
-                BatchSize::LargeInput,
-            )
-        });
-        g.bench_with_input(BenchmarkId::new("decode/mqttrs", id), &many, |b, _| {
-            b.iter(|| {
-                let mut at = 0;
-                while at < many.len() {
-                    let p = decode_mqttrs(&many[at..]);
-                    at += one.len();
-                    black_box(p);
-                }
-            })
-        });
     }
     g.finish();
 }
 
-criterion_group!(
-    benches,
-    publish_stream,
-    publish,
-    publish_fanout,
-    publish_v5,
-    connect,
-    subscribe
-);
+criterion_group!(benches, publish, publish_v5, connect, subscribe);
 criterion_main!(benches);
