@@ -5,7 +5,7 @@
 //! payload are shared `Bytes`, never re-encoded or copied per subscriber
 //! unless the caller asks for one contiguous buffer.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::EncodeError;
 use crate::packet::{publish, Publish};
@@ -17,7 +17,8 @@ use crate::wire::{self, VARINT_MAX};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedPublish {
     version: ProtocolVersion,
-    /// The topic with its two-byte length.
+    /// The topic, shared with the PUBLISH it came from; its two-byte length
+    /// travels in each copy's [`Head`].
     topic: Bytes,
     /// v5: the encoded properties, without their length; empty for 3.1.1.
     properties: Bytes,
@@ -41,17 +42,17 @@ pub struct Delivery<'a> {
     pub extra_properties: &'a [u8],
 }
 
-/// The bytes of one copy that are not shared: the fixed header, then the
-/// packet identifier and v5 property length.
+/// The bytes of one copy that are not shared: the fixed header and topic
+/// length, then the packet identifier and v5 property length.
 #[derive(Debug, Clone, Copy)]
 pub struct Head {
-    buf: [u8; 11],
+    buf: [u8; 13],
     fixed_len: u8,
     len: u8,
 }
 
 impl Head {
-    /// The fixed header (1 + 1..=4 bytes).
+    /// The fixed header (1 + 1..=4 bytes) and the topic's two-byte length.
     pub fn fixed(&self) -> &[u8] {
         &self.buf[..self.fixed_len as usize]
     }
@@ -70,27 +71,25 @@ impl Head {
 }
 
 impl EncodedPublish {
-    /// Encodes `publish`'s topic and properties for `version`; the payload is
-    /// shared, not copied. Flags and packet id of `publish` are not used.
+    /// Encodes `publish`'s properties for `version`. Topic and payload are
+    /// shared, not copied: a 3.1.1 message, or a v5 one without properties,
+    /// allocates nothing. Flags and packet id of `publish` are not used.
     pub fn new(publish: &Publish, version: ProtocolVersion) -> Result<Self, EncodeError> {
-        let topic = publish.topic.as_mqtt_str();
-        let props_len = match version {
-            ProtocolVersion::V5 => publish.properties().len(),
-            ProtocolVersion::V311 => 0,
+        let properties = match version {
+            ProtocolVersion::V5 if publish.properties.is_some() => {
+                let props = publish.properties();
+                let len = props.len();
+                let mut buf = BytesMut::with_capacity(wire::varint_len(len as u32) + len);
+                props.encode(len, &mut buf)?;
+                let mut props = buf.freeze();
+                props.advance(wire::varint_len(len as u32));
+                props
+            }
+            _ => Bytes::new(),
         };
-        let mut buf = BytesMut::with_capacity(2 + topic.len() + props_len);
-        wire::put_string(&mut buf, topic);
-        let mut props = BytesMut::new();
-        if version == ProtocolVersion::V5 {
-            publish.properties().encode(props_len, &mut props)?;
-            let skip = wire::varint_len(props_len as u32);
-            buf.extend_from_slice(&props[skip..]);
-        }
-        let mut topic = buf.freeze();
-        let properties = topic.split_off(2 + topic_len(&topic));
         Ok(EncodedPublish {
             version,
-            topic,
+            topic: publish.topic.as_mqtt_str().as_bytes().clone(),
             properties,
             payload: publish.payload.clone(),
         })
@@ -106,7 +105,7 @@ impl EncodedPublish {
         &self.payload
     }
 
-    /// The topic with its two-byte length prefix, shared by every copy.
+    /// The topic, shared by every copy.
     pub fn topic_bytes(&self) -> &Bytes {
         &self.topic
     }
@@ -132,7 +131,7 @@ impl EncodedPublish {
             return Err(EncodeError::PacketIdMismatch);
         }
         let mut head = Head {
-            buf: [0; 11],
+            buf: [0; 13],
             fixed_len: 0,
             len: 0,
         };
@@ -149,7 +148,8 @@ impl EncodedPublish {
             middle[middle_len..middle_len + n].copy_from_slice(&v[..n]);
             middle_len += n;
         }
-        let remaining = self.topic.len()
+        let remaining = 2
+            + self.topic.len()
             + middle_len
             + self.properties.len()
             + self.extra(d).len()
@@ -158,6 +158,7 @@ impl EncodedPublish {
         let n = wire::encode_varint(check(remaining)?, &mut v);
         head.push(&[publish::first_byte(d.qos, d.dup, d.retain)]);
         head.push(&v[..n]);
+        head.push(&(self.topic.len() as u16).to_be_bytes());
         head.fixed_len = head.len;
         head.push(&middle[..middle_len]);
         Ok(head)
@@ -205,10 +206,6 @@ impl EncodedPublish {
             &self.payload,
         ]
     }
-}
-
-fn topic_len(encoded: &[u8]) -> usize {
-    u16::from_be_bytes([encoded[0], encoded[1]]) as usize
 }
 
 fn check(n: usize) -> Result<u32, EncodeError> {
