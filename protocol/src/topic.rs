@@ -40,17 +40,28 @@ pub(crate) fn validate_filter(filter: &str) -> Result<(), DecodeError> {
     validate_plain_filter(plain)
 }
 
+/// One pass over the bytes: a wildcard must fill its level, and `#` must be
+/// the last level.
 fn validate_plain_filter(filter: &str) -> Result<(), DecodeError> {
-    if filter.is_empty() {
+    let f = filter.as_bytes();
+    if f.is_empty() {
         return Err(DecodeError::EmptyTopic);
     }
-    let mut levels = filter.split('/').peekable();
-    while let Some(level) = levels.next() {
-        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
-            return Err(DecodeError::MisplacedMultiLevelWildcard);
+    let last = f.len() - 1;
+    for (i, &b) in f.iter().enumerate() {
+        if b != b'+' && b != b'#' {
+            continue;
         }
-        if level.contains('+') && level != "+" {
-            return Err(DecodeError::MisplacedSingleLevelWildcard);
+        let starts_level = i == 0 || f[i - 1] == b'/';
+        let ends_level = i == last || f[i + 1] == b'/';
+        match b {
+            b'#' if !starts_level || i != last => {
+                return Err(DecodeError::MisplacedMultiLevelWildcard)
+            }
+            b'+' if !starts_level || !ends_level => {
+                return Err(DecodeError::MisplacedSingleLevelWildcard)
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -76,12 +87,12 @@ pub fn matches(filter: &str, name: &str) -> bool {
     if name.starts_with('$') && filter.starts_with(['+', '#']) {
         return false;
     }
-    let mut names = name.split('/');
-    let mut filters = filter.split('/');
+    let mut names = name.as_bytes().split(|&b| b == b'/');
+    let mut filters = filter.as_bytes().split(|&b| b == b'/');
     loop {
         match (filters.next(), names.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
+            (Some(b"#"), _) => return true,
+            (Some(b"+"), Some(_)) => {}
             (Some(f), Some(n)) if f == n => {}
             (None, None) => return true,
             _ => return false,
