@@ -11,7 +11,7 @@ use crate::error::EncodeError;
 use crate::packet::{publish, Publish};
 use crate::properties::PropertySet;
 use crate::types::{PacketId, ProtocolVersion, QoS};
-use crate::wire::{self, VARINT_MAX};
+use crate::wire;
 
 /// A PUBLISH encoded once for one protocol version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,7 +144,7 @@ impl EncodedPublish {
         if self.version == ProtocolVersion::V5 {
             let props_len = self.properties.len() + self.extra(d).len();
             let mut v = [0u8; 4];
-            let n = wire::encode_varint(check(props_len)?, &mut v);
+            let n = wire::encode_varint(wire::check_remaining(props_len)?, &mut v);
             middle[middle_len..middle_len + n].copy_from_slice(&v[..n]);
             middle_len += n;
         }
@@ -155,7 +155,7 @@ impl EncodedPublish {
             + self.extra(d).len()
             + self.payload.len();
         let mut v = [0u8; 4];
-        let n = wire::encode_varint(check(remaining)?, &mut v);
+        let n = wire::encode_varint(wire::check_remaining(remaining)?, &mut v);
         head.push(&[publish::first_byte(d.qos, d.dup, d.retain)]);
         head.push(&v[..n]);
         head.push(&(self.topic.len() as u16).to_be_bytes());
@@ -206,14 +206,4 @@ impl EncodedPublish {
             &self.payload,
         ]
     }
-}
-
-fn check(n: usize) -> Result<u32, EncodeError> {
-    u32::try_from(n)
-        .ok()
-        .filter(|&n| n <= VARINT_MAX)
-        .ok_or(EncodeError::PacketTooLarge {
-            size: n,
-            max: VARINT_MAX as usize,
-        })
 }

@@ -179,7 +179,7 @@ pub(crate) fn put_binary(out: &mut BytesMut, b: &[u8]) -> Result<(), EncodeError
     Ok(())
 }
 
-/// Length of a remaining length of `n`, or the error if `n` is too large.
+/// `n` as a Variable Byte Integer value, or `PacketTooLarge` past [`VARINT_MAX`].
 pub(crate) fn check_remaining(n: usize) -> Result<u32, EncodeError> {
     u32::try_from(n)
         .ok()
