@@ -3,7 +3,7 @@
 use bytes::{Buf, BytesMut};
 
 use crate::error::DecodeError;
-use crate::packet::{self, Packet, PacketType};
+use crate::packet::{self, Packet, PacketType, PublishRef};
 use crate::types::ProtocolVersion;
 use crate::wire::{parse_varint, VARINT_MAX};
 
@@ -55,6 +55,19 @@ pub fn parse_fixed_header(buf: &[u8]) -> Result<Option<FixedHeader>, DecodeError
     }))
 }
 
+/// The packet at the front of a buffer, looked at in place by
+/// [`Decoder::peek`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peeked<'a> {
+    /// Bytes of the whole packet: advance the buffer by this much to skip it.
+    pub len: usize,
+    /// The packet's type.
+    pub packet_type: PacketType,
+    /// A PUBLISH, validated; `None` for any other packet, which `decode`
+    /// validates.
+    pub publish: Option<PublishRef<'a>>,
+}
+
 impl Decoder {
     /// A server-side decoder: the first packet must be CONNECT.
     /// `packet_bytes_max` bounds a whole packet, fixed header included.
@@ -88,6 +101,38 @@ impl Decoder {
     /// The largest packet accepted, in bytes.
     pub fn packet_bytes_max(&self) -> usize {
         self.packet_bytes_max
+    }
+
+    /// Looks at the packet at the front of `buf` without consuming it or
+    /// taking a handle on it: a PUBLISH comes back as a [`PublishRef`],
+    /// validated exactly as [`decode`](Self::decode) validates it, so that a
+    /// broker can route on its topic and drop or forward it before deciding to
+    /// keep it. `Ok(None)`: more bytes are needed.
+    pub fn peek<'a>(&self, buf: &'a [u8]) -> Result<Option<Peeked<'a>>, DecodeError> {
+        let Some(h) = parse_fixed_header(buf)? else {
+            return Ok(None);
+        };
+        let len = h.packet_len();
+        if len > self.packet_bytes_max {
+            return Err(DecodeError::PacketTooLarge {
+                size: len,
+                max: self.packet_bytes_max,
+            });
+        }
+        let Some(body) = buf.get(h.header_len..len) else {
+            return Ok(None);
+        };
+        let packet_type = PacketType::from_nibble(h.first >> 4, self.version)?;
+        let publish = match (packet_type, self.version) {
+            (PacketType::Publish, Some(v)) => Some(PublishRef::parse(h.first & 0x0F, body, v)?),
+            (PacketType::Publish, None) => return Err(DecodeError::ExpectedConnect(packet_type)),
+            _ => None,
+        };
+        Ok(Some(Peeked {
+            len,
+            packet_type,
+            publish,
+        }))
     }
 
     /// Decodes the packet at the front of `buf` and removes its bytes.

@@ -3,6 +3,8 @@
 //!
 //! - [`Decoder`] splits a connection's read buffer into [`Packet`]s; topic,
 //!   payload and strings share the buffer's memory (no copy).
+//! - [`Decoder::peek`] reads a PUBLISH in place ([`PublishRef`]): the
+//!   broker's fast path, routing on the topic before taking any handle.
 //! - [`Packet::encode`] appends a packet to a `BytesMut`.
 //! - [`EncodedPublish`] encodes a message once and writes each subscriber's
 //!   copy by changing only what differs (QoS, packet id, DUP, RETAIN).
@@ -24,12 +26,12 @@ pub mod topic;
 mod types;
 mod wire;
 
-pub use codec::{parse_fixed_header, Decoder, FixedHeader, PACKET_BYTES_LIMIT};
+pub use codec::{parse_fixed_header, Decoder, FixedHeader, Peeked, PACKET_BYTES_LIMIT};
 pub use error::{DecodeError, EncodeError, ErrorKind};
 pub use fanout::{Delivery, EncodedPublish};
 pub use packet::{
     Auth, ConnAck, Connect, Disconnect, LastWill, Packet, PacketType, PubAck, PubComp, PubRec,
-    PubRel, Publish, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    PubRel, Publish, PublishRef, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 pub use properties::SubscriptionId;
 pub use reason::ReasonCode;

@@ -138,6 +138,21 @@ impl MqttString {
     }
 }
 
+/// The checks of a topic name read from a packet, but for UTF-8: not empty
+/// (unless `allow_empty`), no U+0000, no wildcard.
+pub(crate) fn check_topic_name_bytes(bytes: &[u8], allow_empty: bool) -> Result<(), DecodeError> {
+    if bytes.is_empty() && !allow_empty {
+        return Err(DecodeError::EmptyTopic);
+    }
+    if has_topic_name_forbidden(bytes) {
+        return Err(match bytes.contains(&0) {
+            true => DecodeError::NullCharacter,
+            false => DecodeError::WildcardInTopicName,
+        });
+    }
+    Ok(())
+}
+
 /// Whether `bytes` holds U+0000, `+` or `#`, eight bytes at a time without
 /// a branch per byte: this runs on every PUBLISH topic.
 #[inline]
@@ -224,15 +239,7 @@ impl TopicName {
     /// Validates a topic name taken from a packet in one pass over its bytes
     /// before the UTF-8 check; `allow_empty` for a v5 PUBLISH.
     pub(crate) fn from_bytes(bytes: Bytes, allow_empty: bool) -> Result<Self, DecodeError> {
-        if bytes.is_empty() && !allow_empty {
-            return Err(DecodeError::EmptyTopic);
-        }
-        if has_topic_name_forbidden(&bytes) {
-            return Err(match bytes.contains(&0) {
-                true => DecodeError::NullCharacter,
-                false => DecodeError::WildcardInTopicName,
-            });
-        }
+        check_topic_name_bytes(&bytes, allow_empty)?;
         let s = ByteString::try_from(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
         Ok(TopicName(MqttString(s)))
     }

@@ -570,6 +570,26 @@ proptest! {
     }
 
     #[test]
+    fn peek_reads_every_publish_as_decode_does(
+        (v, p) in version().prop_flat_map(|v| publish(v).prop_map(move |p| (v, p)))
+    ) {
+        let bytes = encode(&p, v);
+        let Packet::Publish(p) = p else { unreachable!("publish() makes PUBLISHes") };
+        let decoder = Decoder::with_version(v, MAX);
+        let peeked = decoder.peek(&bytes).expect("valid").expect("whole");
+        prop_assert_eq!(peeked.len, bytes.len());
+        prop_assert_eq!(peeked.packet_type, PacketType::Publish);
+        let r = peeked.publish.expect("a PUBLISH");
+        prop_assert_eq!(r.topic(), p.topic.as_str());
+        prop_assert_eq!((r.qos(), r.dup(), r.retain(), r.packet_id()), (p.qos, p.dup, p.retain, p.packet_id));
+        prop_assert_eq!(r.payload(), &p.payload[..]);
+        prop_assert_eq!(&r.properties(), p.properties());
+        let mut again = BytesMut::new();
+        r.encode(v, &mut again).expect("encodes");
+        prop_assert_eq!(again, bytes);
+    }
+
+    #[test]
     fn random_bytes_never_panic(data in vec(any::<u8>(), 0..512)) {
         ringmq_protocol::fuzzing::decode(&data);
     }

@@ -124,6 +124,18 @@ fn assert_rejected(cases: &[Rejected]) {
     for (name, side, hex_str, expected, rule) in cases {
         let error = decode_error(*side, hex_str);
         assert_eq!(&error, expected, "{name}: {hex_str}");
+        let bytes = bytes_of(hex_str);
+        if bytes
+            .first()
+            .is_some_and(|b| b >> 4 == PacketType::Publish as u8)
+        {
+            let peeked = decoder(*side).peek(&bytes);
+            assert_eq!(
+                peeked.err().as_ref(),
+                Some(expected),
+                "{name}: peek of {hex_str}"
+            );
+        }
         let text = error.to_string();
         assert!(text.contains(rule), "{name}: {text:?} does not cite {rule}");
     }

@@ -8,6 +8,7 @@ mod connack;
 mod connect;
 mod disconnect;
 pub(crate) mod publish;
+mod publish_ref;
 mod subscribe;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -17,6 +18,7 @@ pub use connack::ConnAck;
 pub use connect::{Connect, LastWill};
 pub use disconnect::{Auth, Disconnect};
 pub use publish::Publish;
+pub use publish_ref::PublishRef;
 pub use subscribe::{SubAck, Subscribe, UnsubAck, Unsubscribe};
 
 use crate::error::{DecodeError, EncodeError};
@@ -46,7 +48,10 @@ pub enum PacketType {
 }
 
 impl PacketType {
-    fn from_nibble(n: u8, version: Option<ProtocolVersion>) -> Result<Self, DecodeError> {
+    pub(crate) fn from_nibble(
+        n: u8,
+        version: Option<ProtocolVersion>,
+    ) -> Result<Self, DecodeError> {
         use PacketType::*;
         Ok(match n {
             1 => Connect,

@@ -54,11 +54,7 @@ impl Publish {
         r: &mut Reader,
         v: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        let qos = QoS::from_bits((flags >> QOS_SHIFT) & 0b11)?;
-        let dup = flags & DUP != 0;
-        if dup && qos == QoS::AtMostOnce {
-            return Err(DecodeError::DupOnQoS0);
-        }
+        let (qos, dup) = qos_and_dup(flags)?;
         let v5 = v == ProtocolVersion::V5;
         let topic = TopicName::from_bytes(r.binary("topic name")?, v5)?;
         let packet_id = match qos {
@@ -128,6 +124,16 @@ impl Publish {
         out.put_slice(&self.payload);
         Ok(())
     }
+}
+
+/// QoS and DUP from the fixed-header flags [MQTT-3.3.1-4] [MQTT-3.3.1-2].
+pub(crate) fn qos_and_dup(flags: u8) -> Result<(QoS, bool), DecodeError> {
+    let qos = QoS::from_bits((flags >> QOS_SHIFT) & 0b11)?;
+    let dup = flags & DUP != 0;
+    if dup && qos == QoS::AtMostOnce {
+        return Err(DecodeError::DupOnQoS0);
+    }
+    Ok((qos, dup))
 }
 
 /// The first byte of a PUBLISH with these flags; DUP only for QoS > 0.
