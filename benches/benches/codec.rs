@@ -14,16 +14,19 @@
 //! - `encode`: write one packet into a reused buffer.
 //! - `decode+encode`: decode every packet and encode it again, as a broker
 //!   forwarding each message to one subscriber.
+//! - `ringmq-peek` (PUBLISH): ringmq's in-place path, `Decoder::peek`, whose
+//!   `PublishRef` borrows the buffer as mqttrs' packets do.
 //! - `decode+forward` (PUBLISH): the broker's path, where each crate
 //!   produces the bytes of a subscriber's copy its own best way: ringmq
 //!   writes the per-copy header and shares topic and payload for a vectored
 //!   write; the others re-encode the packet.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringmq_protocol::{
     Connect, Decoder, Delivery, EncodedPublish, LastWill, MqttString, Packet, PacketId,
-    ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions, TopicFilter, TopicName,
+    ProtocolVersion, Publish, PublishRef, QoS, Subscribe, SubscriptionOptions, TopicFilter,
+    TopicName,
 };
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -119,6 +122,17 @@ impl Run {
         }
     }
 
+    /// ringmq's in-place path: `peek` each PUBLISH, then skip it.
+    fn peek(buf: &mut BytesMut, mut f: impl FnMut(PublishRef<'_>)) {
+        let decoder = Decoder::with_version(V4, MAX);
+        let mut at = 0;
+        while let Some(p) = decoder.peek(&buf[at..]).expect("valid") {
+            f(p.publish.expect("a PUBLISH"));
+            at += p.len;
+        }
+        buf.advance(at);
+    }
+
     fn mqttbytes(buf: &mut BytesMut, mut f: impl FnMut(mqttbytes::v4::Packet)) {
         while !buf.is_empty() {
             f(mqttbytes::v4::read(buf, MAX).expect("valid"));
@@ -207,8 +221,38 @@ fn publish(c: &mut Criterion) {
     for &(id, size) in SIZES {
         let one = encode(&Packet::Publish(ringmq_publish(size)), V4);
         bench_packet(c, "publish", id, &one);
+        in_place(c, id, &one);
         forward(c, id, &one);
     }
+}
+
+/// ringmq's in-place path (`Decoder::peek`, `PublishRef`): the packet
+/// borrows the read buffer, as mqttrs' packets do.
+fn in_place(c: &mut Criterion, id: &str, one: &BytesMut) {
+    let run = Run::new(one);
+    let mut g = c.benchmark_group("publish");
+    g.throughput(Throughput::Elements(run.count as u64));
+    g.bench_function(BenchmarkId::new("decode/ringmq-peek", id), |b| {
+        b.iter_custom(|n| {
+            run.time(n, |buf| {
+                Run::peek(buf, |p| {
+                    black_box(p);
+                })
+            })
+        })
+    });
+    let mut out = BytesMut::with_capacity(one.len() * 2);
+    g.bench_function(BenchmarkId::new("decode+encode/ringmq-peek", id), |b| {
+        b.iter_custom(|n| {
+            run.time(n, |buf| {
+                Run::peek(buf, |p| {
+                    out.clear();
+                    p.encode(V4, &mut out).expect("valid");
+                })
+            })
+        })
+    });
+    g.finish();
 }
 
 /// decode+forward: what a broker does with each PUBLISH for one subscriber.
