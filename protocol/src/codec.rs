@@ -103,25 +103,34 @@ impl Decoder {
         self.packet_bytes_max
     }
 
+    /// The fixed header of the packet at the front of `buf` once all of the
+    /// packet is there; a packet over `packet_bytes_max` is refused from its
+    /// fixed header alone.
+    fn whole_packet(&self, buf: &[u8]) -> Result<Option<FixedHeader>, DecodeError> {
+        let Some(h) = parse_fixed_header(buf)? else {
+            return Ok(None);
+        };
+        let size = h.packet_len();
+        if size > self.packet_bytes_max {
+            return Err(DecodeError::PacketTooLarge {
+                size,
+                max: self.packet_bytes_max,
+            });
+        }
+        Ok((buf.len() >= size).then_some(h))
+    }
+
     /// Looks at the packet at the front of `buf` without consuming it or
     /// taking a handle on it: a PUBLISH comes back as a [`PublishRef`],
     /// validated exactly as [`decode`](Self::decode) validates it, so that a
     /// broker can route on its topic and drop or forward it before deciding to
     /// keep it. `Ok(None)`: more bytes are needed.
     pub fn peek<'a>(&self, buf: &'a [u8]) -> Result<Option<Peeked<'a>>, DecodeError> {
-        let Some(h) = parse_fixed_header(buf)? else {
+        let Some(h) = self.whole_packet(buf)? else {
             return Ok(None);
         };
         let len = h.packet_len();
-        if len > self.packet_bytes_max {
-            return Err(DecodeError::PacketTooLarge {
-                size: len,
-                max: self.packet_bytes_max,
-            });
-        }
-        let Some(body) = buf.get(h.header_len..len) else {
-            return Ok(None);
-        };
+        let body = &buf[h.header_len..len];
         let packet_type = PacketType::from_nibble(h.first >> 4, self.version)?;
         let publish = match (packet_type, self.version) {
             (PacketType::Publish, Some(v)) => Some(PublishRef::parse(h.first & 0x0F, body, v)?),
@@ -143,19 +152,9 @@ impl Decoder {
     /// should be closed. Topic, payload and strings of the packet share
     /// `buf`'s memory.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
-        let Some(h) = parse_fixed_header(buf)? else {
+        let Some(h) = self.whole_packet(buf)? else {
             return Ok(None);
         };
-        let size = h.packet_len();
-        if size > self.packet_bytes_max {
-            return Err(DecodeError::PacketTooLarge {
-                size,
-                max: self.packet_bytes_max,
-            });
-        }
-        if buf.len() < size {
-            return Ok(None);
-        }
         if self.server && self.version.is_some() && h.first >> 4 == PacketType::Connect as u8 {
             return Err(DecodeError::SecondConnect);
         }

@@ -71,6 +71,9 @@ pub enum DecodeError {
     /// A string is not well-formed UTF-8.
     #[error("[MQTT-1.5.4-1] string is not well-formed UTF-8 (3.1.1: MQTT-1.5.3-1)")]
     InvalidUtf8,
+    /// A string longer than a two-byte length can say.
+    #[error("[MQTT §1.5.4] string of {0} bytes is longer than 65535 bytes")]
+    StringTooLong(usize),
     /// A string contains U+0000.
     #[error("[MQTT-1.5.4-2] string contains the null character U+0000 (3.1.1: MQTT-1.5.3-2)")]
     NullCharacter,

@@ -15,18 +15,6 @@ pub struct SharedFilter<'a> {
     pub filter: &'a str,
 }
 
-/// Checks a topic name: not empty [MQTT-4.7.3-1], no `+`/`#` [MQTT-3.3.2-2].
-/// U+0000 is checked by the string type.
-pub(crate) fn validate_name(name: &[u8]) -> Result<(), DecodeError> {
-    if name.is_empty() {
-        return Err(DecodeError::EmptyTopic);
-    }
-    if name.iter().any(|&b| b == b'+' || b == b'#') {
-        return Err(DecodeError::WildcardInTopicName);
-    }
-    Ok(())
-}
-
 /// Checks a topic filter, and a `$share/` filter's share name and filter.
 pub(crate) fn validate_filter(filter: &str) -> Result<(), DecodeError> {
     let plain = match filter.strip_prefix(SHARE_PREFIX) {

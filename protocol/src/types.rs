@@ -162,7 +162,7 @@ fn has_topic_name_forbidden(bytes: &[u8]) -> bool {
 
 fn check_string(bytes: &[u8]) -> Result<(), DecodeError> {
     if bytes.len() > STRING_BYTES_MAX {
-        return Err(DecodeError::Truncated("string longer than 65535 bytes"));
+        return Err(DecodeError::StringTooLong(bytes.len()));
     }
     if bytes.contains(&0) {
         return Err(DecodeError::NullCharacter);
@@ -206,7 +206,7 @@ impl TopicName {
     /// Validates a topic name.
     pub fn new(s: impl Into<ByteString>) -> Result<Self, DecodeError> {
         let s = MqttString::new(s)?;
-        topic::validate_name(s.as_bytes())?;
+        check_topic_name_bytes(s.as_bytes(), false)?;
         Ok(TopicName(s))
     }
 
@@ -215,8 +215,8 @@ impl TopicName {
         TopicName(MqttString::default())
     }
 
-    /// Validates a topic name taken from a packet in one pass over its bytes
-    /// before the UTF-8 check; `allow_empty` for a v5 PUBLISH.
+    /// Validates a topic name taken from a packet; `allow_empty` for a v5
+    /// PUBLISH, which may carry a Topic Alias instead.
     pub(crate) fn from_bytes(bytes: Bytes, allow_empty: bool) -> Result<Self, DecodeError> {
         check_topic_name_bytes(&bytes, allow_empty)?;
         let s = ByteString::try_from(bytes).map_err(|_| DecodeError::InvalidUtf8)?;

@@ -164,3 +164,17 @@ fn parse_shared_splits_group_and_filter() {
     assert_eq!(parse_shared("$share/g"), None);
     assert_eq!(parse_shared("share/g/a"), None);
 }
+
+#[test]
+fn names_and_filters_longer_than_65535_bytes_are_refused() {
+    let long = "a".repeat(65_536);
+    assert_eq!(
+        TopicName::new(long.clone()).err(),
+        Some(DecodeError::StringTooLong(65_536))
+    );
+    assert_eq!(
+        TopicFilter::new(long).err(),
+        Some(DecodeError::StringTooLong(65_536))
+    );
+    assert!(TopicName::new("a".repeat(65_535)).is_ok());
+}
