@@ -1,0 +1,127 @@
+//! The `ringmq` command line: run the broker (the default) or write a
+//! password file entry.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// An MQTT 3.1.1 / 5.0 broker, thread-per-core on io_uring.
+#[derive(Debug, Parser)]
+#[command(name = "ringmq", version)]
+pub struct Args {
+    /// Config file (TOML); flags override its values.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to accept MQTT over TCP on; repeat for several.
+    #[arg(short, long, value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+    /// Shards (one per core by default).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Data directory.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log filter (`info`, `debug`, `ringmq=trace`, …).
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add or replace a user in a password file (argon2id, salted); the
+    /// password is read from stdin.
+    Passwd {
+        /// The password file; created if missing.
+        file: PathBuf,
+        /// The user name.
+        user: String,
+    },
+}
+
+/// Runs the command line; the binary's `main`.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(Command::Passwd { file, user }) = &args.command {
+        return match crate::passwd::add_user_from_stdin(file, user) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringmq passwd: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let config = match effective_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringmq: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        match toml::to_string_pretty(&config) {
+            Ok(text) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    print!("{text}");
+                }
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("ringmq: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    init_logging(&config.log_level);
+    match crate::shard::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("ringmq: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn effective_config(args: &Args) -> Result<Config, crate::config::ConfigError> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if !args.listen.is_empty() {
+        config.listeners.tcp.clone_from(&args.listen);
+    }
+    if let Some(n) = args.shards {
+        config.shards = n;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir.clone_from(dir);
+    }
+    if let Some(level) = &args.log_level {
+        config.log_level.clone_from(level);
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Structured logs to stderr; `RUST_LOG` wins over the configured filter.
+/// Records of the `log` crate (glommio's warnings) are captured too.
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,190 @@
+//! Configuration: a TOML file (every key optional; see `ringmq.toml` at the
+//! repository root for an annotated example), overridden by flags. With
+//! neither, the broker listens on 127.0.0.1:1883 with data under `./data`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::Limits;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Shards (executors, one per core); 0 means one per available core.
+    pub shards: usize,
+    /// Where persistent state lives; also locked so that one broker owns it.
+    pub data_dir: PathBuf,
+    /// Log filter, as for `RUST_LOG` (`info`, `ringmq=debug`, …).
+    pub log_level: String,
+    /// Addresses to accept MQTT over TCP on.
+    pub listeners: Listeners,
+    /// Who may connect and what they may do.
+    pub auth: AuthConfig,
+    /// Protocol and resource limits.
+    pub limits: Limits,
+    /// Executor and queue sizing.
+    pub runtime: Runtime,
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listeners {
+    /// MQTT over TCP.
+    pub tcp: Vec<SocketAddr>,
+}
+
+/// Authentication and authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Users and argon2 password hashes (`ringmq passwd` writes it).
+    pub password_file: Option<PathBuf>,
+    /// Per-user topic rules; without it every client may do everything.
+    pub acl_file: Option<PathBuf>,
+    /// Whether clients without a user name may connect.
+    pub allow_anonymous: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            password_file: None,
+            acl_file: None,
+            allow_anonymous: true,
+        }
+    }
+}
+
+/// Sizing of the shards' runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Runtime {
+    /// Memory each executor registers with io_uring, in bytes. It is locked
+    /// in RAM and counts against `ulimit -l`.
+    pub io_memory_bytes: usize,
+    /// Capacity of each queue between two shards, in batches; a full queue
+    /// makes the publishing connection wait.
+    pub mesh_queue_batches_max: usize,
+    /// Period of the clock that runs keep-alive, Will delay and session
+    /// expiry, in milliseconds.
+    pub tick_millis: u64,
+    /// Bytes a connection reads per system call at most.
+    pub read_bytes_max: usize,
+    /// Time given to connections to flush on shutdown, in milliseconds.
+    pub shutdown_grace_millis: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            shards: 0,
+            data_dir: PathBuf::from("data"),
+            log_level: "info".into(),
+            listeners: Listeners::default(),
+            auth: AuthConfig::default(),
+            limits: Limits::default(),
+            runtime: Runtime::default(),
+        }
+    }
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            tcp: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
+        }
+    }
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            io_memory_bytes: 256 << 10,
+            mesh_queue_batches_max: 1024,
+            tick_millis: 250,
+            read_bytes_max: 64 << 10,
+            shutdown_grace_millis: 2_000,
+        }
+    }
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why, with line and column.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks values that the types alone do not bound.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        if self.listeners.tcp.is_empty() {
+            return bad("listeners.tcp: at least one address is needed");
+        }
+        if self.listeners.tcp.iter().any(|a| a.port() == 0) {
+            return bad("listeners.tcp: a fixed port is needed (every shard binds it)");
+        }
+        if self.shards > 64 {
+            return bad("shards: at most 64");
+        }
+        if l.packet_bytes_max < 64 {
+            return bad("limits.packet_bytes_max: at least 64");
+        }
+        if l.inflight_count_max == 0 {
+            return bad("limits.inflight_count_max: at least 1");
+        }
+        if self.runtime.mesh_queue_batches_max == 0 || self.runtime.tick_millis == 0 {
+            return bad("runtime.mesh_queue_batches_max and runtime.tick_millis: at least 1");
+        }
+        if self.runtime.read_bytes_max < 1024 {
+            return bad("runtime.read_bytes_max: at least 1024");
+        }
+        Ok(())
+    }
+
+    /// The number of shards to run.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(64),
+            n => n,
+        }
+    }
+}

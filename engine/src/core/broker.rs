@@ -1,0 +1,282 @@
+//! One shard's broker: its sessions, its slice of the subscription trie, the
+//! replicated route table and retained store. It owns no socket and reads no
+//! clock: every call takes `now`, output goes to each connection's [`Tx`]
+//! and, for other shards, to [`Broker::outbox`].
+//!
+//! [`Tx`]: super::tx::Tx
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ahash::AHashMap;
+use ringmq_protocol::properties::DisconnectProperties;
+use ringmq_protocol::{Disconnect, MqttString, Packet, ProtocolVersion, ReasonCode};
+
+use super::auth::Auth;
+use super::limits::Limits;
+use super::message::Message;
+use super::retained::Retained;
+use super::session::Session;
+use super::stats::Stats;
+use super::trie::Trie;
+use super::Sub;
+
+/// What one shard sends another.
+#[derive(Debug)]
+pub enum Remote {
+    /// Deliver to your subscribers.
+    Publish(Arc<Message>),
+    /// Store (or, with an empty payload, clear) a retained message.
+    Retain(Arc<Message>),
+    /// The sender now has (`true`) or no longer has subscribers on a filter.
+    Route(Box<str>, bool),
+}
+
+/// Names a connection: its session's slot and the link's generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    /// Slot of the session.
+    pub session: u32,
+    /// Generation of the link.
+    pub generation: u64,
+}
+
+/// What the shard does after a packet.
+#[derive(Debug)]
+pub enum Flow {
+    /// Read on.
+    Continue,
+    /// Wait until every shard has applied the route changes sent so far,
+    /// then call [`Broker::finish_subscribe`].
+    Barrier(super::subscribe::PendingSubAck),
+}
+
+/// The state of one shard.
+#[derive(Debug)]
+pub struct Broker {
+    pub(super) shard: usize,
+    pub(super) shards: usize,
+    pub(super) limits: Limits,
+    pub(super) auth: Auth,
+    pub(super) sessions: Vec<Option<Session>>,
+    pub(super) free_slots: Vec<u32>,
+    pub(super) by_client: AHashMap<MqttString, u32>,
+    pub(super) trie: Trie<Vec<Sub>>,
+    pub(super) routes: Trie<u64>,
+    pub(super) retained: Retained,
+    /// Messages for other shards, per shard, in order; the shard layer
+    /// drains it after every batch of input.
+    pub outbox: Vec<Vec<Remote>>,
+    /// Counters.
+    pub stats: Stats,
+    /// Output of connections taken over, until their writer flushes it.
+    pub(super) detached: AHashMap<ConnId, super::tx::Tx>,
+    /// Scratch for matching, kept to reuse its allocation.
+    pub(super) matches: Vec<Sub>,
+    pub(super) next_generation: u64,
+    next_uid: u64,
+    start: Instant,
+    start_millis: u64,
+    msg_seq: u16,
+    last_millis: u64,
+}
+
+impl Broker {
+    /// The broker of shard `shard` of `shards`, at `now`.
+    pub fn new(shard: usize, shards: usize, limits: Limits, auth: Auth, now: Instant) -> Self {
+        let start_millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Broker {
+            shard,
+            shards,
+            limits,
+            auth,
+            sessions: Vec::new(),
+            free_slots: Vec::new(),
+            by_client: AHashMap::new(),
+            trie: Trie::default(),
+            routes: Trie::default(),
+            retained: Retained::default(),
+            outbox: (0..shards).map(|_| Vec::new()).collect(),
+            stats: Stats::default(),
+            detached: AHashMap::new(),
+            matches: Vec::new(),
+            next_generation: 1,
+            next_uid: 1,
+            start: now,
+            start_millis,
+            msg_seq: 0,
+            last_millis: 0,
+        }
+    }
+
+    /// This shard's index.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Number of sessions on this shard, connected or not.
+    pub fn session_count(&self) -> usize {
+        self.by_client.len()
+    }
+
+    /// Number of connected clients on this shard.
+    pub fn connection_count(&self) -> usize {
+        self.sessions
+            .iter()
+            .flatten()
+            .filter(|s| s.link.is_some())
+            .count()
+    }
+
+    /// Whether anything waits in the outbox.
+    pub fn has_outbox(&self) -> bool {
+        self.outbox.iter().any(|o| !o.is_empty())
+    }
+
+    /// The connected session of `id`, if the link is still current.
+    pub fn session(&self, id: ConnId) -> Option<&Session> {
+        let s = self.sessions.get(id.session as usize)?.as_ref()?;
+        (s.link.as_ref()?.generation == id.generation).then_some(s)
+    }
+
+    /// The connected session of `id`, if the link is still current.
+    pub fn session_mut(&mut self, id: ConnId) -> Option<&mut Session> {
+        let s = self.sessions.get_mut(id.session as usize)?.as_mut()?;
+        let current = s
+            .link
+            .as_ref()
+            .is_some_and(|l| l.generation == id.generation);
+        current.then_some(s)
+    }
+
+    /// The output of connection `id`, if still current.
+    pub fn tx_mut(&mut self, id: ConnId) -> Option<&mut super::tx::Tx> {
+        Some(&mut self.session_mut(id)?.link.as_mut()?.tx)
+    }
+
+    pub(super) fn slot(&mut self, slot: u32) -> Option<&mut Session> {
+        self.sessions.get_mut(slot as usize)?.as_mut()
+    }
+
+    pub(super) fn new_uid(&mut self) -> u64 {
+        self.next_uid += 1;
+        (self.shard as u64) << 56 | self.next_uid
+    }
+
+    /// A new instance-unique, time-ordered message id:
+    /// shard (8 bits) | milliseconds since the epoch (40) | sequence (16).
+    pub(super) fn new_message_id(&mut self, now: Instant) -> u64 {
+        let millis =
+            self.start_millis + now.saturating_duration_since(self.start).as_millis() as u64;
+        if millis != self.last_millis {
+            self.last_millis = millis;
+            self.msg_seq = 0;
+        }
+        self.msg_seq = self.msg_seq.wrapping_add(1);
+        (self.shard as u64 & 0xFF) << 56
+            | (millis & ((1 << 40) - 1)) << 16
+            | u64::from(self.msg_seq)
+    }
+
+    /// Handles one packet from connection `id`.
+    pub fn handle(&mut self, id: ConnId, packet: Packet, now: Instant) -> Flow {
+        let Some(session) = self.session_mut(id) else {
+            return Flow::Continue;
+        };
+        if let Some(link) = session.link.as_mut() {
+            link.last_rx = now;
+            if link.tx.is_closing() {
+                return Flow::Continue;
+            }
+        }
+        match packet {
+            Packet::Publish(p) => self.publish_in(id, p, now),
+            Packet::PubAck(a) => self.puback_in(id, a.packet_id, now),
+            Packet::PubRec(a) => self.pubrec_in(id, a.packet_id, a.reason_code, now),
+            Packet::PubRel(a) => self.pubrel_in(id, a.packet_id),
+            Packet::PubComp(a) => self.pubcomp_in(id, a.packet_id, now),
+            Packet::Subscribe(s) => return self.subscribe(id, s, now),
+            Packet::Unsubscribe(u) => self.unsubscribe(id, u),
+            Packet::PingReq => self.write(id, &Packet::PingResp),
+            Packet::Disconnect(d) => self.disconnect_in(id, d),
+            Packet::Auth(_) => self.fail(
+                id,
+                ReasonCode::ProtocolError,
+                "[MQTT-4.12.0-1] AUTH without an authentication method in CONNECT",
+            ),
+            other => {
+                let why = format!(
+                    "[MQTT §2.1.2] a client must not send {:?}",
+                    other.packet_type()
+                );
+                self.fail(id, ReasonCode::ProtocolError, &why)
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Encodes `packet` into connection `id`'s output.
+    pub(super) fn write(&mut self, id: ConnId, packet: &Packet) {
+        let Some(link) = self.session_mut(id).and_then(|s| s.link.as_mut()) else {
+            return;
+        };
+        let version = link.version;
+        if let Err(e) = link.tx.encode(|buf| packet.encode(version, buf)) {
+            tracing::error!(error = %e, "cannot encode {:?}", packet.packet_type());
+        }
+    }
+
+    /// Ends connection `id` because of a protocol violation or a limit: a v5
+    /// client gets DISCONNECT with `code` and `why` (which cites the rule),
+    /// then the connection closes. The Will is published.
+    pub fn fail(&mut self, id: ConnId, code: ReasonCode, why: &str) {
+        self.stats.protocol_errors += 1;
+        let Some(session) = self.session_mut(id) else {
+            return;
+        };
+        tracing::info!(client = %session.client_id.as_str(), code = ?code, "disconnecting: {why}");
+        let Some(link) = session.link.as_mut() else {
+            return;
+        };
+        if link.version == ProtocolVersion::V5 {
+            let mut packet = Disconnect::new(code);
+            if link.problem_info {
+                packet.properties = DisconnectProperties {
+                    reason_string: MqttString::new(why.to_owned()).ok(),
+                    ..Default::default()
+                };
+            }
+            let _ = link
+                .tx
+                .encode(|buf| packet.encode(ProtocolVersion::V5, buf));
+        }
+        link.tx.close();
+    }
+
+    /// Ends every connection (v5: DISCONNECT 0x8B, server shutting down).
+    pub fn shutdown(&mut self) {
+        for session in self.sessions.iter_mut().flatten() {
+            if let Some(link) = session.link.as_mut() {
+                if link.version == ProtocolVersion::V5 {
+                    let packet = Disconnect::new(ReasonCode::ServerShuttingDown);
+                    let _ = link
+                        .tx
+                        .encode(|buf| packet.encode(ProtocolVersion::V5, buf));
+                }
+                link.tx.close();
+            }
+        }
+    }
+
+    /// Time since this broker started, for logs.
+    pub fn uptime(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.start)
+    }
+}

@@ -1,0 +1,315 @@
+//! CONNECT: validation, authentication, session take-over and resumption,
+//! and the CONNACK.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ringmq_protocol::properties::{ConnAckProperties, PublishProperties};
+use ringmq_protocol::{
+    ConnAck, Connect, Disconnect, LastWill, MqttString, Packet, ProtocolVersion, ReasonCode,
+};
+
+use super::broker::{Broker, ConnId};
+use super::message::Message;
+use super::session::{Link, Session, Will};
+use super::tx::Tx;
+
+/// Seeds of the client-id hash. Fixed, so that a client's home shard (and
+/// its state on disk) is the same after a restart.
+const HOME_SEEDS: [u64; 4] = [0x7269_6e67, 0x6d71_2d68, 0x6f6d_652d, 0x7368_6172];
+
+/// The shard that owns the session of `client_id`.
+pub fn home_shard(client_id: &[u8], shards: usize) -> usize {
+    let hash =
+        ahash::RandomState::with_seeds(HOME_SEEDS[0], HOME_SEEDS[1], HOME_SEEDS[2], HOME_SEEDS[3])
+            .hash_one(client_id);
+    (hash % shards.max(1) as u64) as usize
+}
+
+/// A connection the broker accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct Accepted {
+    /// The connection from now on.
+    pub id: ConnId,
+}
+
+/// A CONNECT the broker refused: write `connack` (if any), then close.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// The CONNACK carrying the reason, encoded.
+    pub connack: Bytes,
+}
+
+/// A refusal for `version` with `code` (3.1.1 gets the closest return code).
+pub fn refusal(version: ProtocolVersion, code: ReasonCode) -> Refused {
+    let packet = Packet::ConnAck(Box::new(ConnAck {
+        session_present: false,
+        reason_code: code,
+        properties: ConnAckProperties::default(),
+    }));
+    let mut buf = BytesMut::with_capacity(8);
+    let _ = packet.encode(version, &mut buf);
+    Refused {
+        connack: buf.freeze(),
+    }
+}
+
+impl Broker {
+    /// A new client identifier whose home is this shard (v5 Assigned Client
+    /// Identifier; 3.1.1 clean sessions with an empty one).
+    pub fn assign_client_id(&mut self) -> String {
+        loop {
+            let uid = self.new_uid();
+            let id = format!("ringmq-{:x}-{:x}", self.shard, uid & ((1 << 56) - 1));
+            if home_shard(id.as_bytes(), self.shards) == self.shard {
+                return id;
+            }
+        }
+    }
+
+    /// Handles CONNECT on the client's home shard. `assigned` says the
+    /// shard gave the client its identifier.
+    pub fn connect(
+        &mut self,
+        connect: Connect,
+        assigned: bool,
+        now: Instant,
+    ) -> Result<Accepted, Refused> {
+        let version = connect.protocol;
+        if let Err(code) = self.check_connect(&connect, assigned) {
+            self.stats.connects_refused += 1;
+            tracing::info!(client = %connect.client_id.as_str(), ?code, "CONNECT refused");
+            return Err(refusal(version, code));
+        }
+        let (slot, session_present) = self.resume_or_create(&connect, now);
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let (link, props) = self.new_link(&connect, generation, assigned, now);
+        let id = ConnId {
+            session: slot,
+            generation,
+        };
+        let expiry = self.granted_expiry(&connect);
+        if let Some(session) = self.slot(slot) {
+            session.link = Some(link);
+            session.expiry_secs = expiry;
+            session.expires_at = None;
+            session.will_due = None;
+            session.username = connect.username.clone();
+        }
+        let connack = Packet::ConnAck(Box::new(ConnAck {
+            session_present,
+            reason_code: ReasonCode::Success,
+            properties: props,
+        }));
+        self.write(id, &connack);
+        self.stats.connects += 1;
+        tracing::debug!(client = %connect.client_id.as_str(), ?version, session_present, "connected");
+        self.resend_inflight(id, now);
+        self.drain(id, now);
+        Ok(Accepted { id })
+    }
+
+    fn check_connect(&self, c: &Connect, assigned: bool) -> Result<(), ReasonCode> {
+        let v311 = c.protocol == ProtocolVersion::V311;
+        if c.client_id.is_empty() && !assigned {
+            // [MQTT-3.1.3-8]: an empty id needs Clean Session in 3.1.1.
+            return Err(ReasonCode::ClientIdentifierNotValid);
+        }
+        if c.client_id.len() > self.limits.client_id_bytes_max {
+            return Err(ReasonCode::ClientIdentifierNotValid);
+        }
+        if c.properties.authentication_method.is_some() {
+            return Err(ReasonCode::BadAuthenticationMethod);
+        }
+        if let Some(will) = &c.will {
+            if !self.topic_within_limits(will.topic.as_str()) {
+                return Err(match v311 {
+                    true => ReasonCode::UnspecifiedError,
+                    false => ReasonCode::TopicNameInvalid,
+                });
+            }
+        }
+        self.auth.authenticator.authenticate(c)
+    }
+
+    /// Whether a topic name or filter is within the configured length and
+    /// depth.
+    pub(super) fn topic_within_limits(&self, topic: &str) -> bool {
+        topic.len() <= self.limits.topic_bytes_max
+            && topic.bytes().filter(|&b| b == b'/').count() < self.limits.topic_levels_max
+    }
+
+    fn granted_expiry(&self, c: &Connect) -> u32 {
+        match c.protocol {
+            ProtocolVersion::V311 if c.clean_start => 0,
+            ProtocolVersion::V311 => u32::MAX,
+            ProtocolVersion::V5 => c.properties.session_expiry_interval.unwrap_or(0),
+        }
+        .min(self.limits.session_expiry_secs_max)
+    }
+
+    /// Finds the client's session, taking it over from an older connection,
+    /// or starts a new one. Returns the slot and whether a session resumed.
+    fn resume_or_create(&mut self, c: &Connect, now: Instant) -> (u32, bool) {
+        if let Some(&slot) = self.by_client.get(&c.client_id) {
+            self.take_over(slot, now);
+            if !c.clean_start {
+                return (slot, true);
+            }
+            self.end_session(slot, now);
+        }
+        let uid = self.new_uid();
+        let session = Session::new(uid, c.client_id.clone());
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.sessions[slot as usize] = Some(session);
+                slot
+            }
+            None => {
+                self.sessions.push(Some(session));
+                (self.sessions.len() - 1) as u32
+            }
+        };
+        self.by_client.insert(c.client_id.clone(), slot);
+        (slot, false)
+    }
+
+    /// Closes the connection attached to session `slot`, if any
+    /// [MQTT-3.1.4-3]: v5 clients get DISCONNECT 0x8E. Its Will is
+    /// published unless a delay lets the new connection cancel it.
+    fn take_over(&mut self, slot: u32, now: Instant) {
+        let Some(session) = self.slot(slot) else {
+            return;
+        };
+        let Some(mut link) = session.link.take() else {
+            return;
+        };
+        if link.version == ProtocolVersion::V5 {
+            let packet = Disconnect::new(ReasonCode::SessionTakenOver);
+            let _ = link
+                .tx
+                .encode(|buf| packet.encode(ProtocolVersion::V5, buf));
+        }
+        link.tx.close();
+        // The old connection's writer still has to flush that DISCONNECT.
+        let old = ConnId {
+            session: slot,
+            generation: link.generation,
+        };
+        self.detached.insert(old, link.tx);
+        self.stats.takeovers += 1;
+        if let Some(will) = link.will.take() {
+            if will.delay_secs == 0 {
+                self.publish_will(will.message, now);
+            }
+        }
+    }
+
+    fn new_link(
+        &mut self,
+        c: &Connect,
+        generation: u64,
+        assigned: bool,
+        now: Instant,
+    ) -> (Link, ConnAckProperties) {
+        let v5 = c.protocol == ProtocolVersion::V5;
+        let max = self.limits.keep_alive_secs_max;
+        let capped = max != 0 && (c.keep_alive == 0 || c.keep_alive > max);
+        // A 3.1.1 client cannot be told another keep-alive, so its own is kept.
+        let keep_alive = if capped && v5 { max } else { c.keep_alive };
+        let mut props = ConnAckProperties::default();
+        if v5 {
+            props.receive_maximum = std::num::NonZeroU16::new(self.limits.inflight_count_max);
+            props.maximum_packet_size = std::num::NonZeroU32::new(self.limits.packet_bytes_max);
+            props.topic_alias_maximum = Some(self.limits.topic_alias_max);
+            props.shared_subscription_available = Some(false);
+            if capped {
+                props.server_keep_alive = Some(keep_alive);
+            }
+            if assigned {
+                props.assigned_client_identifier = Some(c.client_id.clone());
+            }
+            let asked = c.properties.session_expiry_interval.unwrap_or(0);
+            let granted = self.granted_expiry(c);
+            if granted != asked {
+                props.session_expiry_interval = Some(granted);
+            }
+        }
+        let link = Link {
+            generation,
+            version: c.protocol,
+            idle_max: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            last_rx: now,
+            receive_max: c.properties.receive_maximum.map_or(u16::MAX, |n| n.get()),
+            packet_bytes_max: c
+                .properties
+                .maximum_packet_size
+                .map_or(u32::MAX, |n| n.get()),
+            aliases_in: Vec::new(),
+            will: c.will.as_ref().map(will_message),
+            graceful: false,
+            problem_info: c.properties.request_problem_information.unwrap_or(true),
+            tx: Tx::default(),
+        };
+        (link, props)
+    }
+}
+
+fn will_message(w: &LastWill) -> Will {
+    let p = &w.properties;
+    let properties = PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        content_type: p.content_type.clone(),
+        response_topic: p.response_topic.clone(),
+        correlation_data: p.correlation_data.clone(),
+        user_properties: p.user_properties.clone(),
+        ..Default::default()
+    };
+    let properties = (!properties.is_empty()).then(|| Box::new(properties));
+    let message = Message {
+        id: 0,
+        topic: w.topic.clone(),
+        payload: Bytes::copy_from_slice(&w.payload),
+        qos: w.qos,
+        retain: w.retain,
+        properties,
+        origin: 0,
+        expires_at: None,
+    };
+    Will {
+        message,
+        delay_secs: p.will_delay_interval.unwrap_or(0),
+    }
+}
+
+impl Broker {
+    /// Resends every unacknowledged message of `id`'s session with DUP set,
+    /// and PUBREL for those already received [MQTT-4.4.0-1].
+    fn resend_inflight(&mut self, id: ConnId, now: Instant) {
+        let Some(session) = self.session_mut(id) else {
+            return;
+        };
+        if session.inflight.is_empty() {
+            return;
+        }
+        let pending: Vec<_> = session
+            .inflight
+            .iter()
+            .map(|m| (m.packet_id, m.released))
+            .collect();
+        for (packet_id, released) in pending {
+            if released {
+                self.write(id, &Packet::PubRel(ringmq_protocol::PubRel::new(packet_id)));
+            } else {
+                self.resend_publish(id, packet_id, now);
+            }
+        }
+    }
+
+    /// MqttString for a freshly assigned id.
+    pub fn client_id_string(id: String) -> Option<MqttString> {
+        MqttString::new(id).ok()
+    }
+}

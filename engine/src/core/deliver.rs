@@ -1,0 +1,435 @@
+//! Routing and delivery: a PUBLISH is matched against the route table (for
+//! other shards) and this shard's trie, then each matching session gets one
+//! copy. The message is encoded once per protocol version per fan-out; a
+//! copy writes only its own header, and a QoS 0 copy is the same `Bytes`
+//! for every subscriber.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use ringmq_protocol::properties::id as prop_id;
+use ringmq_protocol::{Delivery, EncodedPublish, PacketId, ProtocolVersion, QoS, SubscriptionId};
+
+use super::broker::{Broker, ConnId, Remote};
+use super::message::Message;
+use super::retained;
+use super::session::{Inflight, Link, Queued, Session, SubIds};
+use super::stats::Stats;
+use super::Sub;
+
+/// Copies up to this size are encoded whole into the connection's buffer;
+/// above it the payload is written from the shared `Bytes`.
+const COPY_BYTES_MAX: usize = 1024;
+
+/// Encodings of one message, built on first use during one fan-out.
+#[derive(Default)]
+pub(super) struct Encoded {
+    by_version: [Option<EncodedPublish>; 2],
+    /// Whole QoS 0 copies, by version and RETAIN flag.
+    qos0: [[Option<Bytes>; 2]; 2],
+}
+
+/// What one session's copy of a message looks like.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    pub(super) qos: QoS,
+    pub(super) retain: bool,
+    pub(super) sub_ids: SubIds,
+}
+
+fn vi(v: ProtocolVersion) -> usize {
+    usize::from(v == ProtocolVersion::V5)
+}
+
+impl Broker {
+    /// Sends `message` wherever it is subscribed: other shards through the
+    /// outbox, this shard's sessions directly. A retained message is also
+    /// stored on every shard.
+    pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) {
+        if message.retain {
+            let stored = Arc::new(retained::compact(&message));
+            for peer in self.peers() {
+                self.outbox[peer].push(Remote::Retain(Arc::clone(&stored)));
+            }
+            self.retained.store(stored);
+        }
+        let mut mask = 0u64;
+        self.routes
+            .for_each_match(message.topic.as_str(), |m| mask |= *m);
+        for peer in self.peers() {
+            if mask & (1 << peer) != 0 {
+                self.outbox[peer].push(Remote::Publish(Arc::clone(&message)));
+            }
+        }
+        self.deliver_local(&message, now);
+    }
+
+    fn peers(&self) -> impl Iterator<Item = usize> {
+        let me = self.shard;
+        (0..self.shards).filter(move |&p| p != me)
+    }
+
+    /// Applies what shard `from` sent.
+    pub fn apply_remote(&mut self, from: usize, remote: Remote, now: Instant) {
+        match remote {
+            Remote::Publish(m) => self.deliver_local(&m, now),
+            Remote::Retain(m) => self.retained.store(m),
+            Remote::Route(filter, add) => {
+                let bit = 1u64 << from;
+                let slot = self.routes.entry(&filter);
+                if add {
+                    *slot |= bit;
+                } else {
+                    *slot &= !bit;
+                    if *slot == 0 {
+                        self.routes.prune(&filter);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers `message` to this shard's matching sessions, once per
+    /// session: at the highest QoS of its matching subscriptions
+    /// [MQTT-3.3.5-1], with all their Subscription Identifiers.
+    pub(super) fn deliver_local(&mut self, message: &Arc<Message>, now: Instant) {
+        if message.is_expired(now) {
+            self.stats.dropped_expired += 1;
+            return;
+        }
+        let mut matches = std::mem::take(&mut self.matches);
+        let origin = message.origin;
+        self.trie.for_each_match(message.topic.as_str(), |subs| {
+            let mine = subs
+                .iter()
+                .filter(|s| !(s.sub.options.no_local && s.uid == origin));
+            matches.extend(mine.copied());
+        });
+        if matches.len() > 1 {
+            matches.sort_unstable_by_key(|s| s.slot);
+        }
+        let mut enc = Encoded::default();
+        for group in matches.chunk_by(|a, b| a.slot == b.slot) {
+            let copy = copy_for(message, group);
+            self.deliver_to(group[0].slot, message, copy, &mut enc, now);
+        }
+        matches.clear();
+        self.matches = matches;
+    }
+
+    /// Hands one copy to session `slot`: written, queued or dropped.
+    pub(super) fn deliver_to(
+        &mut self,
+        slot: u32,
+        message: &Arc<Message>,
+        copy: Outgoing,
+        enc: &mut Encoded,
+        now: Instant,
+    ) {
+        let cap = self.limits.inflight_count_max;
+        let (msgs_max, bytes_max) = (
+            self.limits.session_queue_messages_max,
+            self.limits.session_queue_bytes_max,
+        );
+        let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
+            return;
+        };
+        let stats = &mut self.stats;
+        let Some(link) = session.link.as_mut() else {
+            if copy.qos != QoS::AtMostOnce {
+                enqueue(session, stats, message, copy, msgs_max, bytes_max);
+            }
+            return;
+        };
+        if copy.qos == QoS::AtMostOnce {
+            if link.tx.pending_bytes() > bytes_max {
+                stats.dropped_qos0 += 1;
+                return;
+            }
+            write_copy(link, stats, message, &copy, None, false, enc, now);
+            return;
+        }
+        if !session.queue.is_empty() || !session.window_open(cap) {
+            return enqueue(session, stats, message, copy, msgs_max, bytes_max);
+        }
+        let packet_id = session.next_packet_id();
+        let Some(link) = session.link.as_mut() else {
+            return;
+        };
+        if write_copy(
+            link,
+            stats,
+            message,
+            &copy,
+            Some(packet_id),
+            false,
+            enc,
+            now,
+        ) {
+            session
+                .inflight
+                .push_back(inflight(packet_id, message, copy));
+        }
+    }
+
+    /// Moves queued messages into the window of connection `id`.
+    pub(super) fn drain(&mut self, id: ConnId, now: Instant) {
+        let cap = self.limits.inflight_count_max;
+        let stats = &mut self.stats;
+        let Some(Some(session)) = self.sessions.get_mut(id.session as usize) else {
+            return;
+        };
+        while session.window_open(cap) {
+            let Some(q) = session.queue.pop_front() else {
+                break;
+            };
+            session.queued_bytes -= q.message.weight();
+            if q.message.is_expired(now) {
+                stats.dropped_expired += 1;
+                continue;
+            }
+            let packet_id = session.next_packet_id();
+            let Some(link) = session.link.as_mut() else {
+                break;
+            };
+            let copy = Outgoing {
+                qos: q.qos,
+                retain: q.retain,
+                sub_ids: q.sub_ids,
+            };
+            let mut enc = Encoded::default();
+            if write_copy(
+                link,
+                stats,
+                &q.message,
+                &copy,
+                Some(packet_id),
+                false,
+                &mut enc,
+                now,
+            ) {
+                session
+                    .inflight
+                    .push_back(inflight(packet_id, &q.message, copy));
+            }
+        }
+    }
+
+    /// Writes in-flight message `packet_id` again, with DUP set.
+    pub(super) fn resend_publish(&mut self, id: ConnId, packet_id: PacketId, now: Instant) {
+        let stats = &mut self.stats;
+        let Some(Some(session)) = self.sessions.get_mut(id.session as usize) else {
+            return;
+        };
+        let Some(at) = session.inflight_position(packet_id) else {
+            return;
+        };
+        let m = &session.inflight[at];
+        let (message, copy) = (
+            Arc::clone(&m.message),
+            Outgoing {
+                qos: m.qos,
+                retain: m.retain,
+                sub_ids: m.sub_ids.clone(),
+            },
+        );
+        if let Some(link) = session.link.as_mut() {
+            write_copy(
+                link,
+                stats,
+                &message,
+                &copy,
+                Some(packet_id),
+                true,
+                &mut Encoded::default(),
+                now,
+            );
+        }
+    }
+}
+
+fn copy_for(message: &Message, group: &[Sub]) -> Outgoing {
+    let mut qos = QoS::AtMostOnce;
+    let mut retain_as_published = false;
+    for s in group {
+        qos = qos.max(s.sub.options.qos);
+        retain_as_published |= s.sub.options.retain_as_published;
+    }
+    let ids: Vec<SubscriptionId> = group.iter().filter_map(|s| s.sub.id).collect();
+    Outgoing {
+        qos: qos.min(message.qos),
+        // Live messages lose RETAIN unless Retain As Published [MQTT-3.3.1-12].
+        retain: retain_as_published && message.retain,
+        sub_ids: (!ids.is_empty()).then(|| ids.into_boxed_slice()),
+    }
+}
+
+fn inflight(packet_id: PacketId, message: &Arc<Message>, copy: Outgoing) -> Inflight {
+    Inflight {
+        packet_id,
+        message: Arc::clone(message),
+        qos: copy.qos,
+        retain: copy.retain,
+        sub_ids: copy.sub_ids,
+        released: false,
+    }
+}
+
+fn enqueue(
+    session: &mut Session,
+    stats: &mut Stats,
+    message: &Arc<Message>,
+    copy: Outgoing,
+    msgs_max: usize,
+    bytes_max: usize,
+) {
+    let weight = message.weight();
+    if session.queue.len() >= msgs_max || session.queued_bytes + weight > bytes_max {
+        stats.dropped_queue_full += 1;
+        tracing::debug!(client = %session.client_id.as_str(), "session queue full, message dropped");
+        return;
+    }
+    session.queued_bytes += weight;
+    session.queue.push_back(Queued {
+        message: Arc::clone(message),
+        qos: copy.qos,
+        retain: copy.retain,
+        sub_ids: copy.sub_ids,
+    });
+}
+
+/// Encodes one copy into `link`'s output. Returns false if the copy was
+/// dropped (over the client's Maximum Packet Size [MQTT-3.1.2-25]).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn write_copy(
+    link: &mut Link,
+    stats: &mut Stats,
+    message: &Message,
+    copy: &Outgoing,
+    packet_id: Option<PacketId>,
+    dup: bool,
+    enc: &mut Encoded,
+    now: Instant,
+) -> bool {
+    let v = link.version;
+    let extra = match (v, &copy.sub_ids) {
+        (ProtocolVersion::V5, Some(ids)) => sub_id_properties(ids),
+        _ => Vec::new(),
+    };
+    if v == ProtocolVersion::V5 && message.expires_at.is_some() {
+        return write_with_expiry(link, stats, message, copy, packet_id, dup, now);
+    }
+    let e = enc.by_version[vi(v)].get_or_insert_with(|| {
+        EncodedPublish::new(&message.to_publish(now), v).unwrap_or_else(|_| unreachable_encoding())
+    });
+    let d = Delivery {
+        qos: copy.qos,
+        packet_id,
+        dup,
+        retain: copy.retain,
+        extra_properties: &extra,
+    };
+    let Ok(len) = e.len(&d) else {
+        return false;
+    };
+    if len > link.packet_bytes_max as usize {
+        stats.dropped_too_large += 1;
+        return false;
+    }
+    stats.deliveries += 1;
+    if copy.qos == QoS::AtMostOnce && extra.is_empty() {
+        let cached = &mut enc.qos0[vi(v)][usize::from(copy.retain)];
+        let frame = cached.get_or_insert_with(|| {
+            let mut buf = BytesMut::with_capacity(len);
+            let _ = e.encode(&d, &mut buf);
+            buf.freeze()
+        });
+        if len <= 64 {
+            let _ = link.tx.encode(|b| -> Result<(), ()> {
+                b.put_slice(frame);
+                Ok(())
+            });
+        } else {
+            link.tx.push_shared(frame.clone());
+        }
+        return true;
+    }
+    if len <= COPY_BYTES_MAX {
+        let _ = link.tx.encode(|b| e.encode(&d, b));
+        return true;
+    }
+    let Ok(head) = e.head(&d) else {
+        return false;
+    };
+    let slices = e.slices(&head, &d);
+    let _ = link.tx.encode(|b| -> Result<(), ()> {
+        for s in &slices[..5] {
+            b.put_slice(s);
+        }
+        Ok(())
+    });
+    link.tx.push_shared(e.payload().clone());
+    true
+}
+
+/// The rare path: a v5 copy whose Message Expiry Interval is rewritten to
+/// the time left [MQTT-3.3.2-6], so the properties are encoded per copy.
+fn write_with_expiry(
+    link: &mut Link,
+    stats: &mut Stats,
+    message: &Message,
+    copy: &Outgoing,
+    packet_id: Option<PacketId>,
+    dup: bool,
+    now: Instant,
+) -> bool {
+    let mut p = message.to_publish(now);
+    p.qos = copy.qos;
+    p.packet_id = packet_id;
+    p.dup = dup;
+    p.retain = copy.retain;
+    if let Some(ids) = &copy.sub_ids {
+        p.properties_mut().subscription_identifiers = ids.to_vec();
+    }
+    let mut buf = BytesMut::new();
+    if p.encode(ProtocolVersion::V5, &mut buf).is_err() {
+        return false;
+    }
+    if buf.len() > link.packet_bytes_max as usize {
+        stats.dropped_too_large += 1;
+        return false;
+    }
+    stats.deliveries += 1;
+    link.tx.push_shared(buf.freeze());
+    true
+}
+
+fn sub_id_properties(ids: &[SubscriptionId]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ids.len() * 5);
+    for id in ids {
+        out.push(prop_id::SUBSCRIPTION_IDENTIFIER);
+        let mut v = id.get();
+        loop {
+            let mut byte = (v % 128) as u8;
+            v /= 128;
+            if v > 0 {
+                byte |= 0x80;
+            }
+            out.push(byte);
+            if v == 0 {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Properties of a message already accepted always encode.
+fn unreachable_encoding() -> EncodedPublish {
+    EncodedPublish::new(
+        &ringmq_protocol::Publish::new(ringmq_protocol::TopicName::empty_for_alias(), Bytes::new()),
+        ProtocolVersion::V311,
+    )
+    .unwrap_or_else(|_| unreachable!("a bare 3.1.1 PUBLISH always encodes"))
+}

@@ -1,0 +1,59 @@
+//! Every limit the broker enforces, named with its unit last. Values come
+//! from the `[limits]` table of the config file; the defaults are what a
+//! broker on a small server should hold without tuning.
+
+use serde::{Deserialize, Serialize};
+
+/// The limits of one broker; every shard holds a copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest packet accepted from a client, in bytes (v5 Maximum Packet
+    /// Size in CONNACK). Checked from the fixed header, before buffering.
+    pub packet_bytes_max: u32,
+    /// Longest client identifier accepted, in bytes.
+    pub client_id_bytes_max: usize,
+    /// Longest topic name or filter accepted, in bytes.
+    pub topic_bytes_max: usize,
+    /// Most levels (`/`-separated parts) in a topic name or filter.
+    pub topic_levels_max: usize,
+    /// Highest keep-alive granted, in seconds; a client asking for more (or
+    /// for none) gets this one (v5: Server Keep Alive). 0 means no cap.
+    pub keep_alive_secs_max: u16,
+    /// QoS 1/2 messages in flight per direction and connection: the server's
+    /// Receive Maximum, and a cap on the client's.
+    pub inflight_count_max: u16,
+    /// Messages a session may hold waiting for its window or its client;
+    /// beyond it new messages are dropped and counted.
+    pub session_queue_messages_max: usize,
+    /// Bytes a session may hold waiting (queued messages and unsent socket
+    /// output together); beyond it new messages are dropped and counted.
+    pub session_queue_bytes_max: usize,
+    /// Subscriptions one client may hold; more get SUBACK 0x97/0x80.
+    pub subscriptions_per_client_max: usize,
+    /// Highest Session Expiry Interval granted, in seconds.
+    pub session_expiry_secs_max: u32,
+    /// Highest Topic Alias a v5 client may use towards the server.
+    pub topic_alias_max: u16,
+    /// Time a new connection has to send CONNECT, in seconds.
+    pub connect_timeout_secs: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            packet_bytes_max: 1 << 20,
+            client_id_bytes_max: 256,
+            topic_bytes_max: 65_535,
+            topic_levels_max: 128,
+            keep_alive_secs_max: 3_600,
+            inflight_count_max: 128,
+            session_queue_messages_max: 10_000,
+            session_queue_bytes_max: 8 << 20,
+            subscriptions_per_client_max: 1_000,
+            session_expiry_secs_max: u32::MAX,
+            topic_alias_max: 64,
+            connect_timeout_secs: 10,
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! An application message as it travels inside the broker: decoded once on
+//! the publisher's shard, shared (`Arc`) with every shard and session that
+//! delivers it. Topic and payload are `Bytes` — never copied per subscriber.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use ringmq_protocol::properties::PublishProperties;
+use ringmq_protocol::{Publish, QoS, TopicName};
+
+/// Who published a message: the session's instance-unique id, for No Local.
+pub type Origin = u64;
+
+/// One published message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Instance-unique, time-ordered: shard (8 bits) | millis (40) | seq (16).
+    pub id: u64,
+    /// Where it was published.
+    pub topic: TopicName,
+    /// The payload.
+    pub payload: Bytes,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// The RETAIN flag it was published with.
+    pub retain: bool,
+    /// v5 properties that travel with it (Topic Alias and Subscription
+    /// Identifiers removed).
+    pub properties: Option<Box<PublishProperties>>,
+    /// The publishing session, for No Local; 0 for the broker itself.
+    pub origin: Origin,
+    /// When a v5 Message Expiry Interval runs out.
+    pub expires_at: Option<Instant>,
+}
+
+impl Message {
+    /// Seconds of life left at `now`, rounded up; `None` without expiry,
+    /// `Some(0)` once expired.
+    pub fn remaining_secs(&self, now: Instant) -> Option<u32> {
+        let at = self.expires_at?;
+        let left = at.saturating_duration_since(now);
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        Some(u32::try_from(secs).unwrap_or(u32::MAX))
+    }
+
+    /// Whether the message has outlived its Message Expiry Interval.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The PUBLISH a subscriber receives, before per-copy flags: properties
+    /// carry the remaining expiry.
+    pub fn to_publish(&self, now: Instant) -> Publish {
+        let mut publish = Publish::new(self.topic.clone(), self.payload.clone());
+        publish.qos = self.qos;
+        publish.retain = self.retain;
+        publish.properties = self.properties.clone();
+        if let Some(left) = self.remaining_secs(now) {
+            publish.properties_mut().message_expiry_interval = Some(left.max(1));
+        }
+        publish
+    }
+
+    /// Approximate bytes held for this message, for queue caps.
+    pub fn weight(&self) -> usize {
+        self.topic.len() + self.payload.len() + 64
+    }
+}

@@ -1,0 +1,36 @@
+//! The broker's logic, without sockets, threads or clocks: sessions, the
+//! subscription trie, in-flight windows, limits and authorization. Every
+//! entry point takes `now`, so all of it runs on a virtual clock in tests.
+
+pub mod auth;
+pub mod broker;
+pub mod connect;
+mod deliver;
+pub mod limits;
+pub mod message;
+mod publish;
+pub mod retained;
+pub mod session;
+pub mod stats;
+mod subscribe;
+pub mod timers;
+pub mod trie;
+pub mod tx;
+
+pub use broker::{Broker, ConnId, Flow, Remote};
+pub use connect::{Accepted, Refused};
+pub use limits::Limits;
+pub use subscribe::PendingSubAck;
+
+use session::Subscription;
+
+/// One subscription in the trie: whose it is and its options.
+#[derive(Debug, Clone, Copy)]
+pub struct Sub {
+    /// Slot of the subscribing session.
+    pub slot: u32,
+    /// Instance-unique id of the session, for No Local.
+    pub uid: u64,
+    /// The subscription.
+    pub sub: Subscription,
+}

@@ -1,0 +1,219 @@
+//! PUBLISH from a client and the acknowledgements of both directions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringmq_protocol::{
+    Packet, PacketId, ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode,
+    TopicName,
+};
+
+use super::auth::Principal;
+use super::broker::{Broker, ConnId};
+use super::message::Message;
+
+impl Broker {
+    pub(super) fn publish_in(&mut self, id: ConnId, mut p: Publish, now: Instant) {
+        self.stats.publishes_in += 1;
+        let Some(topic) = self.resolve_alias(id, &mut p) else {
+            return;
+        };
+        if !self.topic_within_limits(topic.as_str()) {
+            return self.fail(
+                id,
+                ReasonCode::TopicNameInvalid,
+                "topic over topic_bytes_max or topic_levels_max",
+            );
+        }
+        let Some(session) = self.session(id) else {
+            return;
+        };
+        if let (QoS::ExactlyOnce, Some(pid)) = (p.qos, p.packet_id) {
+            if session.qos2_in.contains(&pid.get()) {
+                // A resent QoS 2 PUBLISH: acknowledged again, never delivered twice.
+                return self.write(id, &Packet::PubRec(PubRec::new(pid)));
+            }
+            if session.qos2_in.len() >= usize::from(self.limits.inflight_count_max) {
+                return self.fail(
+                    id,
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "[MQTT-3.3.4-9] more QoS 2 PUBLISH in flight than Receive Maximum",
+                );
+            }
+        }
+        let who = Principal {
+            client_id: session.client_id.as_str(),
+            username: session.username.as_ref().map(|u| u.as_str()),
+        };
+        let allowed = self.auth.authorizer.can_publish(who, topic.as_str());
+        let origin = session.uid;
+        let (qos, pid) = (p.qos, p.packet_id);
+        if !allowed {
+            self.stats.denied += 1;
+            tracing::info!(topic = %topic.as_str(), "PUBLISH not authorized");
+        } else {
+            let message = self.message_from(p, topic, origin, now);
+            self.route(Arc::new(message), now);
+        }
+        let code = if allowed {
+            ReasonCode::Success
+        } else {
+            ReasonCode::NotAuthorized
+        };
+        self.ack_publish(id, qos, pid, code);
+    }
+
+    fn ack_publish(&mut self, id: ConnId, qos: QoS, pid: Option<PacketId>, code: ReasonCode) {
+        let Some(pid) = pid else {
+            return;
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                let mut ack = PubAck::new(pid);
+                ack.reason_code = code;
+                self.write(id, &Packet::PubAck(ack));
+            }
+            QoS::ExactlyOnce => {
+                if !code.is_error() {
+                    if let Some(s) = self.session_mut(id) {
+                        s.qos2_in.insert(pid.get());
+                    }
+                }
+                let mut ack = PubRec::new(pid);
+                ack.reason_code = code;
+                self.write(id, &Packet::PubRec(ack));
+            }
+        }
+    }
+
+    /// The topic of `p`, set from or recorded as a v5 Topic Alias.
+    fn resolve_alias(&mut self, id: ConnId, p: &mut Publish) -> Option<TopicName> {
+        let alias = p
+            .properties
+            .as_mut()
+            .and_then(|props| props.topic_alias.take());
+        let max = self.limits.topic_alias_max;
+        let Some(alias) = alias else {
+            return Some(p.topic.clone());
+        };
+        let index = usize::from(alias.get()) - 1;
+        if alias.get() > max {
+            self.fail(
+                id,
+                ReasonCode::TopicAliasInvalid,
+                "[MQTT-3.3.2-9] Topic Alias above Topic Alias Maximum",
+            );
+            return None;
+        }
+        let link = self.session_mut(id)?.link.as_mut()?;
+        if p.topic.is_empty() {
+            match link.aliases_in.get(index).cloned().flatten() {
+                Some(topic) => {
+                    p.topic = topic.clone();
+                    Some(topic)
+                }
+                None => {
+                    self.fail(
+                        id,
+                        ReasonCode::ProtocolError,
+                        "[MQTT-3.3.4-7] unknown Topic Alias",
+                    );
+                    None
+                }
+            }
+        } else {
+            if link.aliases_in.len() <= index {
+                link.aliases_in.resize(index + 1, None);
+            }
+            link.aliases_in[index] = Some(p.topic.clone());
+            Some(p.topic.clone())
+        }
+    }
+
+    fn message_from(&mut self, p: Publish, topic: TopicName, origin: u64, now: Instant) -> Message {
+        let mut properties = p.properties;
+        if let Some(props) = properties.as_mut() {
+            props.subscription_identifiers.clear();
+        }
+        let expiry = properties.as_ref().and_then(|p| p.message_expiry_interval);
+        let properties = properties.filter(|p| !p.is_empty());
+        Message {
+            id: self.new_message_id(now),
+            topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties,
+            origin,
+            expires_at: expiry.map(|secs| now + Duration::from_secs(u64::from(secs))),
+        }
+    }
+
+    pub(super) fn puback_in(&mut self, id: ConnId, pid: PacketId, now: Instant) {
+        let Some(session) = self.session_mut(id) else {
+            return;
+        };
+        if let Some(at) = session.inflight_position(pid) {
+            if session.inflight[at].qos == QoS::AtLeastOnce {
+                session.inflight.remove(at);
+                self.drain(id, now);
+            }
+        }
+    }
+
+    pub(super) fn pubrec_in(&mut self, id: ConnId, pid: PacketId, code: ReasonCode, now: Instant) {
+        let Some(session) = self.session_mut(id) else {
+            return;
+        };
+        let at = session
+            .inflight_position(pid)
+            .filter(|&at| session.inflight[at].qos == QoS::ExactlyOnce);
+        let Some(at) = at else {
+            let mut rel = PubRel::new(pid);
+            if session
+                .link
+                .as_ref()
+                .is_some_and(|l| l.version == ProtocolVersion::V5)
+            {
+                rel.reason_code = ReasonCode::PacketIdentifierNotFound;
+            }
+            return self.write(id, &Packet::PubRel(rel));
+        };
+        if code.is_error() {
+            // The client refused the message: the exchange ends here (§4.3.3).
+            session.inflight.remove(at);
+            return self.drain(id, now);
+        }
+        session.inflight[at].released = true;
+        self.write(id, &Packet::PubRel(PubRel::new(pid)));
+    }
+
+    pub(super) fn pubrel_in(&mut self, id: ConnId, pid: PacketId) {
+        let Some(session) = self.session_mut(id) else {
+            return;
+        };
+        let known = session.qos2_in.remove(&pid.get());
+        let v5 = session
+            .link
+            .as_ref()
+            .is_some_and(|l| l.version == ProtocolVersion::V5);
+        let mut comp = PubComp::new(pid);
+        if !known && v5 {
+            comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+        }
+        self.write(id, &Packet::PubComp(comp));
+    }
+
+    pub(super) fn pubcomp_in(&mut self, id: ConnId, pid: PacketId, now: Instant) {
+        let Some(session) = self.session_mut(id) else {
+            return;
+        };
+        if let Some(at) = session.inflight_position(pid) {
+            if session.inflight[at].released {
+                session.inflight.remove(at);
+                self.drain(id, now);
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! A session and the connection attached to it. The session outlives its
+//! connections (persistent sessions); everything in it is plain data, so it
+//! can be logged to disk by the storage layer.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ahash::{AHashMap, AHashSet};
+use ringmq_protocol::{
+    MqttString, PacketId, ProtocolVersion, QoS, SubscriptionId, SubscriptionOptions, TopicName,
+};
+
+use super::message::Message;
+use super::tx::Tx;
+
+/// One subscription of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    /// Options as granted.
+    pub options: SubscriptionOptions,
+    /// v5 Subscription Identifier.
+    pub id: Option<SubscriptionId>,
+}
+
+/// The Subscription Identifiers a copy carries (v5); usually none.
+pub type SubIds = Option<Box<[SubscriptionId]>>;
+
+/// A QoS 1/2 message sent to the client and not yet acknowledged.
+#[derive(Debug)]
+pub struct Inflight {
+    /// Its packet identifier on this session.
+    pub packet_id: PacketId,
+    /// The message.
+    pub message: Arc<Message>,
+    /// QoS of this copy.
+    pub qos: QoS,
+    /// RETAIN flag of this copy.
+    pub retain: bool,
+    /// Subscription Identifiers of this copy.
+    pub sub_ids: SubIds,
+    /// QoS 2: PUBREC received and PUBREL sent; waiting for PUBCOMP.
+    pub released: bool,
+}
+
+/// A message waiting for the session's window or for its client.
+#[derive(Debug)]
+pub struct Queued {
+    /// The message.
+    pub message: Arc<Message>,
+    /// QoS of this copy.
+    pub qos: QoS,
+    /// RETAIN flag of this copy.
+    pub retain: bool,
+    /// Subscription Identifiers of this copy.
+    pub sub_ids: SubIds,
+}
+
+/// The Will of a connection.
+#[derive(Debug, Clone)]
+pub struct Will {
+    /// The message to publish.
+    pub message: Message,
+    /// v5 Will Delay Interval, in seconds.
+    pub delay_secs: u32,
+}
+
+/// The connection a session is attached to.
+#[derive(Debug)]
+pub struct Link {
+    /// Distinguishes this connection from earlier ones of the session.
+    pub generation: u64,
+    /// Protocol version of the connection.
+    pub version: ProtocolVersion,
+    /// 1.5 × the keep-alive: silence longer than this ends the connection.
+    pub idle_max: Option<Duration>,
+    /// When the last packet arrived.
+    pub last_rx: Instant,
+    /// How many QoS 1/2 messages the client accepts at once.
+    pub receive_max: u16,
+    /// Largest packet the client accepts, in bytes.
+    pub packet_bytes_max: u32,
+    /// v5 topic aliases the client set, index = alias - 1.
+    pub aliases_in: Vec<Option<TopicName>>,
+    /// The Will, published if the connection ends without DISCONNECT.
+    pub will: Option<Will>,
+    /// Whether the client ended the connection with DISCONNECT.
+    pub graceful: bool,
+    /// Whether the client asked for reason strings (v5).
+    pub problem_info: bool,
+    /// Output waiting to be written.
+    pub tx: Tx,
+}
+
+/// The state of one client, connected or not.
+#[derive(Debug)]
+pub struct Session {
+    /// Instance-unique id: shard (8 bits) | counter.
+    pub uid: u64,
+    /// The Client Identifier.
+    pub client_id: MqttString,
+    /// User name given at CONNECT, for authorization.
+    pub username: Option<MqttString>,
+    /// The connection, while there is one.
+    pub link: Option<Link>,
+    /// Session Expiry Interval in seconds: 0 ends the session with the
+    /// connection, `u32::MAX` never.
+    pub expiry_secs: u32,
+    /// When a detached session ends.
+    pub expires_at: Option<Instant>,
+    /// Subscriptions by filter.
+    pub subs: AHashMap<Box<str>, Subscription>,
+    /// QoS 1/2 messages sent and not yet acknowledged, oldest first.
+    pub inflight: VecDeque<Inflight>,
+    /// Messages waiting, oldest first.
+    pub queue: VecDeque<Queued>,
+    /// Weight of `queue`, in bytes.
+    pub queued_bytes: usize,
+    /// QoS 2 packet ids received (PUBREC sent), waiting for PUBREL.
+    pub qos2_in: AHashSet<u16>,
+    /// A Will waiting for its delay to pass.
+    pub will_due: Option<(Instant, Message)>,
+    next_packet_id: u16,
+    ids_wrapped: bool,
+}
+
+impl Session {
+    /// A new session with no subscriptions.
+    pub fn new(uid: u64, client_id: MqttString) -> Self {
+        Session {
+            uid,
+            client_id,
+            username: None,
+            link: None,
+            expiry_secs: 0,
+            expires_at: None,
+            subs: AHashMap::new(),
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            qos2_in: AHashSet::new(),
+            will_due: None,
+            next_packet_id: 0,
+            ids_wrapped: false,
+        }
+    }
+
+    /// The next free packet identifier for a message to the client.
+    pub fn next_packet_id(&mut self) -> PacketId {
+        loop {
+            self.next_packet_id = match self.next_packet_id.checked_add(1) {
+                Some(id) => id,
+                None => {
+                    self.ids_wrapped = true;
+                    1
+                }
+            };
+            let id = self.next_packet_id;
+            // Until the counter wraps no id can be in use twice; after, skip
+            // those still waiting for their acknowledgement.
+            if !self.ids_wrapped || !self.inflight.iter().any(|m| m.packet_id.get() == id) {
+                if let Some(id) = PacketId::new(id) {
+                    return id;
+                }
+            }
+        }
+    }
+
+    /// Whether the client's window has room for one more QoS 1/2 message.
+    pub fn window_open(&self, cap: u16) -> bool {
+        let window = self.link.as_ref().map_or(0, |l| l.receive_max.min(cap));
+        self.inflight.len() < usize::from(window)
+    }
+
+    /// Position of the in-flight message with `id`.
+    pub fn inflight_position(&self, id: PacketId) -> Option<usize> {
+        self.inflight.iter().position(|m| m.packet_id == id)
+    }
+}

@@ -1,0 +1,38 @@
+//! Counters of one shard. Each is a plain integer owned by the shard; the
+//! admin endpoint sums them across shards.
+
+/// What happened on one shard since it started.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections accepted (CONNACK 0x00).
+    pub connects: u64,
+    /// CONNECTs refused.
+    pub connects_refused: u64,
+    /// Connections closed before a valid CONNECT (malformed, wrong first
+    /// packet, unsupported protocol level, timeout).
+    pub connects_malformed: u64,
+    /// Connections ended by the server for a protocol violation or limit.
+    pub protocol_errors: u64,
+    /// PUBLISH packets received from clients.
+    pub publishes_in: u64,
+    /// Message copies handed to connections.
+    pub deliveries: u64,
+    /// QoS 0 copies dropped because a connection's output was full.
+    pub dropped_qos0: u64,
+    /// Copies dropped because a session's queue was full.
+    pub dropped_queue_full: u64,
+    /// Copies dropped because they exceeded the client's Maximum Packet Size.
+    pub dropped_too_large: u64,
+    /// Copies dropped because their Message Expiry Interval ran out.
+    pub dropped_expired: u64,
+    /// PUBLISH or SUBSCRIBE refused by the authorizer.
+    pub denied: u64,
+    /// Will messages published.
+    pub wills: u64,
+    /// Sessions that expired.
+    pub sessions_expired: u64,
+    /// Connections closed for silence past 1.5 × keep-alive.
+    pub keep_alive_timeouts: u64,
+    /// Sessions taken over by a new connection with the same client id.
+    pub takeovers: u64,
+}

@@ -1,0 +1,235 @@
+//! One shard: its broker, its end of the mesh, and the tasks that run it
+//! (listeners, mesh receivers, the clock, the control channel).
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::net::TcpListener;
+use glommio::sync::Semaphore;
+use glommio::timer::Timer;
+use glommio::{GlommioError, ResourceType};
+
+use super::control::{Control, Wake};
+use super::mesh::{self, ShardMsg};
+use crate::config::Config;
+use crate::core::auth::{AllowAll, Auth};
+use crate::core::Broker;
+
+/// Everything a shard owns. Lives in an `Rc` on its executor: it is not
+/// `Send`, so no other thread can reach it.
+#[derive(Debug)]
+pub(super) struct Shard {
+    pub(super) index: usize,
+    pub(super) config: Arc<Config>,
+    pub(super) broker: RefCell<Broker>,
+    pub(super) senders: Senders<ShardMsg>,
+    /// One permit per peer: a batch is taken from the outbox and sent while
+    /// holding it, so batches to a peer leave in the order they were made.
+    sending: Vec<Semaphore>,
+    barriers: RefCell<Barriers>,
+    pub(super) shutting_down: Cell<bool>,
+    pub(super) connections: Cell<usize>,
+    /// Every connection of the shard reads through this buffer, then keeps
+    /// only what it read.
+    pub(super) read_buf: RefCell<Box<[u8]>>,
+}
+
+#[derive(Debug, Default)]
+struct Barriers {
+    next: u64,
+    waiting: AHashMap<u64, (usize, Option<Waker>)>,
+}
+
+impl Shard {
+    /// Sends what the broker put in its outbox to the other shards. Waits if
+    /// a peer's queue is full.
+    pub(super) async fn flush_outbox(&self) {
+        for peer in 0..self.sending.len() {
+            if peer == self.index || self.broker.borrow().outbox[peer].is_empty() {
+                continue;
+            }
+            let Ok(_permit) = self.sending[peer].acquire_permit(1).await else {
+                return;
+            };
+            let batch = std::mem::take(&mut self.broker.borrow_mut().outbox[peer]);
+            if batch.is_empty() {
+                continue;
+            }
+            match self.senders.try_send_to(peer, ShardMsg::Batch(batch)) {
+                Ok(()) => {}
+                Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
+                    if self.senders.send_to(peer, msg).await.is_err() {
+                        tracing::warn!(peer, "mesh closed: batch lost");
+                    }
+                }
+                Err(e) => tracing::warn!(peer, "mesh send failed: {e}"),
+            }
+        }
+    }
+
+    /// Returns once every other shard has applied everything this shard
+    /// sent before the call.
+    pub(super) async fn barrier(&self) {
+        self.flush_outbox().await;
+        let peers = self.sending.len() - 1;
+        if peers == 0 {
+            return;
+        }
+        let token = {
+            let mut b = self.barriers.borrow_mut();
+            b.next += 1;
+            let token = b.next;
+            b.waiting.insert(token, (peers, None));
+            token
+        };
+        for peer in (0..self.sending.len()).filter(|&p| p != self.index) {
+            let Ok(_permit) = self.sending[peer].acquire_permit(1).await else {
+                return;
+            };
+            if self
+                .senders
+                .send_to(peer, ShardMsg::Barrier(token))
+                .await
+                .is_err()
+            {
+                self.barrier_acked(token);
+            }
+        }
+        poll_fn(|cx| {
+            let mut b = self.barriers.borrow_mut();
+            match b.waiting.get_mut(&token) {
+                Some((left, waker)) if *left > 0 => {
+                    *waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                _ => {
+                    b.waiting.remove(&token);
+                    Poll::Ready(())
+                }
+            }
+        })
+        .await;
+    }
+
+    /// One peer has answered barrier `token`.
+    pub(super) fn barrier_acked(&self, token: u64) {
+        let mut b = self.barriers.borrow_mut();
+        if let Some((left, waker)) = b.waiting.get_mut(&token) {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                if let Some(w) = waker.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+}
+
+/// Builds the authenticator and authorizer from the config.
+fn auth(config: &Config) -> Result<Auth, String> {
+    let mut auth = Auth::default();
+    if let Some(path) = &config.auth.password_file {
+        let file = crate::passwd::PasswordFile::load(path, config.auth.allow_anonymous)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        auth.authenticator = Box::new(file);
+    } else if !config.auth.allow_anonymous {
+        return Err("auth.allow_anonymous = false needs auth.password_file".into());
+    }
+    if let Some(path) = &config.auth.acl_file {
+        let acl =
+            crate::acl::AclFile::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        auth.authorizer = Box::new(acl);
+    } else {
+        auth.authorizer = Box::new(AllowAll);
+    }
+    Ok(auth)
+}
+
+/// The body of shard `index`'s executor; returns after shutdown.
+pub(super) async fn shard_main(
+    index: usize,
+    shards: usize,
+    config: Arc<Config>,
+    mesh: MeshBuilder<ShardMsg, Full>,
+    wake: Wake,
+) -> Result<(), String> {
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| "cannot join the shard mesh".to_owned())?;
+    let broker = Broker::new(
+        index,
+        shards,
+        config.limits.clone(),
+        auth(&config)?,
+        Instant::now(),
+    );
+    let shard = Rc::new(Shard {
+        index,
+        config: Arc::clone(&config),
+        broker: RefCell::new(broker),
+        senders,
+        sending: (0..shards).map(|_| Semaphore::new(1)).collect(),
+        barriers: RefCell::new(Barriers::default()),
+        shutting_down: Cell::new(false),
+        connections: Cell::new(0),
+        read_buf: RefCell::new(vec![0; config.runtime.read_bytes_max].into_boxed_slice()),
+    });
+    for (from, rx) in receivers.streams() {
+        glommio::spawn_local(mesh::receive(Rc::clone(&shard), from, rx)).detach();
+    }
+    let mut accepts = Vec::new();
+    for addr in &config.listeners.tcp {
+        let listener =
+            TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        accepts.push(glommio::spawn_local(accept_loop(
+            Rc::clone(&shard),
+            listener,
+        )));
+    }
+    glommio::spawn_local(ticker(Rc::clone(&shard))).detach();
+    tracing::debug!(shard = index, "shard running");
+    wake.run(|c| c != Control::Shutdown).await;
+    shard.shutting_down.set(true);
+    for task in accepts {
+        task.cancel().await;
+    }
+    shard.broker.borrow_mut().shutdown();
+    let grace = Instant::now() + Duration::from_millis(config.runtime.shutdown_grace_millis);
+    while shard.connections.get() > 0 && Instant::now() < grace {
+        Timer::new(Duration::from_millis(10)).await;
+    }
+    let stats = shard.broker.borrow().stats.clone();
+    tracing::info!(shard = index, ?stats, "shard stopped");
+    Ok(())
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(super::conn::serve(Rc::clone(&shard), stream)).detach();
+            }
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                tracing::warn!(shard = shard.index, "accept failed: {e}");
+                Timer::new(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn ticker(shard: Rc<Shard>) {
+    let period = Duration::from_millis(shard.config.runtime.tick_millis);
+    while !shard.shutting_down.get() {
+        Timer::new(period).await;
+        shard.broker.borrow_mut().tick(Instant::now());
+        shard.flush_outbox().await;
+    }
+}

@@ -1,0 +1,115 @@
+//! A connection's writer: takes everything the broker queued for it and
+//! hands it to the kernel in one vectored `sendmsg` (many packets per
+//! system call); when the socket is full it waits for it in the reactor.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+
+use bytes::Bytes;
+use futures_lite::AsyncWrite;
+use glommio::net::TcpStream;
+
+use super::context::Shard;
+use crate::core::timers::Output;
+use crate::core::ConnId;
+
+/// Slices per `sendmsg`; Linux's IOV_MAX is 1024.
+const IOV_BATCH: usize = 256;
+
+/// Writes connection `id`'s output until the broker closes it or forgets
+/// it; then shuts the socket down, which also ends the reader.
+pub(super) async fn run(shard: Rc<Shard>, id: ConnId, stream: Rc<RefCell<TcpStream>>) {
+    let mut frames: Vec<Bytes> = Vec::new();
+    loop {
+        let out = poll_fn(|cx| {
+            match shard
+                .broker
+                .borrow_mut()
+                .take_output(id, &mut frames, cx.waker())
+            {
+                Output::Idle => Poll::Pending,
+                other => Poll::Ready(other),
+            }
+        })
+        .await;
+        let close = match out {
+            Output::Ready { close } => close,
+            Output::Idle | Output::Gone => true,
+        };
+        if let Err(e) = write_all(&stream, &frames).await {
+            tracing::debug!("write failed: {e}");
+            frames.clear();
+            break;
+        }
+        frames.clear();
+        if close {
+            break;
+        }
+    }
+    shutdown(&stream);
+}
+
+/// Shuts both directions of the socket: a blocked reader wakes with EOF.
+pub(super) fn shutdown(stream: &Rc<RefCell<TcpStream>>) {
+    let fd = stream.borrow().as_raw_fd();
+    // SAFETY: shutdown on an open descriptor this connection owns.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+/// Writes every frame, in order.
+pub(super) async fn write_all(stream: &Rc<RefCell<TcpStream>>, frames: &[Bytes]) -> io::Result<()> {
+    let fd = stream.borrow().as_raw_fd();
+    let (mut i, mut off) = (0usize, 0usize);
+    while i < frames.len() {
+        let end = frames.len().min(i + IOV_BATCH);
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(end - i);
+        slices.push(IoSlice::new(&frames[i][off..]));
+        slices.extend(frames[i + 1..end].iter().map(|f| IoSlice::new(f)));
+        let written = match send_vectored(fd, &slices) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Let the reactor wait for room, writing part of this frame.
+                let frame = &frames[i][off..];
+                poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, frame)).await?
+            }
+            Err(e) => return Err(e),
+        };
+        let mut left = written;
+        while left > 0 && i < frames.len() {
+            let rest = frames[i].len() - off;
+            if left >= rest {
+                left -= rest;
+                i += 1;
+                off = 0;
+            } else {
+                off += left;
+                left = 0;
+            }
+        }
+        while i < frames.len() && frames[i].len() == off {
+            i += 1;
+            off = 0;
+        }
+    }
+    Ok(())
+}
+
+/// One non-blocking `sendmsg` of `slices`; never raises SIGPIPE.
+fn send_vectored(fd: i32, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is ABI-compatible with iovec on Unix (std guarantees it).
+    msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = slices.len() as _;
+    // SAFETY: msg points at `slices`, which outlive the call; fd is open.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
