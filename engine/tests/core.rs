@@ -1,0 +1,730 @@
+//! Deterministic tests of `engine::core` on a virtual clock: no sockets, no
+//! threads; time moves only when a test says so.
+
+use std::num::{NonZeroU16, NonZeroU32};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ringmq_engine::core::auth::Auth;
+use ringmq_engine::core::timers::Output;
+use ringmq_engine::core::{Broker, ConnId, Flow, Limits};
+use ringmq_protocol::properties::{ConnectProperties, WillProperties};
+use ringmq_protocol::{
+    Connect, Decoder, Disconnect, LastWill, MqttString, Packet, PacketId, ProtocolVersion, PubAck,
+    PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions, TopicFilter,
+    TopicName,
+};
+
+/// A client of the broker under test, on a virtual clock.
+struct Client {
+    id: ConnId,
+    version: ProtocolVersion,
+    decoder: Decoder,
+    closed: bool,
+    /// Packets that arrived with the CONNACK (a resumed session's messages).
+    early: Vec<Packet>,
+}
+
+fn connect_packet(client_id: &str, v: ProtocolVersion, clean: bool) -> Connect {
+    Connect {
+        protocol: v,
+        clean_start: clean,
+        keep_alive: 0,
+        properties: ConnectProperties::default(),
+        client_id: MqttString::new(client_id.to_owned()).expect("valid id"),
+        will: None,
+        username: None,
+        password: None,
+    }
+}
+
+fn connect(b: &mut Broker, c: Connect, now: Instant) -> Client {
+    let version = c.protocol;
+    let id = b.connect(c, false, now).expect("accepted").id;
+    let mut client = Client {
+        id,
+        version,
+        decoder: Decoder::with_version(version, 1 << 20),
+        closed: false,
+        early: Vec::new(),
+    };
+    let mut got = client.recv(b).into_iter();
+    match got.next() {
+        Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::Success),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    client.early = got.collect();
+    client
+}
+
+fn pid(n: u16) -> PacketId {
+    PacketId::new(n).expect("non-zero")
+}
+
+fn publish(topic: &str, payload: &str, qos: QoS, id: Option<u16>) -> Packet {
+    let mut p = Publish::new(
+        TopicName::new(topic.to_owned()).expect("topic"),
+        Bytes::from(payload.to_owned()),
+    );
+    p.qos = qos;
+    p.packet_id = id.map(pid);
+    Packet::Publish(p)
+}
+
+impl Client {
+    /// Everything the broker has written to this client, decoded.
+    fn recv(&mut self, b: &mut Broker) -> Vec<Packet> {
+        let mut frames = Vec::new();
+        match b.take_output(self.id, &mut frames, Waker::noop()) {
+            Output::Ready { close } => self.closed |= close,
+            Output::Idle => {}
+            Output::Gone => self.closed = true,
+        }
+        let mut buf = BytesMut::new();
+        for f in frames {
+            buf.extend_from_slice(&f);
+        }
+        let mut out = std::mem::take(&mut self.early);
+        while let Some(p) = self
+            .decoder
+            .decode(&mut buf)
+            .expect("broker output decodes")
+        {
+            out.push(p);
+        }
+        assert!(buf.is_empty(), "partial packet in output");
+        out
+    }
+
+    fn send(&self, b: &mut Broker, p: Packet, now: Instant) {
+        if let Flow::Barrier(pending) = b.handle(self.id, p, now) {
+            b.finish_subscribe(pending, now);
+        }
+    }
+
+    fn subscribe(&mut self, b: &mut Broker, filter: &str, qos: QoS, now: Instant) {
+        self.subscribe_with(b, filter, SubscriptionOptions::qos(qos), None, now);
+    }
+
+    fn subscribe_with(
+        &mut self,
+        b: &mut Broker,
+        filter: &str,
+        options: SubscriptionOptions,
+        sub_id: Option<u32>,
+        now: Instant,
+    ) {
+        let mut s = Subscribe {
+            packet_id: pid(1),
+            properties: Default::default(),
+            filters: vec![(
+                TopicFilter::new(filter.to_owned()).expect("filter"),
+                options,
+            )],
+        };
+        s.properties.subscription_identifier =
+            sub_id.and_then(ringmq_protocol::SubscriptionId::new);
+        self.send(b, Packet::Subscribe(s), now);
+        let got = self.recv(b);
+        assert!(
+            matches!(got.first(), Some(Packet::SubAck(_))),
+            "expected SUBACK, got {got:?}"
+        );
+    }
+
+    fn publishes(&mut self, b: &mut Broker) -> Vec<Publish> {
+        self.recv(b)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn broker(now: Instant) -> Broker {
+    Broker::new(0, 1, Limits::default(), Auth::default(), now)
+}
+
+fn v5_connect(client_id: &str, expiry: u32) -> Connect {
+    let mut c = connect_packet(client_id, ProtocolVersion::V5, expiry == 0);
+    c.properties.session_expiry_interval = Some(expiry);
+    c
+}
+
+fn will(topic: &str, delay: Option<u32>) -> LastWill {
+    LastWill {
+        topic: TopicName::new(topic.to_owned()).expect("topic"),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: WillProperties {
+            will_delay_interval: delay,
+            ..Default::default()
+        },
+    }
+}
+
+#[test]
+fn keep_alive_expiry_closes_the_connection_and_publishes_the_will() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut watcher = connect(
+        &mut b,
+        connect_packet("watcher", ProtocolVersion::V311, true),
+        t0,
+    );
+    watcher.subscribe(&mut b, "wills/#", QoS::AtLeastOnce, t0);
+    let mut c = connect_packet("sleepy", ProtocolVersion::V5, true);
+    c.keep_alive = 10;
+    c.will = Some(will("wills/sleepy", None));
+    let mut sleepy = connect(&mut b, c, t0);
+
+    b.tick(t0 + Duration::from_secs(14));
+    assert!(
+        sleepy.recv(&mut b).is_empty(),
+        "1.4 × keep-alive is still fine"
+    );
+    b.tick(t0 + Duration::from_secs(16));
+    match sleepy.recv(&mut b).as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.reason_code, ReasonCode::KeepAliveTimeout),
+        other => panic!("expected DISCONNECT 0x8D, got {other:?}"),
+    }
+    assert!(sleepy.closed);
+    b.disconnected(sleepy.id, t0 + Duration::from_secs(16));
+    let got = watcher.publishes(&mut b);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic.as_str(), "wills/sleepy");
+    assert_eq!(b.stats.keep_alive_timeouts, 1);
+}
+
+#[test]
+fn a_packet_resets_the_keep_alive_clock() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut c = connect_packet("pinger", ProtocolVersion::V311, true);
+    c.keep_alive = 10;
+    let mut pinger = connect(&mut b, c, t0);
+    pinger.send(&mut b, Packet::PingReq, t0 + Duration::from_secs(12));
+    assert_eq!(pinger.recv(&mut b), vec![Packet::PingResp]);
+    b.tick(t0 + Duration::from_secs(20));
+    assert!(!pinger.closed);
+    b.tick(t0 + Duration::from_secs(28));
+    assert!(pinger.recv(&mut b).is_empty(), "3.1.1 gets no DISCONNECT");
+    assert!(pinger.closed);
+}
+
+#[test]
+fn will_delay_waits_and_a_reconnect_cancels_it() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut watcher = connect(
+        &mut b,
+        connect_packet("watcher", ProtocolVersion::V311, true),
+        t0,
+    );
+    watcher.subscribe(&mut b, "wills/#", QoS::AtMostOnce, t0);
+
+    // Delay 30 s, session 60 s: published at 30 s.
+    let mut c = v5_connect("delayed", 60);
+    c.will = Some(will("wills/delayed", Some(30)));
+    let d = connect(&mut b, c.clone(), t0);
+    b.disconnected(d.id, t0);
+    b.tick(t0 + Duration::from_secs(29));
+    assert!(watcher.publishes(&mut b).is_empty());
+    b.tick(t0 + Duration::from_secs(31));
+    assert_eq!(watcher.publishes(&mut b).len(), 1);
+
+    // Same again, but the client comes back after 10 s: no Will.
+    let t1 = t0 + Duration::from_secs(100);
+    let d = connect(&mut b, c.clone(), t1);
+    b.disconnected(d.id, t1);
+    let mut again = c;
+    again.will = None;
+    again.clean_start = false;
+    let _back = connect(&mut b, again, t1 + Duration::from_secs(10));
+    b.tick(t1 + Duration::from_secs(40));
+    assert!(
+        watcher.publishes(&mut b).is_empty(),
+        "a reconnect cancels the delayed Will"
+    );
+}
+
+#[test]
+fn will_is_not_published_after_disconnect_but_is_after_0x04() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut watcher = connect(
+        &mut b,
+        connect_packet("watcher", ProtocolVersion::V311, true),
+        t0,
+    );
+    watcher.subscribe(&mut b, "wills/#", QoS::AtMostOnce, t0);
+    for (code, expected) in [
+        (ReasonCode::Success, 0),
+        (ReasonCode::DisconnectWithWill, 1),
+    ] {
+        let mut c = connect_packet("leaver", ProtocolVersion::V5, true);
+        c.will = Some(will("wills/leaver", None));
+        let leaver = connect(&mut b, c, t0);
+        leaver.send(&mut b, Packet::Disconnect(Disconnect::new(code)), t0);
+        b.disconnected(leaver.id, t0);
+        assert_eq!(
+            watcher.publishes(&mut b).len(),
+            expected,
+            "after DISCONNECT {code:?}"
+        );
+    }
+}
+
+#[test]
+fn session_expiry_ends_a_detached_session() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut s = connect(&mut b, v5_connect("expiring", 10), t0);
+    s.subscribe(&mut b, "x/#", QoS::AtLeastOnce, t0);
+    b.disconnected(s.id, t0);
+    b.tick(t0 + Duration::from_secs(9));
+    assert_eq!(b.session_count(), 1);
+    b.tick(t0 + Duration::from_secs(11));
+    assert_eq!(b.session_count(), 0);
+    assert_eq!(b.stats.sessions_expired, 1);
+    let mut c = v5_connect("expiring", 10);
+    c.clean_start = false;
+    let id = b
+        .connect(c, false, t0 + Duration::from_secs(12))
+        .expect("accepted")
+        .id;
+    let mut client = Client {
+        id,
+        version: ProtocolVersion::V5,
+        decoder: Decoder::with_version(ProtocolVersion::V5, 1 << 20),
+        closed: false,
+        early: Vec::new(),
+    };
+    match client.recv(&mut b).as_slice() {
+        [Packet::ConnAck(a)] => assert!(!a.session_present, "expired session is not resumed"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.version, ProtocolVersion::V5);
+}
+
+#[test]
+fn qos2_from_a_client_is_delivered_exactly_once() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut sub = connect(
+        &mut b,
+        connect_packet("sub", ProtocolVersion::V311, true),
+        t0,
+    );
+    sub.subscribe(&mut b, "q2", QoS::AtMostOnce, t0);
+    let mut publisher = connect(&mut b, connect_packet("pub", ProtocolVersion::V5, true), t0);
+    publisher.send(&mut b, publish("q2", "once", QoS::ExactlyOnce, Some(7)), t0);
+    assert_eq!(
+        publisher.recv(&mut b),
+        vec![Packet::PubRec(PubRec::new(pid(7)))]
+    );
+    // The PUBREC was lost; the client resends with DUP.
+    let mut dup = publish("q2", "once", QoS::ExactlyOnce, Some(7));
+    if let Packet::Publish(p) = &mut dup {
+        p.dup = true;
+    }
+    publisher.send(&mut b, dup, t0);
+    assert_eq!(
+        publisher.recv(&mut b),
+        vec![Packet::PubRec(PubRec::new(pid(7)))]
+    );
+    publisher.send(&mut b, Packet::PubRel(PubRel::new(pid(7))), t0);
+    assert_eq!(
+        publisher.recv(&mut b),
+        vec![Packet::PubComp(PubComp::new(pid(7)))]
+    );
+    assert_eq!(sub.publishes(&mut b).len(), 1, "delivered once");
+    // After PUBCOMP the id is free: a new message with it is new.
+    publisher.send(
+        &mut b,
+        publish("q2", "again", QoS::ExactlyOnce, Some(7)),
+        t0,
+    );
+    assert_eq!(sub.publishes(&mut b).len(), 1);
+}
+
+#[test]
+fn qos2_to_a_client_completes_with_pubrel_and_pubcomp() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut sub = connect(&mut b, connect_packet("sub", ProtocolVersion::V5, true), t0);
+    sub.subscribe(&mut b, "q2", QoS::ExactlyOnce, t0);
+    let publisher = connect(
+        &mut b,
+        connect_packet("pub", ProtocolVersion::V311, true),
+        t0,
+    );
+    publisher.send(&mut b, publish("q2", "x", QoS::ExactlyOnce, Some(1)), t0);
+    let got = sub.publishes(&mut b);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].qos, QoS::ExactlyOnce);
+    let id = got[0].packet_id.expect("QoS 2 has an id");
+    sub.send(&mut b, Packet::PubRec(PubRec::new(id)), t0);
+    assert_eq!(sub.recv(&mut b), vec![Packet::PubRel(PubRel::new(id))]);
+    sub.send(&mut b, Packet::PubComp(PubComp::new(id)), t0);
+    assert!(b.session(sub.id).expect("connected").inflight.is_empty());
+}
+
+#[test]
+fn takeover_closes_the_old_connection_with_0x8e() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut old = connect(
+        &mut b,
+        connect_packet("same", ProtocolVersion::V5, true),
+        t0,
+    );
+    let _new = connect(
+        &mut b,
+        connect_packet("same", ProtocolVersion::V5, true),
+        t0,
+    );
+    match old.recv(&mut b).as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.reason_code, ReasonCode::SessionTakenOver),
+        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
+    }
+    assert!(old.closed);
+    assert_eq!(b.stats.takeovers, 1);
+    // The old connection's end does not touch the new one.
+    b.disconnected(old.id, t0);
+    assert_eq!(b.connection_count(), 1);
+}
+
+#[test]
+fn persistent_session_gets_unacknowledged_messages_again_with_dup() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut sub = connect(
+        &mut b,
+        connect_packet("keeper", ProtocolVersion::V311, false),
+        t0,
+    );
+    sub.subscribe(&mut b, "jobs", QoS::AtLeastOnce, t0);
+    let publisher = connect(
+        &mut b,
+        connect_packet("pub", ProtocolVersion::V311, true),
+        t0,
+    );
+    publisher.send(&mut b, publish("jobs", "1", QoS::AtLeastOnce, Some(1)), t0);
+    let first = sub.publishes(&mut b);
+    assert_eq!(first.len(), 1);
+    b.disconnected(sub.id, t0);
+    publisher.send(&mut b, publish("jobs", "2", QoS::AtLeastOnce, Some(2)), t0);
+    publisher.send(&mut b, publish("jobs", "3", QoS::AtMostOnce, None), t0);
+    let mut back = connect(
+        &mut b,
+        connect_packet("keeper", ProtocolVersion::V311, false),
+        t0,
+    );
+    let again = back.publishes(&mut b);
+    let payloads: Vec<_> = again.iter().map(|p| (p.payload.clone(), p.dup)).collect();
+    assert_eq!(
+        payloads,
+        vec![(Bytes::from("1"), true), (Bytes::from("2"), false)],
+        "unacked one resent with DUP, queued QoS 1 follows, offline QoS 0 is not kept"
+    );
+}
+
+#[test]
+fn the_outbound_window_honours_the_clients_receive_maximum() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut c = connect_packet("slow", ProtocolVersion::V5, true);
+    c.properties.receive_maximum = NonZeroU16::new(2);
+    let mut slow = connect(&mut b, c, t0);
+    slow.subscribe(&mut b, "w", QoS::AtLeastOnce, t0);
+    let publisher = connect(
+        &mut b,
+        connect_packet("pub", ProtocolVersion::V311, true),
+        t0,
+    );
+    for i in 1..=5 {
+        publisher.send(
+            &mut b,
+            publish("w", &i.to_string(), QoS::AtLeastOnce, Some(i)),
+            t0,
+        );
+    }
+    let got = slow.publishes(&mut b);
+    assert_eq!(got.len(), 2, "only Receive Maximum in flight");
+    let id = got[0].packet_id.expect("id");
+    slow.send(&mut b, Packet::PubAck(PubAck::new(id)), t0);
+    let next = slow.publishes(&mut b);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].payload, Bytes::from("3"));
+}
+
+#[test]
+fn a_full_session_queue_drops_new_messages_and_counts_them() {
+    let t0 = Instant::now();
+    let limits = Limits {
+        session_queue_messages_max: 3,
+        ..Limits::default()
+    };
+    let mut b = Broker::new(0, 1, limits, Auth::default(), t0);
+    let mut sub = connect(
+        &mut b,
+        connect_packet("offline", ProtocolVersion::V311, false),
+        t0,
+    );
+    sub.subscribe(&mut b, "q", QoS::AtLeastOnce, t0);
+    b.disconnected(sub.id, t0);
+    let publisher = connect(
+        &mut b,
+        connect_packet("pub", ProtocolVersion::V311, true),
+        t0,
+    );
+    for i in 1..=5 {
+        publisher.send(
+            &mut b,
+            publish("q", &i.to_string(), QoS::AtLeastOnce, Some(i)),
+            t0,
+        );
+    }
+    assert_eq!(b.stats.dropped_queue_full, 2);
+    let mut back = connect(
+        &mut b,
+        connect_packet("offline", ProtocolVersion::V311, false),
+        t0,
+    );
+    let payloads: Vec<_> = back
+        .publishes(&mut b)
+        .into_iter()
+        .map(|p| p.payload)
+        .collect();
+    assert_eq!(
+        payloads,
+        vec![Bytes::from("1"), Bytes::from("2"), Bytes::from("3")]
+    );
+}
+
+#[test]
+fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut sub = connect(
+        &mut b,
+        connect_packet("overlap", ProtocolVersion::V5, true),
+        t0,
+    );
+    let opts = |q| SubscriptionOptions::qos(q);
+    sub.subscribe_with(&mut b, "a/+", opts(QoS::AtMostOnce), Some(1), t0);
+    sub.subscribe_with(&mut b, "a/#", opts(QoS::AtLeastOnce), Some(2), t0);
+    let publisher = connect(
+        &mut b,
+        connect_packet("pub", ProtocolVersion::V311, true),
+        t0,
+    );
+    publisher.send(&mut b, publish("a/b", "x", QoS::ExactlyOnce, Some(1)), t0);
+    let got = sub.publishes(&mut b);
+    assert_eq!(got.len(), 1, "one copy [MQTT-3.3.5-1]");
+    assert_eq!(got[0].qos, QoS::AtLeastOnce);
+    let mut ids: Vec<u32> = got[0]
+        .properties()
+        .subscription_identifiers
+        .iter()
+        .map(|i| i.get())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2], "every matching Subscription Identifier");
+}
+
+#[test]
+fn no_local_keeps_a_clients_own_messages_from_it() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut me = connect(&mut b, connect_packet("me", ProtocolVersion::V5, true), t0);
+    let mut opts = SubscriptionOptions::qos(QoS::AtMostOnce);
+    opts.no_local = true;
+    me.subscribe_with(&mut b, "chat", opts, None, t0);
+    let mut other = connect(
+        &mut b,
+        connect_packet("other", ProtocolVersion::V5, true),
+        t0,
+    );
+    other.subscribe(&mut b, "chat", QoS::AtMostOnce, t0);
+    me.send(&mut b, publish("chat", "hi", QoS::AtMostOnce, None), t0);
+    assert!(me.publishes(&mut b).is_empty());
+    assert_eq!(other.publishes(&mut b).len(), 1);
+}
+
+#[test]
+fn message_expiry_counts_down_and_expired_messages_are_dropped() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut sub = connect(&mut b, v5_connect("later", 3600), t0);
+    sub.subscribe(&mut b, "e", QoS::AtLeastOnce, t0);
+    b.disconnected(sub.id, t0);
+    let publisher = connect(&mut b, connect_packet("pub", ProtocolVersion::V5, true), t0);
+    for (n, secs) in [(1u16, 60u32), (2, 5)] {
+        let mut p = publish("e", &n.to_string(), QoS::AtLeastOnce, Some(n));
+        if let Packet::Publish(p) = &mut p {
+            p.properties_mut().message_expiry_interval = Some(secs);
+        }
+        publisher.send(&mut b, p, t0);
+    }
+    let mut c = v5_connect("later", 3600);
+    c.clean_start = false;
+    let mut back = connect(&mut b, c, t0 + Duration::from_secs(20));
+    let got = back.publishes(&mut b);
+    assert_eq!(got.len(), 1, "the 5 s message expired");
+    assert_eq!(got[0].properties().message_expiry_interval, Some(40));
+    assert_eq!(b.stats.dropped_expired, 1);
+}
+
+#[test]
+fn copies_over_the_clients_maximum_packet_size_are_dropped() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut c = connect_packet("small", ProtocolVersion::V5, true);
+    c.properties.maximum_packet_size = NonZeroU32::new(64);
+    let mut small = connect(&mut b, c, t0);
+    small.subscribe(&mut b, "big", QoS::AtMostOnce, t0);
+    let publisher = connect(
+        &mut b,
+        connect_packet("pub", ProtocolVersion::V311, true),
+        t0,
+    );
+    publisher.send(
+        &mut b,
+        publish("big", &"x".repeat(100), QoS::AtMostOnce, None),
+        t0,
+    );
+    publisher.send(&mut b, publish("big", "fits", QoS::AtMostOnce, None), t0);
+    let got = small.publishes(&mut b);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, Bytes::from("fits"));
+    assert_eq!(b.stats.dropped_too_large, 1);
+}
+
+#[test]
+fn retained_messages_are_stored_replaced_and_cleared() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let publisher = connect(
+        &mut b,
+        connect_packet("pub", ProtocolVersion::V311, true),
+        t0,
+    );
+    let retained = |payload: &str| {
+        let mut p = publish("r/t", payload, QoS::AtMostOnce, None);
+        if let Packet::Publish(p) = &mut p {
+            p.retain = true;
+        }
+        p
+    };
+    publisher.send(&mut b, retained("one"), t0);
+    publisher.send(&mut b, retained("two"), t0);
+    let mut sub = connect(
+        &mut b,
+        connect_packet("sub", ProtocolVersion::V311, true),
+        t0,
+    );
+    sub.subscribe(&mut b, "r/#", QoS::AtMostOnce, t0);
+    // subscribe() consumed the SUBACK and the retained message together.
+    let mut late = connect(
+        &mut b,
+        connect_packet("late", ProtocolVersion::V311, true),
+        t0,
+    );
+    late.send(
+        &mut b,
+        Packet::Subscribe(Subscribe {
+            packet_id: pid(3),
+            properties: Default::default(),
+            filters: vec![(
+                TopicFilter::new("r/+").expect("filter"),
+                SubscriptionOptions::default(),
+            )],
+        }),
+        t0,
+    );
+    let got = late.publishes(&mut b);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, Bytes::from("two"));
+    assert!(
+        got[0].retain,
+        "sent on subscribe with RETAIN [MQTT-3.3.1-9]"
+    );
+    publisher.send(&mut b, retained(""), t0);
+    assert!(
+        sub.publishes(&mut b).iter().all(|p| !p.retain),
+        "live copies lose RETAIN"
+    );
+    assert_eq!(
+        late.publishes(&mut b).len(),
+        1,
+        "the clearing message is delivered live"
+    );
+    late.send(
+        &mut b,
+        Packet::Subscribe(Subscribe {
+            packet_id: pid(4),
+            properties: Default::default(),
+            filters: vec![(
+                TopicFilter::new("r/#").expect("filter"),
+                SubscriptionOptions::default(),
+            )],
+        }),
+        t0,
+    );
+    assert!(
+        late.publishes(&mut b).is_empty(),
+        "an empty payload cleared it"
+    );
+}
+
+#[test]
+fn route_changes_reach_other_shards_and_publishes_follow_them() {
+    let t0 = Instant::now();
+    let mut a = Broker::new(0, 2, Limits::default(), Auth::default(), t0);
+    let mut b = Broker::new(1, 2, Limits::default(), Auth::default(), t0);
+    let mut sub = connect(
+        &mut b,
+        connect_packet("on-b", ProtocolVersion::V311, true),
+        t0,
+    );
+    if let Flow::Barrier(p) = b.handle(
+        sub.id,
+        Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            properties: Default::default(),
+            filters: vec![(
+                TopicFilter::new("s/+").expect("filter"),
+                SubscriptionOptions::default(),
+            )],
+        }),
+        t0,
+    ) {
+        for r in std::mem::take(&mut b.outbox[0]) {
+            a.apply_remote(1, r, t0);
+        }
+        b.finish_subscribe(p, t0);
+    } else {
+        panic!("two shards: SUBACK waits for the route to reach the other shard");
+    }
+    let publisher = connect(
+        &mut a,
+        connect_packet("on-a", ProtocolVersion::V311, true),
+        t0,
+    );
+    publisher.send(&mut a, publish("s/1", "cross", QoS::AtMostOnce, None), t0);
+    publisher.send(&mut a, publish("t/1", "nobody", QoS::AtMostOnce, None), t0);
+    let batch = std::mem::take(&mut a.outbox[1]);
+    assert_eq!(batch.len(), 1, "only the matching message crosses");
+    for r in batch {
+        b.apply_remote(0, r, t0);
+    }
+    let got = sub.publishes(&mut b);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, Bytes::from("cross"));
+}
