@@ -1,0 +1,205 @@
+//! Malformed and over-limit input over raw sockets against a real broker:
+//! the offender gets the right reason code or is disconnected, and other
+//! clients are untouched.
+
+mod support;
+
+use bytes::Bytes;
+use ringmq_protocol::{
+    Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+    TopicFilter, TopicName,
+};
+use support::{id_on_shard, write_file, Broker, Raw};
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+const V311: ProtocolVersion = ProtocolVersion::V311;
+
+fn subscribe(raw: &mut Raw, v: ProtocolVersion, filter: &str) {
+    let s = Subscribe {
+        packet_id: PacketId::new(1).expect("id"),
+        properties: Default::default(),
+        filters: vec![(
+            TopicFilter::new(filter.to_owned()).expect("filter"),
+            SubscriptionOptions::qos(QoS::AtMostOnce),
+        )],
+    };
+    raw.send(&Packet::Subscribe(s), v);
+    assert!(matches!(raw.recv(), Some(Packet::SubAck(_))));
+}
+
+fn publish(raw: &mut Raw, v: ProtocolVersion, topic: &str, payload: &str) {
+    let p = Publish::new(
+        TopicName::new(topic.to_owned()).expect("topic"),
+        Bytes::from(payload.to_owned()),
+    );
+    raw.send(&Packet::Publish(p), v);
+}
+
+/// A bystander on each shard that must keep working.
+fn bystanders(broker: &Broker) -> Vec<Raw> {
+    (0..2)
+        .map(|shard| {
+            let mut r = Raw::session(broker.addr, V311, &id_on_shard("bystander", shard));
+            subscribe(&mut r, V311, "calm/#");
+            r
+        })
+        .collect()
+}
+
+fn assert_untouched(broker: &Broker, subs: &mut [Raw]) {
+    let mut p = Raw::session(broker.addr, V311, "calm-publisher");
+    publish(&mut p, V311, "calm/still", "here");
+    for s in subs {
+        match s.recv() {
+            Some(Packet::Publish(m)) => assert_eq!(m.payload, Bytes::from("here")),
+            other => panic!("bystander lost: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn garbage_before_connect_closes_only_that_connection() {
+    let broker = Broker::start("garbage", &[]);
+    let mut subs = bystanders(&broker);
+    for bytes in [
+        &[0xFFu8, 0x00][..],
+        &[0x30, 0x02, 0x00, 0x00],
+        &[0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F],
+    ] {
+        let mut raw = Raw::connect(broker.addr, V311);
+        raw.send_bytes(bytes);
+        assert!(
+            raw.until_closed().is_empty(),
+            "closed without a reply for {bytes:02x?}"
+        );
+    }
+    assert_untouched(&broker, &mut subs);
+}
+
+#[test]
+fn unsupported_protocol_level_gets_connack_0x01() {
+    let broker = Broker::start("level", &[]);
+    let mut raw = Raw::connect(broker.addr, V311);
+    // CONNECT "MQTT" level 3, clean, keep-alive 0, client id "x".
+    raw.send_bytes(&[
+        0x10, 0x0D, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x03, 0x02, 0x00, 0x00, 0x00, 0x01, b'x',
+    ]);
+    match raw.until_closed().as_slice() {
+        [Packet::ConnAck(a)] => assert_eq!(a.reason_code, ReasonCode::UnsupportedProtocolVersion),
+        other => panic!("expected CONNACK 0x01, got {other:?}"),
+    }
+}
+
+#[test]
+fn wildcard_in_a_v5_publish_topic_gets_disconnect_0x90() {
+    let broker = Broker::start("wildcard", &[]);
+    let mut subs = bystanders(&broker);
+    let mut raw = Raw::session(broker.addr, V5, "wild");
+    // PUBLISH QoS 0, topic "a/+" (3 bytes), v5 property length 0, payload "x".
+    raw.send_bytes(&[0x30, 0x07, 0x00, 0x03, b'a', b'/', b'+', 0x00, b'x']);
+    match raw.until_closed().as_slice() {
+        [Packet::Disconnect(d)] => {
+            assert_eq!(d.reason_code, ReasonCode::TopicNameInvalid);
+            let why = d
+                .properties
+                .reason_string
+                .as_ref()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default();
+            assert!(why.contains("MQTT-3.3.2-2"), "reason cites the rule: {why}");
+        }
+        other => panic!("expected DISCONNECT 0x90, got {other:?}"),
+    }
+    assert_untouched(&broker, &mut subs);
+}
+
+#[test]
+fn packet_over_packet_bytes_max_gets_disconnect_0x95() {
+    let dir = support::temp_dir("toolarge");
+    let config = write_file(&dir, "ringmq.toml", "[limits]\npacket_bytes_max = 1024\n");
+    let broker = Broker::start_in(
+        dir,
+        support::free_port(),
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    let mut subs = bystanders(&broker);
+    let mut raw = Raw::session(broker.addr, V5, "big");
+    // A PUBLISH announcing 1 MiB: refused from the fixed header alone.
+    raw.send_bytes(&[0x30, 0x80, 0x80, 0x40]);
+    match raw.until_closed().as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.reason_code, ReasonCode::PacketTooLarge),
+        other => panic!("expected DISCONNECT 0x95, got {other:?}"),
+    }
+    assert_untouched(&broker, &mut subs);
+}
+
+#[test]
+fn a_3_1_1_protocol_violation_closes_without_a_reply() {
+    let broker = Broker::start("v311violation", &[]);
+    let mut subs = bystanders(&broker);
+    let mut raw = Raw::session(broker.addr, V311, "bad311");
+    // QoS 0 PUBLISH with DUP set [MQTT-3.3.1-2].
+    raw.send_bytes(&[0x38, 0x04, 0x00, 0x01, b'a', b'x']);
+    assert!(raw.until_closed().is_empty());
+    assert_untouched(&broker, &mut subs);
+}
+
+#[test]
+fn a_second_connect_is_a_protocol_error() {
+    let broker = Broker::start("secondconnect", &[]);
+    let mut raw = Raw::session(broker.addr, V5, "twice");
+    raw.send(
+        &Packet::Connect(Box::new(support::connect(V5, "twice"))),
+        V5,
+    );
+    match raw.until_closed().as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.reason_code, ReasonCode::ProtocolError),
+        other => panic!("expected DISCONNECT 0x82, got {other:?}"),
+    }
+}
+
+#[test]
+fn empty_client_id_without_clean_session_is_refused_in_3_1_1() {
+    let broker = Broker::start("emptyid", &[]);
+    let mut raw = Raw::connect(broker.addr, V311);
+    let mut c = support::connect(V311, "");
+    c.clean_start = false;
+    raw.send(&Packet::Connect(Box::new(c)), V311);
+    match raw.until_closed().as_slice() {
+        [Packet::ConnAck(a)] => assert_eq!(a.reason_code, ReasonCode::ClientIdentifierNotValid),
+        other => panic!("expected CONNACK 0x02, got {other:?}"),
+    }
+}
+
+#[test]
+fn v5_empty_client_id_is_assigned_one() {
+    let broker = Broker::start("assigned", &[]);
+    let mut raw = Raw::connect(broker.addr, V5);
+    raw.send(&Packet::Connect(Box::new(support::connect(V5, ""))), V5);
+    match raw.recv() {
+        Some(Packet::ConnAck(a)) => {
+            assert_eq!(a.reason_code, ReasonCode::Success);
+            let id = a
+                .properties
+                .assigned_client_identifier
+                .expect("Assigned Client Identifier");
+            assert!(!id.is_empty());
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+#[test]
+fn takeover_across_shards_closes_the_old_connection_with_0x8e() {
+    let broker = Broker::start("takeover", &[]);
+    // Whatever shard accepts each socket, both end up on the id's home shard.
+    let id = id_on_shard("dup", 1);
+    let mut old = Raw::session(broker.addr, V5, &id);
+    let mut new = Raw::session(broker.addr, V5, &id);
+    match old.until_closed().as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.reason_code, ReasonCode::SessionTakenOver),
+        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
+    }
+    new.send(&Packet::PingReq, V5);
+    assert_eq!(new.recv(), Some(Packet::PingResp));
+}

@@ -1,0 +1,225 @@
+//! rumqttc (the client of the rumqtt project), 3.1.1 and v5, against a real
+//! broker with two shards; publishers and subscribers sit on different
+//! shards, so every message crosses the mesh.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PublishProperties};
+use rumqttc::{Event, Incoming, MqttOptions, QoS};
+use support::{id_on_shard, Broker};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn options(id: &str, port: u16) -> MqttOptions {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+/// A 3.1.1 client whose received PUBLISHes arrive on the returned channel
+/// once its SUBACK (if any) has arrived.
+async fn client311(
+    o: MqttOptions,
+    subscribe: Option<(&str, QoS)>,
+) -> (
+    rumqttc::AsyncClient,
+    mpsc::UnboundedReceiver<rumqttc::Publish>,
+) {
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 1000);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ready_tx, mut ready) = mpsc::unbounded_channel();
+    let wants_suback = subscribe.is_some();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    let _ = tx.send(p);
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(Event::Incoming(Incoming::ConnAck(_))) if !wants_suback => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    if let Some((filter, qos)) = subscribe {
+        client.subscribe(filter, qos).await.expect("subscribe");
+    }
+    timeout(WAIT, ready.recv())
+        .await
+        .expect("SUBACK/CONNACK in time");
+    (client, rx)
+}
+
+async fn expect_n(
+    rx: &mut mpsc::UnboundedReceiver<rumqttc::Publish>,
+    n: usize,
+) -> Vec<rumqttc::Publish> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let p = timeout(WAIT, rx.recv())
+            .await
+            .expect("message in time")
+            .expect("client alive");
+        got.push(p);
+    }
+    got
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn v311_qos_0_1_2_cross_shards_in_order() {
+    let broker = Broker::start("rumqttc311", &[]);
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
+        let sub_id = id_on_shard(&format!("sub{i}"), 0);
+        let pub_id = id_on_shard(&format!("pub{i}"), 1);
+        let (_sub, mut rx) =
+            client311(options(&sub_id, broker.port()), Some(("order/+", qos))).await;
+        let (publisher, _) = client311(options(&pub_id, broker.port()), None).await;
+        for n in 0..200u32 {
+            publisher
+                .publish("order/x", qos, false, n.to_be_bytes().to_vec())
+                .await
+                .expect("publish");
+        }
+        let got = expect_n(&mut rx, 200).await;
+        for (n, p) in got.iter().enumerate() {
+            assert_eq!(
+                p.payload,
+                Bytes::from((n as u32).to_be_bytes().to_vec()),
+                "{qos:?} message {n} in order"
+            );
+            assert_eq!(p.qos, qos);
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn v311_persistent_session_gets_what_was_published_while_offline() {
+    let broker = Broker::start("rumqttcpersist", &[]);
+    let sub_id = id_on_shard("keeper", 1);
+    let mut o = options(&sub_id, broker.port());
+    o.set_clean_session(false);
+    let (sub, rx) = client311(o.clone(), Some(("jobs/#", QoS::AtLeastOnce))).await;
+    sub.disconnect().await.expect("disconnect");
+    drop(rx);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (publisher, _) = client311(options(&id_on_shard("boss", 0), broker.port()), None).await;
+    for n in 0..20u8 {
+        publisher
+            .publish("jobs/a", QoS::AtLeastOnce, false, vec![n])
+            .await
+            .expect("publish");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_back, mut rx) = client311(o, None).await;
+    let got = expect_n(&mut rx, 20).await;
+    let payloads: Vec<u8> = got.iter().map(|p| p.payload[0]).collect();
+    assert_eq!(payloads, (0..20).collect::<Vec<u8>>());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn v311_will_is_published_when_a_client_vanishes() {
+    let broker = Broker::start("rumqttcwill", &[]);
+    let (_watch, mut rx) = client311(
+        options(&id_on_shard("watch", 0), broker.port()),
+        Some(("status/#", QoS::AtLeastOnce)),
+    )
+    .await;
+    let mut o = options(&id_on_shard("device", 1), broker.port());
+    o.set_last_will(rumqttc::LastWill::new(
+        "status/device",
+        "offline",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 10);
+    loop {
+        if let Event::Incoming(Incoming::ConnAck(_)) = eventloop.poll().await.expect("connect") {
+            break;
+        }
+    }
+    // Dropping the event loop closes the socket without DISCONNECT.
+    drop(eventloop);
+    drop(client);
+    let got = expect_n(&mut rx, 1).await;
+    assert_eq!(got[0].topic, "status/device");
+    assert_eq!(got[0].payload, Bytes::from("offline"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn v5_properties_pass_through_unchanged() {
+    use rumqttc::v5::{AsyncClient, Event as Event5, MqttOptions as Options5};
+    let broker = Broker::start("rumqttc5", &[]);
+    let mut so = Options5::new(id_on_shard("sub5", 0), "127.0.0.1", broker.port());
+    so.set_keep_alive(Duration::from_secs(30));
+    let (sub, mut sub_loop) = AsyncClient::new(so, 100);
+    sub.subscribe("rpc/#", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (ready_tx, mut ready) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(event) = sub_loop.poll().await {
+            match event {
+                Event5::Incoming(Packet5::Publish(p)) => {
+                    let _ = tx.send(p);
+                }
+                Event5::Incoming(Packet5::SubAck(_)) => {
+                    let _ = ready_tx.send(());
+                }
+                _ => {}
+            }
+        }
+    });
+    timeout(WAIT, ready.recv()).await.expect("SUBACK");
+    let mut po = Options5::new(id_on_shard("pub5", 1), "127.0.0.1", broker.port());
+    po.set_keep_alive(Duration::from_secs(30));
+    let (publisher, mut pub_loop) = AsyncClient::new(po, 100);
+    tokio::spawn(async move { while pub_loop.poll().await.is_ok() {} });
+    let props = PublishProperties {
+        response_topic: Some("rpc/reply".into()),
+        correlation_data: Some(Bytes::from_static(b"req-42")),
+        user_properties: vec![
+            ("tenant".into(), "acme".into()),
+            ("tenant".into(), "again".into()),
+        ],
+        content_type: Some("application/json".into()),
+        payload_format_indicator: Some(1),
+        ..Default::default()
+    };
+    publisher
+        .publish_with_properties(
+            "rpc/call",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            "{}",
+            props.clone(),
+        )
+        .await
+        .expect("publish");
+    let got = timeout(WAIT, rx.recv())
+        .await
+        .expect("in time")
+        .expect("alive");
+    let p = got.properties.expect("properties delivered");
+    assert_eq!(p.response_topic, props.response_topic);
+    assert_eq!(p.correlation_data, props.correlation_data);
+    assert_eq!(
+        p.user_properties, props.user_properties,
+        "in order, duplicates kept"
+    );
+    assert_eq!(p.content_type, props.content_type);
+    assert_eq!(p.payload_format_indicator, Some(1));
+}
