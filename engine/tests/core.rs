@@ -728,3 +728,130 @@ fn route_changes_reach_other_shards_and_publishes_follow_them() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].payload, Bytes::from("cross"));
 }
+
+#[test]
+fn a_shared_group_gets_each_message_once_round_robin() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut members: Vec<Client> = (0..3)
+        .map(|i| {
+            let mut c = connect(
+                &mut b,
+                connect_packet(&format!("m{i}"), ProtocolVersion::V5, true),
+                t0,
+            );
+            c.subscribe(&mut b, "$share/workers/jobs/+", QoS::AtLeastOnce, t0);
+            c
+        })
+        .collect();
+    let mut plain = connect(
+        &mut b,
+        connect_packet("plain", ProtocolVersion::V311, true),
+        t0,
+    );
+    plain.subscribe(&mut b, "jobs/#", QoS::AtMostOnce, t0);
+    let publisher = connect(
+        &mut b,
+        connect_packet("pub", ProtocolVersion::V311, true),
+        t0,
+    );
+    for n in 1..=6 {
+        publisher.send(
+            &mut b,
+            publish("jobs/x", &n.to_string(), QoS::AtLeastOnce, Some(n)),
+            t0,
+        );
+    }
+    let counts: Vec<usize> = members
+        .iter_mut()
+        .map(|m| m.publishes(&mut b).len())
+        .collect();
+    assert_eq!(counts, vec![2, 2, 2], "one member per message, in turn");
+    assert_eq!(
+        plain.publishes(&mut b).len(),
+        6,
+        "plain subscribers are unaffected"
+    );
+}
+
+#[test]
+fn a_leaving_members_unacknowledged_messages_go_to_another_member() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut a = connect(&mut b, connect_packet("a", ProtocolVersion::V5, true), t0);
+    a.subscribe(&mut b, "$share/g/t", QoS::AtLeastOnce, t0);
+    let mut c = connect(&mut b, connect_packet("c", ProtocolVersion::V5, true), t0);
+    c.subscribe(&mut b, "$share/g/t", QoS::AtLeastOnce, t0);
+    let publisher = connect(
+        &mut b,
+        connect_packet("pub", ProtocolVersion::V311, true),
+        t0,
+    );
+    publisher.send(&mut b, publish("t", "first", QoS::AtLeastOnce, Some(1)), t0);
+    let got_a = a.publishes(&mut b);
+    assert_eq!(
+        got_a.len(),
+        1,
+        "a got the first message and does not ack it"
+    );
+    b.disconnected(a.id, t0);
+    let got_c = c.publishes(&mut b);
+    assert_eq!(got_c.len(), 1);
+    assert_eq!(got_c[0].payload, Bytes::from("first"));
+}
+
+#[test]
+fn shared_groups_span_shards_and_each_message_lands_on_one() {
+    let t0 = Instant::now();
+    let mut shards = [
+        Broker::new(0, 2, Limits::default(), Auth::default(), t0),
+        Broker::new(1, 2, Limits::default(), Auth::default(), t0),
+    ];
+    let mut members = Vec::new();
+    for (s, shard) in shards.iter_mut().enumerate() {
+        let mut m = connect(
+            shard,
+            connect_packet(&format!("m{s}"), ProtocolVersion::V311, true),
+            t0,
+        );
+        let sub = Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            properties: Default::default(),
+            filters: vec![(
+                TopicFilter::new("$share/g/x".to_owned()).expect("filter"),
+                SubscriptionOptions::default(),
+            )],
+        });
+        if let Flow::Barrier(p) = shard.handle(m.id, sub, t0) {
+            shard.finish_subscribe(p, t0);
+        }
+        let _ = m.recv(shard);
+        members.push(m);
+    }
+    let exchange = |shards: &mut [Broker; 2]| {
+        for from in 0..2 {
+            let to = 1 - from;
+            for r in std::mem::take(&mut shards[from].outbox[to]) {
+                shards[to].apply_remote(from, r, t0);
+            }
+        }
+    };
+    exchange(&mut shards);
+    let publisher = connect(
+        &mut shards[0],
+        connect_packet("pub", ProtocolVersion::V311, true),
+        t0,
+    );
+    for _ in 0..4 {
+        publisher.send(&mut shards[0], publish("x", "m", QoS::AtMostOnce, None), t0);
+    }
+    exchange(&mut shards);
+    let counts: Vec<usize> = (0..2)
+        .map(|s| members[s].publishes(&mut shards[s]).len())
+        .collect();
+    assert_eq!(
+        counts,
+        vec![2, 2],
+        "each message to one shard's member, alternating"
+    );
+}

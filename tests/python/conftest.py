@@ -490,10 +490,18 @@ def _str(s: str | bytes) -> bytes:
     return struct.pack("!H", len(b)) + b
 
 
+def prop_u16(ident: int, value: int) -> bytes:
+    return bytes([ident]) + struct.pack("!H", value)
+
+
+def prop_u32(ident: int, value: int) -> bytes:
+    return bytes([ident]) + struct.pack("!I", value)
+
+
 def connect_packet(
     client_id: str, *, version: int = 4, clean: bool = True, keepalive: int = 60,
     username: str | None = None, password: str | None = None,
-    will: tuple[str, bytes, int] | None = None,
+    will: tuple[str, bytes, int] | None = None, props: bytes = b"",
 ) -> bytes:
     flags = 0x02 if clean else 0
     if will is not None:
@@ -504,7 +512,7 @@ def connect_packet(
         flags |= 0x40
     vh = _str("MQTT") + bytes([version, flags]) + struct.pack("!H", keepalive)
     if version == 5:
-        vh += _varint(0)
+        vh += _varint(len(props)) + props
     payload = _str(client_id)
     if will is not None:
         if version == 5:
@@ -561,3 +569,99 @@ def raw_connect(port: int, client_id: str, **kw) -> tuple[socket.socket, int, bo
     first, body = pkt
     assert first == 0x20, f"expected CONNACK, got packet type {first >> 4}"
     return sock, body[1], bool(body[0] & 1)
+
+
+def _packet(first: int, body: bytes) -> bytes:
+    return bytes([first]) + _varint(len(body)) + body
+
+
+class RawClient:
+    """A hand-driven MQTT connection: nothing is acknowledged unless the test
+    does it, so tests can leave messages in flight on purpose."""
+
+    def __init__(self, port: int, version: int = 4):
+        self.port = port
+        self.version = version
+        self.sock: socket.socket | None = None
+
+    def connect(self, client_id: str, **kw) -> tuple[int, bool]:
+        self.sock, rc, present = raw_connect(self.port, client_id, version=self.version, **kw)
+        return rc, present
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv(self, timeout: float = TIMEOUT) -> tuple[int, bytes]:
+        try:
+            pkt = read_packet(self.sock, timeout)
+        except socket.timeout:
+            raise AssertionError(f"no packet within {timeout}s") from None
+        assert pkt is not None, "connection closed"
+        return pkt
+
+    def recv_none(self, timeout: float = QUIET) -> None:
+        try:
+            pkt = read_packet(self.sock, timeout)
+        except socket.timeout:
+            return
+        raise AssertionError(f"unexpected packet {pkt!r}")
+
+    def _props(self) -> bytes:
+        return _varint(0) if self.version == 5 else b""
+
+    def subscribe(self, pid: int, topic_filter: str, qos: int) -> int:
+        body = struct.pack("!H", pid) + self._props() + _str(topic_filter) + bytes([qos])
+        self.send(_packet(0x82, body))
+        first, body = self.recv()
+        assert first == 0x90, f"expected SUBACK, got {first:#x}"
+        assert struct.unpack("!H", body[:2])[0] == pid
+        return body[-1]
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, pid: int = 0,
+                dup: bool = False, retain: bool = False) -> None:
+        first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+        body = _str(topic) + (struct.pack("!H", pid) if qos else b"") + self._props() + payload
+        self.send(_packet(first, body))
+
+    def ack(self, kind: int, pid: int) -> None:
+        """kind: 0x40 PUBACK, 0x50 PUBREC, 0x62 PUBREL, 0x70 PUBCOMP."""
+        self.send(_packet(kind, struct.pack("!H", pid)))
+
+    def recv_publish(self, timeout: float = TIMEOUT) -> dict:
+        first, body = self.recv(timeout)
+        assert first >> 4 == 3, f"expected PUBLISH, got {first:#x}"
+        qos = (first >> 1) & 3
+        n = struct.unpack("!H", body[:2])[0]
+        topic = body[2:2 + n].decode()
+        pos = 2 + n
+        pid = None
+        if qos:
+            pid = struct.unpack("!H", body[pos:pos + 2])[0]
+            pos += 2
+        if self.version == 5:
+            plen, mult = 0, 1
+            while True:
+                b = body[pos]
+                pos += 1
+                plen += (b & 0x7F) * mult
+                mult *= 128
+                if not b & 0x80:
+                    break
+            pos += plen
+        return {"topic": topic, "qos": qos, "pid": pid, "dup": bool(first & 0x08),
+                "retain": bool(first & 0x01), "payload": body[pos:]}
+
+    def recv_ack(self, kind: int, pid: int, timeout: float = TIMEOUT) -> int:
+        """Receives an acknowledgement of the given kind and id; returns its
+        v5 reason code (0 when absent)."""
+        first, body = self.recv(timeout)
+        assert first == kind, f"expected {kind:#x}, got {first:#x} {body!r}"
+        assert struct.unpack("!H", body[:2])[0] == pid
+        return body[2] if len(body) > 2 else 0
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None

@@ -17,6 +17,7 @@ use super::limits::Limits;
 use super::message::Message;
 use super::retained::Retained;
 use super::session::Session;
+use super::shared::{LocalGroup, RouteSlot, SharedKey};
 use super::stats::Stats;
 use super::trie::Trie;
 use super::Sub;
@@ -30,6 +31,11 @@ pub enum Remote {
     Retain(Arc<Message>),
     /// The sender now has (`true`) or no longer has subscribers on a filter.
     Route(Box<str>, bool),
+    /// Deliver to one local member of this shared group.
+    Shared(Arc<Message>, Arc<SharedKey>),
+    /// The sender now has (`true`) or no longer has members of the group
+    /// (filter, group).
+    Group(Box<str>, Box<str>, bool),
 }
 
 /// Names a connection: its session's slot and the link's generation.
@@ -62,7 +68,8 @@ pub struct Broker {
     pub(super) free_slots: Vec<u32>,
     pub(super) by_client: AHashMap<MqttString, u32>,
     pub(super) trie: Trie<Vec<Sub>>,
-    pub(super) routes: Trie<u64>,
+    pub(super) routes: Trie<RouteSlot>,
+    pub(super) shared: Trie<Vec<LocalGroup>>,
     pub(super) retained: Retained,
     /// Messages for other shards, per shard, in order; the shard layer
     /// drains it after every batch of input.
@@ -97,6 +104,7 @@ impl Broker {
             by_client: AHashMap::new(),
             trie: Trie::default(),
             routes: Trie::default(),
+            shared: Trie::default(),
             retained: Retained::default(),
             outbox: (0..shards).map(|_| Vec::new()).collect(),
             stats: Stats::default(),

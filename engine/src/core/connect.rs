@@ -223,7 +223,6 @@ impl Broker {
             props.receive_maximum = std::num::NonZeroU16::new(self.limits.inflight_count_max);
             props.maximum_packet_size = std::num::NonZeroU32::new(self.limits.packet_bytes_max);
             props.topic_alias_maximum = Some(self.limits.topic_alias_max);
-            props.shared_subscription_available = Some(false);
             if capped {
                 props.server_keep_alive = Some(keep_alive);
             }

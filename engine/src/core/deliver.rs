@@ -16,6 +16,7 @@ use super::message::Message;
 use super::retained;
 use super::session::{Inflight, Link, Queued, Session, SubIds};
 use super::stats::Stats;
+use super::trie::Slot;
 use super::Sub;
 
 /// Copies up to this size are encoded whole into the connection's buffer;
@@ -56,13 +57,14 @@ impl Broker {
         }
         let mut mask = 0u64;
         self.routes
-            .for_each_match(message.topic.as_str(), |m| mask |= *m);
+            .for_each_match(message.topic.as_str(), |r| mask |= r.shards);
         for peer in self.peers() {
             if mask & (1 << peer) != 0 {
                 self.outbox[peer].push(Remote::Publish(Arc::clone(&message)));
             }
         }
         self.deliver_local(&message, now);
+        self.route_shared(&message, now);
     }
 
     fn peers(&self) -> impl Iterator<Item = usize> {
@@ -79,14 +81,16 @@ impl Broker {
                 let bit = 1u64 << from;
                 let slot = self.routes.entry(&filter);
                 if add {
-                    *slot |= bit;
+                    slot.shards |= bit;
                 } else {
-                    *slot &= !bit;
-                    if *slot == 0 {
+                    slot.shards &= !bit;
+                    if slot.is_empty() {
                         self.routes.prune(&filter);
                     }
                 }
             }
+            Remote::Shared(m, key) => self.deliver_shared(&key, &m, now),
+            Remote::Group(filter, group, add) => self.apply_group_route(from, &filter, &group, add),
         }
     }
 
@@ -273,6 +277,7 @@ fn inflight(packet_id: PacketId, message: &Arc<Message>, copy: Outgoing) -> Infl
         retain: copy.retain,
         sub_ids: copy.sub_ids,
         released: false,
+        shared: None,
     }
 }
 
@@ -296,6 +301,7 @@ fn enqueue(
         qos: copy.qos,
         retain: copy.retain,
         sub_ids: copy.sub_ids,
+        shared: None,
     });
 }
 

@@ -11,6 +11,7 @@ pub mod message;
 mod publish;
 pub mod retained;
 pub mod session;
+pub mod shared;
 pub mod stats;
 mod subscribe;
 pub mod timers;

@@ -12,6 +12,7 @@ use ringmq_protocol::{
 };
 
 use super::message::Message;
+use super::shared::SharedKey;
 use super::tx::Tx;
 
 /// One subscription of a session.
@@ -41,6 +42,8 @@ pub struct Inflight {
     pub sub_ids: SubIds,
     /// QoS 2: PUBREC received and PUBREL sent; waiting for PUBCOMP.
     pub released: bool,
+    /// The shared subscription it came through, if any.
+    pub shared: Option<Arc<SharedKey>>,
 }
 
 /// A message waiting for the session's window or for its client.
@@ -54,6 +57,8 @@ pub struct Queued {
     pub retain: bool,
     /// Subscription Identifiers of this copy.
     pub sub_ids: SubIds,
+    /// The shared subscription it came through, if any.
+    pub shared: Option<Arc<SharedKey>>,
 }
 
 /// The Will of a connection.

@@ -25,6 +25,8 @@ pub struct Stats {
     pub dropped_too_large: u64,
     /// Copies dropped because their Message Expiry Interval ran out.
     pub dropped_expired: u64,
+    /// Shared-subscription copies whose group had no member left here.
+    pub dropped_no_member: u64,
     /// PUBLISH or SUBSCRIBE refused by the authorizer.
     pub denied: u64,
     /// Will messages published.

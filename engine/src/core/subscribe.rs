@@ -36,6 +36,14 @@ impl PendingSubAck {
     }
 }
 
+fn granted(sub: Subscription) -> ReasonCode {
+    match sub.options.qos {
+        QoS::AtMostOnce => ReasonCode::Success,
+        QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+        QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+    }
+}
+
 impl Broker {
     pub(super) fn subscribe(&mut self, id: ConnId, s: Subscribe, now: Instant) -> Flow {
         let sub_id = s.properties.subscription_identifier;
@@ -71,9 +79,6 @@ impl Broker {
         if !self.topic_within_limits(filter.as_str()) {
             return ReasonCode::TopicFilterInvalid;
         }
-        if filter.shared().is_some() {
-            return ReasonCode::SharedSubscriptionsNotSupported;
-        }
         let subs_max = self.limits.subscriptions_per_client_max;
         let Some(session) = self.session(id) else {
             return ReasonCode::UnspecifiedError;
@@ -100,6 +105,11 @@ impl Broker {
             uid: session.uid,
             sub,
         };
+        if let Some(shared) = filter.shared() {
+            // Retained messages are not sent to shared subscriptions [MQTT §4.8.2].
+            self.join_group(shared.group, shared.filter, entry);
+            return granted(sub);
+        }
         let slot = self.trie.entry(key);
         let was_empty = slot.is_empty();
         match slot.iter_mut().find(|s| s.slot == id.session) {
@@ -119,11 +129,7 @@ impl Broker {
                 pending.retained.push((m, sub));
             }
         }
-        match sub.options.qos {
-            QoS::AtMostOnce => ReasonCode::Success,
-            QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
-            QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
-        }
+        granted(sub)
     }
 
     /// Tells every other shard that this one gained or lost its last
@@ -188,6 +194,10 @@ impl Broker {
         };
         if session.subs.remove(filter).is_none() {
             return false;
+        }
+        if let Some(shared) = ringmq_protocol::topic::parse_shared(filter) {
+            self.leave_group(shared.group, shared.filter, slot);
+            return true;
         }
         let Some(subs) = self.trie.get_mut(filter) else {
             return true;

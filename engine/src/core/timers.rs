@@ -87,6 +87,7 @@ impl Broker {
             secs => Some(now + Duration::from_secs(u64::from(secs))),
         };
         self.schedule_will(id.session, link, now);
+        self.redistribute(id.session, now);
         if expiry == 0 {
             self.end_session(id.session, now);
         }

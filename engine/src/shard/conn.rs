@@ -213,10 +213,16 @@ async fn run(
     let end = read_loop(shard, id, &stream, &mut decoder, &mut buf).await;
     if matches!(end, End::Closing) {
         // Give the writer a moment to flush the DISCONNECT before the session lets go.
-        let _ = future::or(async { Some(writer.await) }, async {
-            Timer::new(Duration::from_secs(1)).await;
-            None
-        })
+        let _ = future::or(
+            async {
+                writer.await;
+                true
+            },
+            async {
+                Timer::new(Duration::from_secs(1)).await;
+                false
+            },
+        )
         .await;
     } else {
         writer.detach();
