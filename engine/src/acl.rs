@@ -68,8 +68,9 @@ impl AclFile {
         let mut acl = AclFile::default();
         let mut user: Option<String> = None;
         for (i, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
+            // Only whole lines are comments: `#` is also the multi-level wildcard.
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             let err = |why: &str| AclError::Syntax {

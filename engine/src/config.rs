@@ -104,7 +104,7 @@ impl Default for Runtime {
     fn default() -> Self {
         Runtime {
             io_memory_bytes: 256 << 10,
-            mesh_queue_batches_max: 1024,
+            mesh_queue_batches_max: 64,
             tick_millis: 250,
             read_bytes_max: 64 << 10,
             shutdown_grace_millis: 2_000,

@@ -8,22 +8,24 @@ unique per test; every wait is bounded.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from conftest import (
-    QUIET,
+    HOST,
     Broker,
     ClientFactory,
-    MqttClient,
     RawClient,
     _stop_and_check,
+    _str,
+    _varint,
+    connect_packet,
     prop_u16,
     prop_u32,
     raw_connect,
@@ -237,6 +239,21 @@ def test_retained_messages_of_all_matching_topics_are_sent_on_wildcard_subscribe
         pub.publish(f"{topic}/{t}", b"", qos=1, retain=True)
 
 
+def test_retained_message_keeps_its_v5_properties(clients, topic):
+    pub = clients.new("pub")
+    pub.publish(f"{topic}/r", b"{}", qos=1, retain=True,
+                props={"UserProperty": [("src", "e2e")], "ContentType": "application/json",
+                       "ResponseTopic": f"{topic}/resp"})
+    sub = clients.new("sub")
+    sub.sub(f"{topic}/r", 1)
+    m = sub.expect_one()
+    assert m.retain
+    assert m.prop("UserProperty") == [("src", "e2e")]
+    assert m.prop("ContentType") == "application/json"
+    assert m.prop("ResponseTopic") == f"{topic}/resp"
+    pub.publish(f"{topic}/r", b"", qos=1, retain=True)
+
+
 def test_retained_message_is_delivered_at_min_of_stored_and_subscription_qos(clients, topic):
     pub = clients.new("pub")
     pub.publish(f"{topic}/r1", b"q1", qos=1, retain=True)
@@ -418,6 +435,37 @@ def test_silent_client_is_disconnected_after_1_5_keep_alive_and_its_will_sent(cl
     assert watcher.expect_one().payload == b"timed out"
 
 
+def test_pingreq_keeps_a_short_keep_alive_connection_open(raw, uid):
+    r = raw(4)
+    assert r.connect(uid, keepalive=1) == (0, False)
+    for _ in range(5):
+        time.sleep(0.5)
+        r.send(bytes([0xC0, 0x00]))  # PINGREQ
+        assert r.recv(timeout=2) == (0xD0, b"")  # PINGRESP
+    # 2.5 s later, still connected and served
+    assert r.subscribe(1, f"e2e/{uid}", 0) == 0
+
+
+def test_unsupported_protocol_level_is_refused(broker, uid):
+    """[MQTT-3.1.2-2]: CONNACK 0x01 (v5: 0x84 allowed), then the connection is closed."""
+    body = _str("MQTT") + bytes([9, 0x02]) + b"\x00\x3c" + _str(uid)
+    with socket.create_connection((HOST, broker.port), timeout=3) as s:
+        s.sendall(bytes([0x10]) + _varint(len(body)) + body)
+        pkt = read_packet(s, timeout=3)
+        if pkt is not None:
+            assert pkt[0] == 0x20 and pkt[1][1] in (0x01, 0x84), pkt
+            pkt = read_packet(s, timeout=3)
+        assert pkt is None
+
+
+def test_connect_with_reserved_flag_set_is_closed_without_connack(broker, uid):
+    """[MQTT-3.1.2-3]: the reserved CONNECT flag must be 0, else malformed."""
+    body = _str("MQTT") + bytes([4, 0x03]) + b"\x00\x3c" + _str(uid)
+    with socket.create_connection((HOST, broker.port), timeout=3) as s:
+        s.sendall(bytes([0x10]) + _varint(len(body)) + body)
+        assert read_packet(s, timeout=3) is None
+
+
 # --------------------------------------------------------------------------
 # sessions
 
@@ -471,6 +519,21 @@ def test_v5_session_expiry_keeps_session_and_queues_messages_while_offline(clien
     back = clients.new("back", client_id=sub.client_id, clean=False, session_expiry=60)
     assert back.session_present is True
     assert [(m.payload, m.qos) for m in back.expect(2)] == [(b"one", 1), (b"two", 2)]
+    back.disconnect(props={"SessionExpiryInterval": 0})
+
+
+def test_v5_queued_messages_keep_properties_and_subscription_identifier(clients, topic):
+    sub = clients.new("sub", session_expiry=60)
+    sub.sub(f"{topic}/q", 1, sub_id=5)
+    sub.disconnect()
+    pub = clients.new("pub")
+    pub.publish(f"{topic}/q", b"m", qos=1,
+                props={"UserProperty": [("k", "v")], "CorrelationData": b"c", "ContentType": "t"})
+    back = clients.new("back", client_id=sub.client_id, clean=False, session_expiry=60)
+    m = back.expect_one()
+    assert m.prop("SubscriptionIdentifier") == [5]
+    assert m.prop("UserProperty") == [("k", "v")]
+    assert (m.prop("CorrelationData"), m.prop("ContentType")) == (b"c", "t")
     back.disconnect(props={"SessionExpiryInterval": 0})
 
 
@@ -716,10 +779,65 @@ def test_v5_keep_alive_above_broker_maximum_is_answered_with_server_keep_alive(c
 
 
 @BOTH
+def test_inflight_qos1_is_redelivered_to_the_connection_that_takes_the_session_over(
+    clients, raw, uid, topic, proto
+):
+    props = prop_u32(0x11, 60) if proto == V5 else b""
+    old = raw(proto)
+    old.connect(uid, clean=False, props=props)
+    old.subscribe(1, f"{topic}/q", 1)
+    pub = clients.new("pub", protocol=proto)
+    pub.publish(f"{topic}/q", b"in flight", qos=1)
+    first = old.recv_publish()  # not acknowledged
+
+    new = raw(proto)
+    assert new.connect(uid, clean=False, props=props) == (0, True)
+    again = new.recv_publish()
+    assert (again["payload"], again["pid"], again["dup"]) == (b"in flight", first["pid"], True)
+    new.ack(0x40, again["pid"])
+    # the old connection is closed (v5: after DISCONNECT 0x8E)
+    pkt = read_packet(old.sock, timeout=3)
+    if proto == V5 and pkt is not None:
+        assert pkt[0] == 0xE0 and pkt[1][0] == 0x8E, pkt
+        pkt = read_packet(old.sock, timeout=3)
+    assert pkt is None
+    new.close()
+    raw(proto).connect(uid, clean=True)
+
+
+@BOTH
+def test_packet_larger_than_packet_bytes_max_closes_the_connection(raw, uid, proto):
+    """A PUBLISH announcing 2 MiB (limit 1 MiB) is refused from its fixed
+    header: v5 gets DISCONNECT 0x95 Packet too large, then the close."""
+    r = raw(proto)
+    r.connect(uid)
+    r.send(bytes([0x30]) + bytes([0x80, 0x80, 0x80, 0x01]) + b"\x00\x01a" + b"x" * 1000)
+    pkt = read_packet(r.sock, timeout=3)
+    if proto == V5:
+        assert pkt is not None and pkt[0] == 0xE0 and pkt[1][0] == 0x95, pkt
+        pkt = read_packet(r.sock, timeout=3)
+    assert pkt is None
+
+
+@BOTH
+def test_topic_containing_nul_character_closes_the_connection(clients, raw, uid, topic, proto):
+    """[MQTT-1.5.4-2] (v5 [MQTT-1.5.4-2] too): U+0000 in a UTF-8 string is malformed."""
+    sub = clients.new("sub", protocol=proto)
+    sub.sub(f"{topic}/#", 0)
+    r = raw(proto)
+    r.connect(uid)
+    r.publish(f"{topic}/a\x00b", b"bad", qos=0)
+    pkt = read_packet(r.sock, timeout=3)
+    if proto == V5 and pkt is not None:
+        assert pkt[0] == 0xE0 and pkt[1][0] >= 0x80, pkt
+        pkt = read_packet(r.sock, timeout=3)
+    assert pkt is None
+    sub.expect_none(0.3)
+
+
+@BOTH
 def test_second_connect_on_a_connection_closes_it(raw, uid, proto):
     """[MQTT-3.1.0-2]: a second CONNECT is a protocol violation."""
-    from conftest import connect_packet
-
     r = raw(proto)
     r.connect(uid)
     r.send(connect_packet(uid, version=proto))
@@ -863,6 +981,37 @@ def test_v5_topic_alias_from_client_is_resolved_before_routing(clients, topic):
         (f"{topic}/one", b"1"), (f"{topic}/one", b"2"), (f"{topic}/two", b"3"),
         (f"{topic}/three", b"4"), (f"{topic}/three", b"5"), (f"{topic}/two", b"6"),
     ]
+
+
+def test_v5_connack_advertises_configured_limits(clients):
+    c = clients.new("c")
+    p = c.connack_props
+    assert p.ReceiveMaximum == 128
+    assert p.TopicAliasMaximum == 64
+    assert p.MaximumPacketSize == 1048576
+
+
+def test_v5_topic_aliases_do_not_survive_a_reconnect(clients, topic):
+    """[MQTT-3.3.2-7]: alias mappings last for one network connection only."""
+    sub = clients.new("sub")
+    sub.sub(f"{topic}/#", 1)
+    pub = clients.new("pub", session_expiry=60)
+    pub.publish(f"{topic}/a", b"1", qos=1, props={"TopicAlias": 1})
+    pub.disconnect()
+    again = clients.new("again", client_id=pub.client_id, clean=False, session_expiry=60)
+    again.c.publish("", b"2", qos=0, properties=_props(PacketTypes.PUBLISH, TopicAlias=1))
+    assert again.wait_disconnected() == 0x82
+    assert [m.payload for m in sub.expect(1) + sub.drain(0.3)] == [b"1"]
+    clients.new("wipe", client_id=pub.client_id).disconnect()
+
+
+def test_v5_disconnect_can_shorten_session_expiry_to_zero(clients, topic):
+    c = clients.new("c", session_expiry=60)
+    c.sub(f"{topic}/q", 1)
+    c.disconnect(props={"SessionExpiryInterval": 0})
+    back = clients.new("back", client_id=c.client_id, clean=False, session_expiry=60)
+    assert back.session_present is False
+    back.disconnect(props={"SessionExpiryInterval": 0})
 
 
 def test_v5_topic_alias_above_maximum_is_a_protocol_error_0x94(clients, topic):
@@ -1021,6 +1170,27 @@ def test_acl_denied_publish_v311_is_not_delivered(auth_clients, uid):
     alice.expect_none()
 
 
+def test_acl_denied_retained_publish_is_not_stored(auth_clients, uid):
+    bob = auth_clients.new("bob", username="bob", password="bob-pw")
+    assert bob.publish(f"alice/{uid}", b"forged", qos=1, retain=True) == 0x87
+    alice = auth_clients.new("alice", username="alice", password="alice-pw")
+    alice.sub(f"alice/{uid}", 1)
+    alice.expect_none()
+
+
+def test_acl_will_to_a_topic_the_client_may_not_publish_to_is_not_delivered(auth_clients, uid):
+    bob = auth_clients.new("bob", username="bob", password="bob-pw")
+    bob_topic = f"clients/{bob.client_id}/in"  # readable by bob only
+    bob.sub(bob_topic, 1)
+    alice = auth_clients.new(
+        "alice", username="alice", password="alice-pw", connect=False,
+        will={"topic": bob_topic, "payload": b"forged will", "qos": 1},
+    )
+    alice.connect(expect_success=False)
+    assert alice.connack_rc == 0x87, "a Will needs the same permission as a PUBLISH"
+    bob.expect_none(0.8)
+
+
 @BOTH
 def test_acl_denied_subscribe_gets_failure_code(auth_clients, proto, uid):
     bob = auth_clients.new("bob", protocol=proto, username="bob", password="bob-pw")
@@ -1050,12 +1220,6 @@ def test_acl_pattern_substitutes_client_id(auth_clients, uid):
     assert alice.publish(f"clients/{uid}-other/in", b"x", qos=1) == 0x87
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="broker bug: the ACL parser strips everything from '#' as a comment "
-    "(line.split('#')), so `topic readwrite bob/#` becomes the rule `bob/`: "
-    "SUBSCRIBE bob/# gets 0x87 and PUBLISH bob/x gets PUBACK 0x87",
-)
 def test_acl_rule_with_multilevel_wildcard_allows_deeper_topics(auth_clients, uid):
     """`topic readwrite bob/#` must allow bob/<anything>/..."""
     bob = auth_clients.new("bob", username="bob", password="bob-pw")

@@ -78,6 +78,10 @@ pub struct Broker {
     pub stats: Stats,
     /// Output of connections taken over, until their writer flushes it.
     pub(super) detached: AHashMap<ConnId, super::tx::Tx>,
+    /// Connections whose backlog pauses publishers.
+    pub(super) congested: Vec<ConnId>,
+    /// Some congestion cleared since the shard last asked.
+    pub(super) drained: bool,
     /// Scratch for matching, kept to reuse its allocation.
     pub(super) matches: Vec<Sub>,
     pub(super) next_generation: u64,
@@ -109,6 +113,8 @@ impl Broker {
             outbox: (0..shards).map(|_| Vec::new()).collect(),
             stats: Stats::default(),
             detached: AHashMap::new(),
+            congested: Vec::new(),
+            drained: false,
             matches: Vec::new(),
             next_generation: 1,
             next_uid: 1,

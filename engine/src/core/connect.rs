@@ -9,6 +9,7 @@ use ringmq_protocol::{
     ConnAck, Connect, Disconnect, LastWill, MqttString, Packet, ProtocolVersion, ReasonCode,
 };
 
+use super::auth::Principal;
 use super::broker::{Broker, ConnId};
 use super::message::Message;
 use super::session::{Link, Session, Will};
@@ -122,6 +123,7 @@ impl Broker {
         if c.properties.authentication_method.is_some() {
             return Err(ReasonCode::BadAuthenticationMethod);
         }
+        self.auth.authenticator.authenticate(c)?;
         if let Some(will) = &c.will {
             if !self.topic_within_limits(will.topic.as_str()) {
                 return Err(match v311 {
@@ -129,8 +131,17 @@ impl Broker {
                     false => ReasonCode::TopicNameInvalid,
                 });
             }
+            // A Will is a PUBLISH made later on the client's behalf: it
+            // needs the same permission, checked now.
+            let who = Principal {
+                client_id: c.client_id.as_str(),
+                username: c.username.as_ref().map(|u| u.as_str()),
+            };
+            if !self.auth.authorizer.can_publish(who, will.topic.as_str()) {
+                return Err(ReasonCode::NotAuthorized);
+            }
         }
-        self.auth.authenticator.authenticate(c)
+        Ok(())
     }
 
     /// Whether a topic name or filter is within the configured length and

@@ -122,8 +122,21 @@ impl Broker {
         self.matches = matches;
     }
 
-    /// Hands one copy to session `slot`: written, queued or dropped.
+    /// Hands one copy to session `slot`: written, queued or dropped; then
+    /// checks whether the session's backlog should pause publishers.
     pub(super) fn deliver_to(
+        &mut self,
+        slot: u32,
+        message: &Arc<Message>,
+        copy: Outgoing,
+        enc: &mut Encoded,
+        now: Instant,
+    ) {
+        self.hand_over(slot, message, copy, enc, now);
+        self.note_backlog(slot, now);
+    }
+
+    fn hand_over(
         &mut self,
         slot: u32,
         message: &Arc<Message>,

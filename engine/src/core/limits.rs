@@ -29,6 +29,12 @@ pub struct Limits {
     /// Bytes a session may hold waiting (queued messages and unsent socket
     /// output together); beyond it new messages are dropped and counted.
     pub session_queue_bytes_max: usize,
+    /// Backlog of one connection (unwritten output plus queued messages),
+    /// in bytes, past which publishers feeding it are paused.
+    pub backlog_pause_bytes: usize,
+    /// How long a congested connection may pause publishers before it is
+    /// treated as a slow consumer and left to its own caps, in milliseconds.
+    pub slow_consumer_millis: u64,
     /// Subscriptions one client may hold; more get SUBACK 0x97/0x80.
     pub subscriptions_per_client_max: usize,
     /// Highest Session Expiry Interval granted, in seconds.
@@ -50,6 +56,8 @@ impl Default for Limits {
             inflight_count_max: 128,
             session_queue_messages_max: 10_000,
             session_queue_bytes_max: 8 << 20,
+            backlog_pause_bytes: 256 << 10,
+            slow_consumer_millis: 2_000,
             subscriptions_per_client_max: 1_000,
             session_expiry_secs_max: u32::MAX,
             topic_alias_max: 64,

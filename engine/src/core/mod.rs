@@ -3,6 +3,7 @@
 //! entry point takes `now`, so all of it runs on a virtual clock in tests.
 
 pub mod auth;
+mod backpressure;
 pub mod broker;
 pub mod connect;
 mod deliver;

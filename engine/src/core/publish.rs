@@ -158,6 +158,7 @@ impl Broker {
             if session.inflight[at].qos == QoS::AtLeastOnce {
                 session.inflight.remove(at);
                 self.drain(id, now);
+                self.recheck_backlog(id.session);
             }
         }
     }
@@ -213,6 +214,7 @@ impl Broker {
             if session.inflight[at].released {
                 session.inflight.remove(at);
                 self.drain(id, now);
+                self.recheck_backlog(id.session);
             }
         }
     }

@@ -123,6 +123,8 @@ pub struct Session {
     pub queued_bytes: usize,
     /// QoS 2 packet ids received (PUBREC sent), waiting for PUBREL.
     pub qos2_in: AHashSet<u16>,
+    /// Since when the backlog is over `backlog_pause_bytes`.
+    pub congested_at: Option<Instant>,
     /// A Will waiting for its delay to pass.
     pub will_due: Option<(Instant, Message)>,
     next_packet_id: u16,
@@ -145,6 +147,7 @@ impl Session {
             queued_bytes: 0,
             qos2_in: AHashSet::new(),
             will_due: None,
+            congested_at: None,
             next_packet_id: 0,
             ids_wrapped: false,
         }

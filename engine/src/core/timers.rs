@@ -35,9 +35,9 @@ impl Broker {
                 tx.set_waker(waker);
                 return Output::Idle;
             }
-            return Output::Ready {
-                close: tx.take(out),
-            };
+            let close = tx.take(out);
+            self.recheck_backlog(id.session);
+            return Output::Ready { close };
         }
         match self.detached.remove(&id) {
             Some(mut tx) => Output::Ready {

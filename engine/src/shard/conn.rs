@@ -240,6 +240,7 @@ async fn read_loop(
 ) -> End {
     loop {
         let now = Instant::now();
+        let mut published = false;
         loop {
             let packet = match decoder.decode(buf) {
                 Ok(Some(p)) => p,
@@ -252,6 +253,7 @@ async fn read_loop(
                     return End::Closing;
                 }
             };
+            published |= matches!(packet, Packet::Publish(_));
             let flow = shard.broker.borrow_mut().handle(id, packet, now);
             if let Flow::Barrier(pending) = flow {
                 shard.barrier().await;
@@ -272,6 +274,10 @@ async fn read_loop(
             }
         }
         shard.flush_outbox().await;
+        shard.wake_paused();
+        if published {
+            shard.wait_backpressure(Some(id)).await;
+        }
         match read_more(shard, stream, buf).await {
             Ok(0) | Err(_) => return End::Closed,
             Ok(_) => {}

@@ -35,6 +35,8 @@ pub(super) struct Shard {
     barriers: RefCell<Barriers>,
     pub(super) shutting_down: Cell<bool>,
     pub(super) connections: Cell<usize>,
+    /// Readers waiting for congested connections to drain.
+    paused: RefCell<Vec<Waker>>,
     /// Every connection of the shard reads through this buffer, then keeps
     /// only what it read.
     pub(super) read_buf: RefCell<Box<[u8]>>,
@@ -70,6 +72,46 @@ impl Shard {
                 }
                 Err(e) => tracing::warn!(peer, "mesh send failed: {e}"),
             }
+        }
+    }
+
+    /// Wakes paused readers if some congestion cleared.
+    pub(super) fn wake_paused(&self) {
+        if self.broker.borrow_mut().take_drained() {
+            for w in self.paused.borrow_mut().drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Waits while connections this shard writes to are congested (see
+    /// `core::backpressure`); `reader` is the connection asking, if any.
+    pub(super) async fn wait_backpressure(&self, reader: Option<crate::core::ConnId>) {
+        loop {
+            if !self
+                .broker
+                .borrow_mut()
+                .backpressure(Instant::now(), reader)
+            {
+                return;
+            }
+            let mut registered = false;
+            // Woken by a writer that drained, or re-checked after 5 ms so a
+            // congested connection's grace period is seen to run out.
+            futures_lite::future::or(
+                poll_fn(|cx| {
+                    if registered {
+                        return Poll::Ready(());
+                    }
+                    registered = true;
+                    self.paused.borrow_mut().push(cx.waker().clone());
+                    Poll::Pending
+                }),
+                async {
+                    Timer::new(Duration::from_millis(5)).await;
+                },
+            )
+            .await;
         }
     }
 
@@ -179,6 +221,7 @@ pub(super) async fn shard_main(
         barriers: RefCell::new(Barriers::default()),
         shutting_down: Cell::new(false),
         connections: Cell::new(0),
+        paused: RefCell::new(Vec::new()),
         read_buf: RefCell::new(vec![0; config.runtime.read_bytes_max].into_boxed_slice()),
     });
     for (from, rx) in receivers.streams() {

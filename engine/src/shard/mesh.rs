@@ -47,10 +47,14 @@ pub(super) async fn receive(shard: Rc<Shard>, from: usize, rx: ConnectedReceiver
         match msg {
             ShardMsg::Batch(batch) => {
                 let now = Instant::now();
-                let mut broker = shard.broker.borrow_mut();
-                for remote in batch {
-                    broker.apply_remote(from, remote, now);
+                {
+                    let mut broker = shard.broker.borrow_mut();
+                    for remote in batch {
+                        broker.apply_remote(from, remote, now);
+                    }
                 }
+                shard.flush_outbox().await;
+                shard.wait_backpressure(None).await;
             }
             ShardMsg::Handoff(h) => {
                 let Handoff {

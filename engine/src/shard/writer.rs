@@ -37,6 +37,7 @@ pub(super) async fn run(shard: Rc<Shard>, id: ConnId, stream: Rc<RefCell<TcpStre
             }
         })
         .await;
+        shard.wake_paused();
         let close = match out {
             Output::Ready { close } => close,
             Output::Idle | Output::Gone => true,
