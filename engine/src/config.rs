@@ -69,6 +69,9 @@ pub struct Runtime {
     /// Capacity of each queue between two shards, in batches; a full queue
     /// makes the publishing connection wait.
     pub mesh_queue_batches_max: usize,
+    /// Messages waiting in one shard's outbox for another shard past which
+    /// publishers on the shard wait for the mesh to catch up.
+    pub mesh_backlog_pause_messages: usize,
     /// Period of the clock that runs keep-alive, Will delay and session
     /// expiry, in milliseconds.
     pub tick_millis: u64,
@@ -105,6 +108,7 @@ impl Default for Runtime {
         Runtime {
             io_memory_bytes: 256 << 10,
             mesh_queue_batches_max: 64,
+            mesh_backlog_pause_messages: 8_192,
             tick_millis: 250,
             read_bytes_max: 64 << 10,
             shutdown_grace_millis: 2_000,

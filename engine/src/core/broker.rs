@@ -36,6 +36,11 @@ pub enum Remote {
     /// The sender now has (`true`) or no longer has members of the group
     /// (filter, group).
     Group(Box<str>, Box<str>, bool),
+    /// Answer with `BarrierAck`: everything sent before is applied. (The
+    /// shard layer handles both; they travel here to keep their order.)
+    Barrier(u64),
+    /// Everything sent before barrier `token` is applied.
+    BarrierAck(u64),
 }
 
 /// Names a connection: its session's slot and the link's generation.

@@ -287,6 +287,7 @@ fn will_message(w: &LastWill) -> Will {
         properties,
         origin: 0,
         expires_at: None,
+        encoded: Default::default(),
     };
     Will {
         message,

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ringmq_protocol::properties::id as prop_id;
-use ringmq_protocol::{Delivery, EncodedPublish, PacketId, ProtocolVersion, QoS, SubscriptionId};
+use ringmq_protocol::{Delivery, PacketId, ProtocolVersion, QoS, SubscriptionId};
 
 use super::broker::{Broker, ConnId, Remote};
 use super::message::Message;
@@ -23,10 +23,9 @@ use super::Sub;
 /// above it the payload is written from the shared `Bytes`.
 const COPY_BYTES_MAX: usize = 1024;
 
-/// Encodings of one message, built on first use during one fan-out.
+/// Whole QoS 0 copies of one message, built on first use during one fan-out.
 #[derive(Default)]
 pub(super) struct Encoded {
-    by_version: [Option<EncodedPublish>; 2],
     /// Whole QoS 0 copies, by version and RETAIN flag.
     qos0: [[Option<Bytes>; 2]; 2],
 }
@@ -91,6 +90,7 @@ impl Broker {
             }
             Remote::Shared(m, key) => self.deliver_shared(&key, &m, now),
             Remote::Group(filter, group, add) => self.apply_group_route(from, &filter, &group, add),
+            Remote::Barrier(_) | Remote::BarrierAck(_) => {}
         }
     }
 
@@ -339,9 +339,7 @@ pub(super) fn write_copy(
     if v == ProtocolVersion::V5 && message.expires_at.is_some() {
         return write_with_expiry(link, stats, message, copy, packet_id, dup, now);
     }
-    let e = enc.by_version[vi(v)].get_or_insert_with(|| {
-        EncodedPublish::new(&message.to_publish(now), v).unwrap_or_else(|_| unreachable_encoding())
-    });
+    let e = message.encoded(v);
     let d = Delivery {
         qos: copy.qos,
         packet_id,
@@ -444,11 +442,3 @@ fn sub_id_properties(ids: &[SubscriptionId]) -> Vec<u8> {
     out
 }
 
-/// Properties of a message already accepted always encode.
-fn unreachable_encoding() -> EncodedPublish {
-    EncodedPublish::new(
-        &ringmq_protocol::Publish::new(ringmq_protocol::TopicName::empty_for_alias(), Bytes::new()),
-        ProtocolVersion::V311,
-    )
-    .unwrap_or_else(|_| unreachable!("a bare 3.1.1 PUBLISH always encodes"))
-}

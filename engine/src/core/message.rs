@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ringmq_protocol::properties::PublishProperties;
-use ringmq_protocol::{Publish, QoS, TopicName};
+use std::sync::OnceLock;
+
+use ringmq_protocol::{EncodedPublish, ProtocolVersion, Publish, QoS, TopicName};
 
 /// Who published a message: the session's instance-unique id, for No Local.
 pub type Origin = u64;
@@ -31,7 +33,14 @@ pub struct Message {
     pub origin: Origin,
     /// When a v5 Message Expiry Interval runs out.
     pub expires_at: Option<Instant>,
+    /// The message encoded once per protocol version, on first delivery,
+    /// for every copy on every shard.
+    pub encoded: Encodings,
 }
+
+/// Lazily built encodings of one message.
+#[derive(Debug, Clone, Default)]
+pub struct Encodings([OnceLock<EncodedPublish>; 2]);
 
 impl Message {
     /// Seconds of life left at `now`, rounded up; `None` without expiry,
@@ -59,6 +68,21 @@ impl Message {
             publish.properties_mut().message_expiry_interval = Some(left.max(1));
         }
         publish
+    }
+
+    /// The message encoded for `v` (flags and packet id are per copy).
+    /// Expiry is not in it: copies of an expiring message are encoded one
+    /// by one with the time left.
+    pub fn encoded(&self, v: ProtocolVersion) -> &EncodedPublish {
+        self.encoded.0[usize::from(v == ProtocolVersion::V5)].get_or_init(|| {
+            let mut publish = Publish::new(self.topic.clone(), self.payload.clone());
+            publish.properties = self.properties.clone();
+            EncodedPublish::new(&publish, v).unwrap_or_else(|_| {
+                // Properties that decoded always encode; keep the message deliverable.
+                let bare = Publish::new(self.topic.clone(), self.payload.clone());
+                EncodedPublish::new(&bare, ProtocolVersion::V311).unwrap_or_else(|_| unreachable!("a bare PUBLISH encodes"))
+            })
+        })
     }
 
     /// Approximate bytes held for this message, for queue caps.

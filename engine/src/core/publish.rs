@@ -147,6 +147,7 @@ impl Broker {
             properties,
             origin,
             expires_at: expiry.map(|secs| now + Duration::from_secs(u64::from(secs))),
+            encoded: Default::default(),
         }
     }
 

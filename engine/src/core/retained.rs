@@ -61,5 +61,6 @@ pub fn compact(message: &Message) -> Message {
         properties: message.properties.clone(),
         origin: message.origin,
         expires_at: message.expires_at,
+        encoded: Default::default(),
     }
 }

@@ -132,7 +132,6 @@ async fn hand_off(
         assigned,
         rest: buf.freeze(),
     };
-    let _permit = shard.flush_outbox().await;
     if shard
         .senders
         .send_to(home, ShardMsg::Handoff(Box::new(handoff)))
@@ -209,7 +208,7 @@ async fn run(
         }
     };
     let writer = glommio::spawn_local(writer::run(Rc::clone(shard), id, Rc::clone(&stream)));
-    shard.flush_outbox().await;
+    shard.kick();
     let end = read_loop(shard, id, &stream, &mut decoder, &mut buf).await;
     if matches!(end, End::Closing) {
         // Give the writer a moment to flush the DISCONNECT before the session lets go.
@@ -228,7 +227,8 @@ async fn run(
         writer.detach();
     }
     shard.broker.borrow_mut().disconnected(id, Instant::now());
-    shard.flush_outbox().await;
+    shard.kick();
+    shard.wake_paused();
 }
 
 async fn read_loop(
@@ -269,11 +269,11 @@ async fn read_loop(
                 .and_then(|s| s.link.as_ref())
                 .is_none_or(|l| l.tx.is_closing())
             {
-                shard.flush_outbox().await;
+                shard.kick();
                 return End::Closing;
             }
         }
-        shard.flush_outbox().await;
+        shard.kick();
         shard.wake_paused();
         if published {
             shard.wait_backpressure(Some(id)).await;

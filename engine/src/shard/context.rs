@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::net::TcpListener;
-use glommio::sync::Semaphore;
 use glommio::timer::Timer;
 use glommio::{GlommioError, ResourceType};
 
@@ -19,7 +18,7 @@ use super::control::{Control, Wake};
 use super::mesh::{self, ShardMsg};
 use crate::config::Config;
 use crate::core::auth::{AllowAll, Auth};
-use crate::core::Broker;
+use crate::core::{Broker, Remote};
 
 /// Everything a shard owns. Lives in an `Rc` on its executor: it is not
 /// `Send`, so no other thread can reach it.
@@ -29,9 +28,8 @@ pub(super) struct Shard {
     pub(super) config: Arc<Config>,
     pub(super) broker: RefCell<Broker>,
     pub(super) senders: Senders<ShardMsg>,
-    /// One permit per peer: a batch is taken from the outbox and sent while
-    /// holding it, so batches to a peer leave in the order they were made.
-    sending: Vec<Semaphore>,
+    /// The waker of each peer's sender task, set while it waits for output.
+    sender_wakers: RefCell<Vec<Option<Waker>>>,
     barriers: RefCell<Barriers>,
     pub(super) shutting_down: Cell<bool>,
     pub(super) connections: Cell<usize>,
@@ -49,38 +47,37 @@ struct Barriers {
 }
 
 impl Shard {
-    /// Sends what the broker put in its outbox to the other shards. Waits if
-    /// a peer's queue is full.
-    pub(super) async fn flush_outbox(&self) {
-        for peer in 0..self.sending.len() {
-            if peer == self.index || self.broker.borrow().outbox[peer].is_empty() {
-                continue;
-            }
-            let Ok(_permit) = self.sending[peer].acquire_permit(1).await else {
-                return;
-            };
-            let batch = std::mem::take(&mut self.broker.borrow_mut().outbox[peer]);
-            if batch.is_empty() {
-                continue;
-            }
-            match self.senders.try_send_to(peer, ShardMsg::Batch(batch)) {
-                Ok(()) => {}
-                Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
-                    if self.senders.send_to(peer, msg).await.is_err() {
-                        tracing::warn!(peer, "mesh closed: batch lost");
-                    }
+    /// Wakes the tasks that send the broker's outbox to other shards.
+    pub(super) fn kick(&self) {
+        let broker = self.broker.borrow();
+        let mut wakers = self.sender_wakers.borrow_mut();
+        for (peer, waker) in wakers.iter_mut().enumerate() {
+            if !broker.outbox[peer].is_empty() {
+                if let Some(w) = waker.take() {
+                    w.wake();
                 }
-                Err(e) => tracing::warn!(peer, "mesh send failed: {e}"),
             }
         }
+    }
+
+    /// Whether some outbox holds more than `mesh_backlog_pause_messages`:
+    /// the mesh is behind and publishers should wait.
+    fn mesh_backed_up(&self) -> bool {
+        let max = self.config.runtime.mesh_backlog_pause_messages;
+        self.broker.borrow().outbox.iter().any(|o| o.len() > max)
     }
 
     /// Wakes paused readers if some congestion cleared.
     pub(super) fn wake_paused(&self) {
         if self.broker.borrow_mut().take_drained() {
-            for w in self.paused.borrow_mut().drain(..) {
-                w.wake();
-            }
+            self.mesh_drained();
+        }
+    }
+
+    /// Wakes every paused reader to re-check.
+    fn mesh_drained(&self) {
+        for w in self.paused.borrow_mut().drain(..) {
+            w.wake();
         }
     }
 
@@ -88,11 +85,9 @@ impl Shard {
     /// `core::backpressure`); `reader` is the connection asking, if any.
     pub(super) async fn wait_backpressure(&self, reader: Option<crate::core::ConnId>) {
         loop {
-            if !self
-                .broker
-                .borrow_mut()
-                .backpressure(Instant::now(), reader)
-            {
+            let local = self.broker.borrow_mut().backpressure(Instant::now(), reader);
+            // Only publishers wait for the mesh; the mesh's own receivers must not.
+            if !local && (reader.is_none() || !self.mesh_backed_up()) {
                 return;
             }
             let mut registered = false;
@@ -116,10 +111,10 @@ impl Shard {
     }
 
     /// Returns once every other shard has applied everything this shard
-    /// sent before the call.
+    /// sent before the call. The barrier travels in the outbox, behind
+    /// everything queued before it.
     pub(super) async fn barrier(&self) {
-        self.flush_outbox().await;
-        let peers = self.sending.len() - 1;
+        let peers = self.sending_peers();
         if peers == 0 {
             return;
         }
@@ -130,19 +125,13 @@ impl Shard {
             b.waiting.insert(token, (peers, None));
             token
         };
-        for peer in (0..self.sending.len()).filter(|&p| p != self.index) {
-            let Ok(_permit) = self.sending[peer].acquire_permit(1).await else {
-                return;
-            };
-            if self
-                .senders
-                .send_to(peer, ShardMsg::Barrier(token))
-                .await
-                .is_err()
-            {
-                self.barrier_acked(token);
+        {
+            let mut broker = self.broker.borrow_mut();
+            for peer in (0..broker.outbox.len()).filter(|&p| p != self.index) {
+                broker.outbox[peer].push(Remote::Barrier(token));
             }
         }
+        self.kick();
         poll_fn(|cx| {
             let mut b = self.barriers.borrow_mut();
             match b.waiting.get_mut(&token) {
@@ -157,6 +146,10 @@ impl Shard {
             }
         })
         .await;
+    }
+
+    fn sending_peers(&self) -> usize {
+        self.sender_wakers.borrow().len().saturating_sub(1)
     }
 
     /// One peer has answered barrier `token`.
@@ -217,7 +210,7 @@ pub(super) async fn shard_main(
         config: Arc::clone(&config),
         broker: RefCell::new(broker),
         senders,
-        sending: (0..shards).map(|_| Semaphore::new(1)).collect(),
+        sender_wakers: RefCell::new(vec![None; shards]),
         barriers: RefCell::new(Barriers::default()),
         shutting_down: Cell::new(false),
         connections: Cell::new(0),
@@ -226,6 +219,9 @@ pub(super) async fn shard_main(
     });
     for (from, rx) in receivers.streams() {
         glommio::spawn_local(mesh::receive(Rc::clone(&shard), from, rx)).detach();
+    }
+    for peer in (0..shards).filter(|&p| p != index) {
+        glommio::spawn_local(send_loop(Rc::clone(&shard), peer)).detach();
     }
     let mut accepts = Vec::new();
     for addr in &config.listeners.tcp {
@@ -268,11 +264,44 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
+/// Sends the outbox for `peer`, batch by batch, in order. The only task
+/// that sends batches to `peer`, so nothing else ever waits on the mesh.
+async fn send_loop(shard: Rc<Shard>, peer: usize) {
+    loop {
+        let batch = poll_fn(|cx| {
+            let batch = std::mem::take(&mut shard.broker.borrow_mut().outbox[peer]);
+            if batch.is_empty() {
+                shard.sender_wakers.borrow_mut()[peer] = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Poll::Ready(batch)
+        })
+        .await;
+        let msg = match shard.senders.try_send_to(peer, ShardMsg::Batch(batch)) {
+            Ok(()) => None,
+            Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => Some(msg),
+            Err(e) => {
+                tracing::warn!(peer, "mesh send failed: {e}");
+                return;
+            }
+        };
+        if let Some(msg) = msg {
+            if shard.senders.send_to(peer, msg).await.is_err() {
+                tracing::warn!(peer, "mesh closed");
+                return;
+            }
+        }
+        // The outbox shrank: publishers waiting on it may go on.
+        shard.mesh_drained();
+    }
+}
+
 async fn ticker(shard: Rc<Shard>) {
     let period = Duration::from_millis(shard.config.runtime.tick_millis);
     while !shard.shutting_down.get() {
         Timer::new(period).await;
         shard.broker.borrow_mut().tick(Instant::now());
-        shard.flush_outbox().await;
+        shard.kick();
+        shard.wake_paused();
     }
 }

@@ -22,10 +22,6 @@ pub enum ShardMsg {
     /// A connection whose client's home is the receiving shard: its socket,
     /// its CONNECT and the bytes read after it.
     Handoff(Box<Handoff>),
-    /// Answer with `BarrierAck` once everything sent before is applied.
-    Barrier(u64),
-    /// Everything sent before the barrier `token` is applied.
-    BarrierAck(u64),
 }
 
 /// A connection moving to its home shard.
@@ -46,14 +42,9 @@ pub(super) async fn receive(shard: Rc<Shard>, from: usize, rx: ConnectedReceiver
     while let Some(msg) = rx.recv().await {
         match msg {
             ShardMsg::Batch(batch) => {
-                let now = Instant::now();
-                {
-                    let mut broker = shard.broker.borrow_mut();
-                    for remote in batch {
-                        broker.apply_remote(from, remote, now);
-                    }
-                }
-                shard.flush_outbox().await;
+                apply(&shard, from, batch);
+                shard.kick();
+                shard.wake_paused();
                 shard.wait_backpressure(None).await;
             }
             ShardMsg::Handoff(h) => {
@@ -69,19 +60,21 @@ pub(super) async fn receive(shard: Rc<Shard>, from: usize, rx: ConnectedReceiver
                 glommio::spawn_local(super::conn::resume(shard, stream, connect, assigned, rest))
                     .detach();
             }
-            ShardMsg::Barrier(token) => {
-                let shard = Rc::clone(&shard);
-                // Answered from its own task, so that this receiver keeps
-                // draining even if the way back is full.
-                glommio::spawn_local(async move {
-                    let _ = shard
-                        .senders
-                        .send_to(from, ShardMsg::BarrierAck(token))
-                        .await;
-                })
-                .detach();
-            }
-            ShardMsg::BarrierAck(token) => shard.barrier_acked(token),
+
+        }
+    }
+}
+
+/// Applies one batch from `from`; barriers are answered through the outbox,
+/// behind anything queued for `from` before.
+fn apply(shard: &Shard, from: usize, batch: Vec<Remote>) {
+    let now = Instant::now();
+    let mut broker = shard.broker.borrow_mut();
+    for remote in batch {
+        match remote {
+            Remote::Barrier(token) => broker.outbox[from].push(Remote::BarrierAck(token)),
+            Remote::BarrierAck(token) => shard.barrier_acked(token),
+            other => broker.apply_remote(from, other, now),
         }
     }
 }
