@@ -108,7 +108,7 @@ impl Default for Runtime {
         Runtime {
             io_memory_bytes: 256 << 10,
             mesh_queue_batches_max: 64,
-            mesh_backlog_pause_messages: 8_192,
+            mesh_backlog_pause_messages: 2_048,
             tick_millis: 250,
             read_bytes_max: 64 << 10,
             shutdown_grace_millis: 2_000,

@@ -855,3 +855,36 @@ fn shared_groups_span_shards_and_each_message_lands_on_one() {
         "each message to one shard's member, alternating"
     );
 }
+
+#[test]
+fn packet_ids_are_not_reused_while_in_flight_after_the_counter_wraps() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut sub = connect(
+        &mut b,
+        connect_packet("long", ProtocolVersion::V311, true),
+        t0,
+    );
+    sub.subscribe(&mut b, "w", QoS::AtLeastOnce, t0);
+    let mut publisher = connect(
+        &mut b,
+        connect_packet("pub", ProtocolVersion::V311, true),
+        t0,
+    );
+    let mut stuck = None;
+    for n in 0..70_000u32 {
+        publisher.send(&mut b, publish("w", "m", QoS::AtLeastOnce, Some(1)), t0);
+        let _ = publisher.recv(&mut b);
+        for p in sub.publishes(&mut b) {
+            let id = p.packet_id.expect("QoS 1");
+            match stuck {
+                // The first one is never acknowledged.
+                None => stuck = Some(id),
+                Some(s) => {
+                    assert_ne!(id, s, "message {n} reused the id still in flight");
+                    sub.send(&mut b, Packet::PubAck(PubAck::new(id)), t0);
+                }
+            }
+        }
+    }
+}

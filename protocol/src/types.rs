@@ -4,7 +4,7 @@
 use std::fmt;
 use std::num::NonZeroU16;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use crate::error::DecodeError;
@@ -117,6 +117,12 @@ impl MqttString {
         Ok(MqttString(s))
     }
 
+    /// A copy in its own allocation, sharing nothing with the buffer this
+    /// one was read from (so keeping it does not keep that buffer alive).
+    pub fn detached(&self) -> Self {
+        MqttString(ByteString::from(self.as_str()))
+    }
+
     /// The string.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -208,6 +214,27 @@ impl TopicName {
         let s = MqttString::new(s)?;
         check_topic_name_bytes(s.as_bytes(), false)?;
         Ok(TopicName(s))
+    }
+
+    /// A copy in its own allocation (see [`MqttString::detached`]).
+    pub fn detached(&self) -> Self {
+        TopicName(self.0.detached())
+    }
+
+    /// Copies of this topic and of `payload` in one new allocation, sharing
+    /// nothing with the buffer they were read from.
+    pub fn detached_with(&self, payload: &[u8]) -> (Self, Bytes) {
+        let topic = self.0.as_bytes();
+        let mut buf = BytesMut::with_capacity(topic.len() + payload.len());
+        buf.extend_from_slice(topic);
+        buf.extend_from_slice(payload);
+        let mut payload = buf.freeze();
+        let topic = payload.split_to(topic.len());
+        match ByteString::try_from(topic) {
+            Ok(s) => (TopicName(MqttString(s)), payload),
+            // The bytes were copied from a valid string.
+            Err(_) => (self.detached(), payload),
+        }
     }
 
     /// The empty name of a v5 PUBLISH whose topic travels as a Topic Alias.

@@ -184,9 +184,7 @@ impl Broker {
             enc,
             now,
         ) {
-            session
-                .inflight
-                .push_back(inflight(packet_id, message, copy));
+            session.push_inflight(inflight(packet_id, message, copy));
         }
     }
 
@@ -226,9 +224,7 @@ impl Broker {
                 &mut enc,
                 now,
             ) {
-                session
-                    .inflight
-                    .push_back(inflight(packet_id, &q.message, copy));
+                session.push_inflight(inflight(packet_id, &q.message, copy));
             }
         }
     }
@@ -441,4 +437,3 @@ fn sub_id_properties(ids: &[SubscriptionId]) -> Vec<u8> {
     }
     out
 }
-

@@ -80,7 +80,8 @@ impl Message {
             EncodedPublish::new(&publish, v).unwrap_or_else(|_| {
                 // Properties that decoded always encode; keep the message deliverable.
                 let bare = Publish::new(self.topic.clone(), self.payload.clone());
-                EncodedPublish::new(&bare, ProtocolVersion::V311).unwrap_or_else(|_| unreachable!("a bare PUBLISH encodes"))
+                EncodedPublish::new(&bare, ProtocolVersion::V311)
+                    .unwrap_or_else(|_| unreachable!("a bare PUBLISH encodes"))
             })
         })
     }

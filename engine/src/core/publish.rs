@@ -12,6 +12,9 @@ use super::auth::Principal;
 use super::broker::{Broker, ConnId};
 use super::message::Message;
 
+/// Payloads up to this size are copied out of the read buffer.
+const COPY_PAYLOAD_BYTES_MAX: usize = 4096;
+
 impl Broker {
     pub(super) fn publish_in(&mut self, id: ConnId, mut p: Publish, now: Instant) {
         self.stats.publishes_in += 1;
@@ -138,10 +141,17 @@ impl Broker {
         }
         let expiry = properties.as_ref().and_then(|p| p.message_expiry_interval);
         let properties = properties.filter(|p| !p.is_empty());
+        // A small message gets its own copy of topic and payload, so that it
+        // does not keep the connection's whole read buffer alive while it
+        // waits in queues; a large one shares the buffer (no copy).
+        let (topic, payload) = match p.payload.len() <= COPY_PAYLOAD_BYTES_MAX {
+            true => topic.detached_with(&p.payload),
+            false => (topic, p.payload),
+        };
         Message {
             id: self.new_message_id(now),
             topic,
-            payload: p.payload,
+            payload,
             qos: p.qos,
             retain: p.retain,
             properties,
@@ -157,7 +167,7 @@ impl Broker {
         };
         if let Some(at) = session.inflight_position(pid) {
             if session.inflight[at].qos == QoS::AtLeastOnce {
-                session.inflight.remove(at);
+                session.remove_inflight(at);
                 self.drain(id, now);
                 self.recheck_backlog(id.session);
             }
@@ -184,7 +194,7 @@ impl Broker {
         };
         if code.is_error() {
             // The client refused the message: the exchange ends here (§4.3.3).
-            session.inflight.remove(at);
+            session.remove_inflight(at);
             return self.drain(id, now);
         }
         session.inflight[at].released = true;
@@ -213,7 +223,7 @@ impl Broker {
         };
         if let Some(at) = session.inflight_position(pid) {
             if session.inflight[at].released {
-                session.inflight.remove(at);
+                session.remove_inflight(at);
                 self.drain(id, now);
                 self.recheck_backlog(id.session);
             }

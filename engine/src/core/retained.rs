@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use ahash::AHashMap;
 use bytes::Bytes;
-use ringmq_protocol::{topic, TopicName};
+use ringmq_protocol::topic;
 
 use super::message::Message;
 
@@ -53,8 +53,7 @@ impl Retained {
 pub fn compact(message: &Message) -> Message {
     Message {
         id: message.id,
-        topic: TopicName::new(message.topic.as_str().to_owned())
-            .unwrap_or_else(|_| message.topic.clone()),
+        topic: message.topic.detached(),
         payload: Bytes::copy_from_slice(&message.payload),
         qos: message.qos,
         retain: true,

@@ -128,7 +128,9 @@ pub struct Session {
     /// A Will waiting for its delay to pass.
     pub will_due: Option<(Instant, Message)>,
     next_packet_id: u16,
-    ids_wrapped: bool,
+    /// Packet ids of `inflight`, one bit each; kept only once the id
+    /// counter has wrapped (before that, no id can be in use twice).
+    ids_in_use: Option<Box<[u64; 1024]>>,
 }
 
 impl Session {
@@ -149,7 +151,7 @@ impl Session {
             will_due: None,
             congested_at: None,
             next_packet_id: 0,
-            ids_wrapped: false,
+            ids_in_use: None,
         }
     }
 
@@ -159,19 +161,52 @@ impl Session {
             self.next_packet_id = match self.next_packet_id.checked_add(1) {
                 Some(id) => id,
                 None => {
-                    self.ids_wrapped = true;
+                    if self.ids_in_use.is_none() {
+                        self.rebuild_ids_in_use_from_scratch();
+                    }
                     1
                 }
             };
             let id = self.next_packet_id;
-            // Until the counter wraps no id can be in use twice; after, skip
-            // those still waiting for their acknowledgement.
-            if !self.ids_wrapped || !self.inflight.iter().any(|m| m.packet_id.get() == id) {
+            let taken = self.ids_in_use.as_ref().is_some_and(|bits| bit(bits, id));
+            if !taken {
                 if let Some(id) = PacketId::new(id) {
                     return id;
                 }
             }
         }
+    }
+
+    /// Adds a message to the window.
+    pub fn push_inflight(&mut self, m: Inflight) {
+        if let Some(bits) = self.ids_in_use.as_mut() {
+            set_bit(bits, m.packet_id.get(), true);
+        }
+        self.inflight.push_back(m);
+    }
+
+    /// Takes the message at `at` out of the window.
+    pub fn remove_inflight(&mut self, at: usize) -> Option<Inflight> {
+        let m = self.inflight.remove(at)?;
+        if let Some(bits) = self.ids_in_use.as_mut() {
+            set_bit(bits, m.packet_id.get(), false);
+        }
+        Some(m)
+    }
+
+    /// Recomputes the id bitmap after `inflight` was changed wholesale.
+    pub fn rebuild_ids_in_use(&mut self) {
+        if self.ids_in_use.is_some() {
+            self.rebuild_ids_in_use_from_scratch();
+        }
+    }
+
+    fn rebuild_ids_in_use_from_scratch(&mut self) {
+        let mut bits = Box::new([0u64; 1024]);
+        for m in &self.inflight {
+            set_bit(&mut bits, m.packet_id.get(), true);
+        }
+        self.ids_in_use = Some(bits);
     }
 
     /// Whether the client's window has room for one more QoS 1/2 message.
@@ -183,5 +218,18 @@ impl Session {
     /// Position of the in-flight message with `id`.
     pub fn inflight_position(&self, id: PacketId) -> Option<usize> {
         self.inflight.iter().position(|m| m.packet_id == id)
+    }
+}
+
+fn bit(bits: &[u64; 1024], id: u16) -> bool {
+    bits[usize::from(id >> 6)] & (1 << (id & 63)) != 0
+}
+
+fn set_bit(bits: &mut [u64; 1024], id: u16, on: bool) {
+    let word = &mut bits[usize::from(id >> 6)];
+    if on {
+        *word |= 1 << (id & 63);
+    } else {
+        *word &= !(1 << (id & 63));
     }
 }

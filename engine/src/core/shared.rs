@@ -264,6 +264,7 @@ impl Broker {
             None => true,
         });
         session.queued_bytes -= freed;
+        session.rebuild_ids_in_use();
         for (key, message) in orphans {
             let shard = self.route_for(&key);
             if let Some(shard) = shard {

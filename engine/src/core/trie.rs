@@ -133,8 +133,8 @@ impl<T: Slot> Trie<T> {
             f(&node.slot);
             return;
         };
-        let (level, next) = match rest.split_once('/') {
-            Some((level, next)) => (level, Some(next)),
+        let (level, next) = match memchr::memchr(b'/', rest.as_bytes()) {
+            Some(at) => (&rest[..at], Some(&rest[at + 1..])),
             None => (rest, None),
         };
         if let Some(&c) = node.children.get(level) {

@@ -85,7 +85,10 @@ impl Shard {
     /// `core::backpressure`); `reader` is the connection asking, if any.
     pub(super) async fn wait_backpressure(&self, reader: Option<crate::core::ConnId>) {
         loop {
-            let local = self.broker.borrow_mut().backpressure(Instant::now(), reader);
+            let local = self
+                .broker
+                .borrow_mut()
+                .backpressure(Instant::now(), reader);
             // Only publishers wait for the mesh; the mesh's own receivers must not.
             if !local && (reader.is_none() || !self.mesh_backed_up()) {
                 return;

@@ -60,7 +60,6 @@ pub(super) async fn receive(shard: Rc<Shard>, from: usize, rx: ConnectedReceiver
                 glommio::spawn_local(super::conn::resume(shard, stream, connect, assigned, rest))
                     .detach();
             }
-
         }
     }
 }
