@@ -96,7 +96,7 @@ impl Broker {
             session.expiry_secs = expiry;
             session.expires_at = None;
             session.will_due = None;
-            session.username = connect.username.clone();
+            session.username = connect.username.as_ref().map(|u| u.detached());
         }
         let connack = Packet::ConnAck(Box::new(ConnAck {
             session_present,
@@ -171,7 +171,8 @@ impl Broker {
             self.end_session(slot, now);
         }
         let uid = self.new_uid();
-        let session = Session::new(uid, c.client_id.clone());
+        // Its own copy: the CONNECT's bytes are not kept alive by the session.
+        let session = Session::new(uid, c.client_id.detached());
         let slot = match self.free_slots.pop() {
             Some(slot) => {
                 self.sessions[slot as usize] = Some(session);
@@ -182,7 +183,11 @@ impl Broker {
                 (self.sessions.len() - 1) as u32
             }
         };
-        self.by_client.insert(c.client_id.clone(), slot);
+        let key = self
+            .slot(slot)
+            .map(|s| s.client_id.clone())
+            .unwrap_or_default();
+        self.by_client.insert(key, slot);
         (slot, false)
     }
 

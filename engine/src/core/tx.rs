@@ -73,8 +73,13 @@ impl Tx {
         self.close
     }
 
-    /// Registers the writer's waker, called when output arrives.
+    /// Registers the writer's waker, called when output arrives; the
+    /// connection is idle, so its encode buffer is given back (an idle
+    /// connection holds no buffer).
     pub fn set_waker(&mut self, waker: &Waker) {
+        if self.scratch.is_empty() && self.scratch.capacity() > 0 {
+            self.scratch = BytesMut::new();
+        }
         match &self.waker {
             Some(w) if w.will_wake(waker) => {}
             _ => self.waker = Some(waker.clone()),

@@ -275,6 +275,10 @@ async fn read_loop(
         }
         shard.kick();
         shard.wake_paused();
+        if buf.is_empty() {
+            // Nothing half-read: an idle connection keeps no read buffer.
+            *buf = BytesMut::new();
+        }
         if published {
             shard.wait_backpressure(Some(id)).await;
         }

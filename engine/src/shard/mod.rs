@@ -44,6 +44,7 @@ pub enum RunError {
 /// Runs the broker until SIGINT or SIGTERM.
 pub fn run(config: Config) -> Result<(), RunError> {
     let _lock = lock::acquire(&config)?;
+    raise_fd_limit();
     let shards = config.shard_count();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let config = Arc::new(config);
@@ -84,6 +85,31 @@ pub fn run(config: Config) -> Result<(), RunError> {
         None => {
             tracing::info!("ringmq stopped");
             Ok(())
+        }
+    }
+}
+
+/// Raises the open-file soft limit to the hard limit: every connection is a
+/// descriptor, and the default soft limit (often 1024) would cap the broker
+/// far below what the system allows.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write to and read from a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!(
+                    "cannot raise the open-file limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            tracing::info!(open_files_max = lim.rlim_cur, "open-file limit");
         }
     }
 }
