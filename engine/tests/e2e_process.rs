@@ -105,3 +105,18 @@ fn help_lists_the_flags() {
         assert!(text.contains(flag), "--help mentions {flag}");
     }
 }
+
+#[test]
+fn the_annotated_example_config_is_the_default() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../ringmq.toml");
+    let from_file = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["--config", example, "--print-config"])
+        .output()
+        .expect("print the example");
+    let default = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .arg("--print-config")
+        .output()
+        .expect("print the default");
+    assert!(from_file.status.success(), "{}", String::from_utf8_lossy(&from_file.stderr));
+    assert_eq!(from_file.stdout, default.stdout, "ringmq.toml documents the defaults");
+}
