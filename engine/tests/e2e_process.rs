@@ -117,6 +117,13 @@ fn the_annotated_example_config_is_the_default() {
         .arg("--print-config")
         .output()
         .expect("print the default");
-    assert!(from_file.status.success(), "{}", String::from_utf8_lossy(&from_file.stderr));
-    assert_eq!(from_file.stdout, default.stdout, "ringmq.toml documents the defaults");
+    assert!(
+        from_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+    assert_eq!(
+        from_file.stdout, default.stdout,
+        "ringmq.toml documents the defaults"
+    );
 }

@@ -139,12 +139,20 @@ def recv_publishes(r: RawClient, quiet: float = QUIET) -> list[dict]:
             return out
         assert pkt is not None, "connection closed"
         assert pkt[0] >> 4 == 3, f"expected PUBLISH, got {pkt[0]:#x} {pkt[1]!r}"
-        n = struct.unpack("!H", pkt[1][:2])[0]
-        pos = 2 + n + 2  # topic, packet id (QoS 1)
-        if r.version == V5:
-            pos += 1  # property length: the broker sends none here
-            assert pkt[1][pos - 1] == 0, pkt
-        out.append({"qos": (pkt[0] >> 1) & 3, "payload": pkt[1][pos:]})
+        first, body = pkt
+        qos = (first >> 1) & 3
+        pos = 2 + struct.unpack("!H", body[:2])[0] + (2 if qos else 0)  # topic, packet id
+        if r.version == V5:  # skip the properties
+            plen, shift = 0, 0
+            while True:
+                b = body[pos]
+                pos += 1
+                plen |= (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    break
+            pos += plen
+        out.append({"qos": qos, "payload": body[pos:]})
 
 
 @pytest.fixture
@@ -181,4 +189,161 @@ def test_each_group_gets_every_message_once_and_plain_subscriber_gets_all(client
 
     publish_all(pub, f"{topic}/t", n)
 
-    assert sorted(plain.expect(n) and [], key=int) == []  # placeholder replaced below
+    groups = receive_all(g1 + g2, 2 * n)
+    for name, got in (("one", groups[0] + groups[1]), ("two", groups[2] + groups[3])):
+        assert sorted(got, key=int) == payloads(n), f"group {name}"
+    assert [m.payload for m in plain.expect(n)] == payloads(n)
+    plain.expect_none(0.1)
+
+
+def test_messages_are_spread_over_all_members_on_both_shards(clients, topic):
+    members = [member(clients, "m0", 0), member(clients, "m1", 1), member(clients, "m2", 0)]
+    for m in members:
+        m.sub(f"$share/workers/{topic}/jobs", 1)
+    pub = clients.new("pub")
+    n = 30
+
+    publish_all(pub, f"{topic}/jobs", n)
+
+    got = receive_all(members, n)
+    for m, mine in zip(members, got):
+        assert mine, f"{m.client_id} got none of the {n} messages"
+        assert len(set(mine)) == len(mine), f"{m.client_id} got duplicates: {mine}"
+    assert sorted(itertools.chain(*got), key=int) == payloads(n)
+
+
+def test_v311_clients_can_share_a_subscription(clients, topic):
+    members = [member(clients, "a", 0, protocol=V311), member(clients, "b", 1, protocol=V311)]
+    for m in members:
+        assert m.subscribe(f"$share/old/{topic}/#", 1) == 1
+    pub = clients.new("pub", protocol=V311)
+    n = 10
+
+    publish_all(pub, f"{topic}/x", n)
+
+    got = receive_all(members, n)
+    assert all(got), got
+    assert sorted(got[0] + got[1], key=int) == payloads(n)
+
+
+def test_shared_message_is_delivered_at_min_of_publish_and_granted_qos(clients, topic):
+    """The granted QoS of a shared subscription caps delivery like any other."""
+    m = member(clients, "m", 1)
+    m.sub(f"$share/g/{topic}/q", 1)
+    pub = clients.new("pub")
+    pub.publish(f"{topic}/q", b"two", qos=2)
+    pub.publish(f"{topic}/q", b"zero", qos=0)
+    assert [(x.payload, x.qos) for x in m.expect(2)] == [(b"two", 1), (b"zero", 0)]
+
+
+# --------------------------------------------------------------------------
+# a member leaves with messages in flight
+
+@pytest.mark.parametrize("ending", ["socket_closed", "disconnect"])
+@pytest.mark.parametrize(
+    "survivor_shard",
+    [0, 1],
+    ids=["same_shard", "other_shard"],
+)
+def test_unacknowledged_messages_of_a_leaving_member_go_to_another_member(
+    clients, raw, topic, survivor_shard, ending
+):
+    """[MQTT §4.8.2]: the QoS 1 messages a member received but did not
+    acknowledge are sent to another member once its connection ends."""
+    leaver = raw(V5)
+    assert leaver.connect(id_on_shard(f"{clients.prefix}-leaver", 0)) == (0, False)
+    assert leaver.subscribe(1, f"$share/g/{topic}/q", 1) == 1
+    survivor = member(clients, "survivor", survivor_shard)
+    survivor.sub(f"$share/g/{topic}/q", 1)
+    pub = clients.new("pub")
+    n = 10
+
+    publish_all(pub, f"{topic}/q", n)
+
+    unacked = recv_publishes(leaver)  # never acknowledged
+    assert unacked and all(p["qos"] == 1 for p in unacked), unacked
+    held = [p["payload"] for p in unacked]
+    own = [m.payload for m in survivor.expect(n - len(held))]
+    assert sorted(held + own, key=int) == payloads(n)  # one member each so far
+
+    if ending == "disconnect":
+        leaver.send(bytes([0xE0, 0x00]))  # DISCONNECT, Normal disconnection
+    else:
+        leaver.sock.shutdown(socket.SHUT_RDWR)
+    leaver.close()
+
+    again = [m.payload for m in survivor.expect(len(held), timeout=3)]
+    survivor.expect_none(0.3)
+    assert sorted(again, key=int) == sorted(held, key=int)
+
+
+# --------------------------------------------------------------------------
+# retained messages
+
+
+@BOTH
+def test_retained_message_is_not_sent_on_shared_subscribe_but_is_on_plain_subscribe(
+    clients, topic, proto
+):
+    """[MQTT §4.8.2]: retained messages are not sent to the Session when it
+    establishes a new Shared Subscription."""
+    pub = clients.new("pub", protocol=proto)
+    pub.publish(f"{topic}/r", b"kept", qos=1, retain=True)
+    shared = member(clients, "shared", 0, protocol=proto)
+    shared.sub(f"$share/g/{topic}/r", 1)
+    shared.expect_none()
+    plain = clients.new("plain", protocol=proto)
+    plain.sub(f"{topic}/r", 1)
+    m = plain.expect_one()
+    assert (m.payload, m.retain) == (b"kept", True)
+
+    # the shared subscription is live nonetheless
+    pub.publish(f"{topic}/r", b"live", qos=1)
+    m = shared.expect_one()
+    assert (m.payload, m.retain) == (b"live", False)
+    assert plain.expect_one().payload == b"live"
+    pub.publish(f"{topic}/r", b"", qos=1, retain=True)
+
+
+# --------------------------------------------------------------------------
+# SUBSCRIBE
+
+
+@BOTH
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_suback_grants_requested_qos_for_shared_filters(clients, topic, proto, qos):
+    c = clients.new("c", protocol=proto)
+    assert c.subscribe(f"$share/g/{topic}/a", qos) == qos
+    assert c.subscribe(f"$share/g/{topic}/+/b/#", qos) == qos
+
+
+@BOTH
+@pytest.mark.parametrize(
+    "bad", ["$share/a+b/x", "$share//x", "$share/a#/x", "$share/grp"],
+    ids=["plus_in_name", "empty_name", "hash_in_name", "no_filter"],
+)
+def test_invalid_share_name_closes_the_connection_without_suback(raw, uid, proto, bad):
+    """[MQTT-4.8.2-1] the ShareName is at least one character long;
+    [MQTT-4.8.2-2] it contains no '/', '+' or '#' and is followed by '/' and a
+    Topic Filter. Such a filter cannot be parsed, so it is a Malformed Packet,
+    not a SUBACK failure (0x8F is for a correctly formed filter): the server
+    closes the connection [MQTT-4.13.1-1], after DISCONNECT 0x81 in v5.
+    3.1.1 knows no ShareName; the broker applies the same rule to the '$share/'
+    filters it accepts from 3.1.1 clients and closes the connection, as for any
+    protocol violation [MQTT-4.8.0-1]."""
+    r = raw(proto)
+    r.connect(uid)
+    props = _varint(0) if proto == V5 else b""
+    r.send(_packet(0x82, struct.pack("!H", 1) + props + _str(bad) + bytes([1])))
+    pkt = read_packet(r.sock, timeout=3)
+    if proto == V5:
+        assert pkt is not None and pkt[0] == 0xE0 and pkt[1][0] == 0x81, pkt
+        pkt = read_packet(r.sock, timeout=3)
+    assert pkt is None, f"expected the connection closed, got {pkt!r}"
+
+
+def test_v5_no_local_on_shared_subscription_is_a_protocol_error_0x82(clients, topic):
+    """[MQTT-3.8.3-4]: No Local = 1 on a Shared Subscription is a Protocol Error."""
+    c = clients.new("c")
+    c.c.subscribe(f"$share/g/{topic}/x", options=SubscribeOptions(qos=1, noLocal=True))
+    assert c.wait_disconnected() == 0x82

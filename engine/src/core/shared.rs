@@ -240,11 +240,12 @@ impl Broker {
         }
     }
 
-    /// Sends the shared messages session `slot` holds (in flight or queued)
-    /// to other members: its connection ended [MQTT §4.8.2].
-    pub(super) fn redistribute(&mut self, slot: u32, now: Instant) {
+    /// Takes the shared messages session `slot` holds (in flight or
+    /// queued) out of it: its connection ended, and they go to other
+    /// members [MQTT §4.8.2] once it has left its groups.
+    pub(super) fn take_shared(&mut self, slot: u32) -> Vec<(Arc<SharedKey>, Arc<Message>)> {
         let Some(session) = self.slot(slot) else {
-            return;
+            return Vec::new();
         };
         let mut orphans = Vec::new();
         session.inflight.retain(|m| match &m.shared {
@@ -265,6 +266,15 @@ impl Broker {
         });
         session.queued_bytes -= freed;
         session.rebuild_ids_in_use();
+        orphans
+    }
+
+    /// Sends messages taken with [`Broker::take_shared`] to other members.
+    pub(super) fn redistribute(
+        &mut self,
+        orphans: Vec<(Arc<SharedKey>, Arc<Message>)>,
+        now: Instant,
+    ) {
         for (key, message) in orphans {
             let shard = self.route_for(&key);
             if let Some(shard) = shard {

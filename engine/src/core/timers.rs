@@ -86,11 +86,13 @@ impl Broker {
             u32::MAX => None,
             secs => Some(now + Duration::from_secs(u64::from(secs))),
         };
+        let orphans = self.take_shared(id.session);
         self.schedule_will(id.session, link, now);
-        self.redistribute(id.session, now);
         if expiry == 0 {
             self.end_session(id.session, now);
         }
+        // After the session left its groups, so that none goes back to it.
+        self.redistribute(orphans, now);
     }
 
     fn schedule_will(&mut self, slot: u32, link: Link, now: Instant) {
