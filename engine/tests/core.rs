@@ -888,3 +888,51 @@ fn packet_ids_are_not_reused_while_in_flight_after_the_counter_wraps() {
         }
     }
 }
+
+#[test]
+fn the_server_sends_topic_aliases_up_to_the_clients_maximum() {
+    let t0 = Instant::now();
+    let limits = Limits {
+        topic_alias_out_max: 16,
+        ..Limits::default()
+    };
+    let mut b = Broker::new(0, 1, limits, Auth::default(), t0);
+    let mut c = connect_packet("aliased", ProtocolVersion::V5, true);
+    c.properties.topic_alias_maximum = Some(2);
+    let mut sub = connect(&mut b, c, t0);
+    sub.subscribe(&mut b, "t/#", QoS::AtLeastOnce, t0);
+    let publisher = connect(
+        &mut b,
+        connect_packet("pub", ProtocolVersion::V311, true),
+        t0,
+    );
+    for (n, topic) in ["t/a", "t/a", "t/b", "t/c", "t/b"].into_iter().enumerate() {
+        publisher.send(
+            &mut b,
+            publish(topic, "x", QoS::AtLeastOnce, Some(n as u16 + 1)),
+            t0,
+        );
+    }
+    let got: Vec<(String, Option<u16>)> = sub
+        .publishes(&mut b)
+        .iter()
+        .map(|p| {
+            (
+                p.topic.as_str().to_owned(),
+                p.properties().topic_alias.map(|a| a.get()),
+            )
+        })
+        .collect();
+    let want = [
+        ("t/a", Some(1)),
+        ("", Some(1)),
+        ("t/b", Some(2)),
+        ("t/c", None),
+        ("", Some(2)),
+    ];
+    let want: Vec<(String, Option<u16>)> = want.iter().map(|(t, a)| (t.to_string(), *a)).collect();
+    assert_eq!(
+        got, want,
+        "alias set with the topic, then sent alone; none past the maximum"
+    );
+}

@@ -40,6 +40,9 @@ pub struct Delivery<'a> {
     /// v5 properties only this copy carries (Subscription Identifiers, Topic
     /// Alias), already encoded with their identifiers. Ignored for 3.1.1.
     pub extra_properties: &'a [u8],
+    /// v5: send an empty topic; `extra_properties` then carries a Topic
+    /// Alias the client already knows [MQTT-3.3.2-12]. Ignored for 3.1.1.
+    pub omit_topic: bool,
 }
 
 /// The bytes of one copy that are not shared: the fixed header and topic
@@ -115,6 +118,13 @@ impl EncodedPublish {
         &self.properties
     }
 
+    fn topic(&self, d: &Delivery<'_>) -> &[u8] {
+        match (self.version, d.omit_topic) {
+            (ProtocolVersion::V5, true) => &[],
+            _ => &self.topic,
+        }
+    }
+
     fn extra<'a>(&self, d: &Delivery<'a>) -> &'a [u8] {
         match self.version {
             ProtocolVersion::V5 => d.extra_properties,
@@ -149,7 +159,7 @@ impl EncodedPublish {
             middle_len += n;
         }
         let remaining = 2
-            + self.topic.len()
+            + self.topic(d).len()
             + middle_len
             + self.properties.len()
             + self.extra(d).len()
@@ -158,7 +168,7 @@ impl EncodedPublish {
         let n = wire::encode_varint(wire::check_remaining(remaining)?, &mut v);
         head.push(&[publish::first_byte(d.qos, d.dup, d.retain)]);
         head.push(&v[..n]);
-        head.push(&(self.topic.len() as u16).to_be_bytes());
+        head.push(&(self.topic(d).len() as u16).to_be_bytes());
         head.fixed_len = head.len;
         head.push(&middle[..middle_len]);
         Ok(head)
@@ -167,39 +177,43 @@ impl EncodedPublish {
     /// Length of the copy for `d`, in bytes.
     pub fn len(&self, d: &Delivery<'_>) -> Result<usize, EncodeError> {
         let head = self.head(d)?;
-        Ok(head.len as usize
-            + self.topic.len()
+        Ok(self.len_with(&head, d))
+    }
+
+    /// Length of the copy for `d` whose head is `head`, in bytes.
+    pub fn len_with(&self, head: &Head, d: &Delivery<'_>) -> usize {
+        head.len as usize
+            + self.topic(d).len()
             + self.properties.len()
             + self.extra(d).len()
-            + self.payload.len())
+            + self.payload.len()
     }
 
     /// Appends the copy for `d` to `out` as one contiguous packet (copies the
     /// payload: meant for small messages gathered into one write).
     pub fn encode(&self, d: &Delivery<'_>, out: &mut BytesMut) -> Result<(), EncodeError> {
         let head = self.head(d)?;
+        self.encode_with(&head, d, out);
+        Ok(())
+    }
+
+    /// Appends the copy for `d` whose head is `head` (from [`Self::head`]).
+    pub fn encode_with(&self, head: &Head, d: &Delivery<'_>, out: &mut BytesMut) {
         let extra = self.extra(d);
-        out.reserve(
-            head.len as usize
-                + self.topic.len()
-                + self.properties.len()
-                + extra.len()
-                + self.payload.len(),
-        );
+        out.reserve(self.len_with(head, d));
         out.put_slice(head.fixed());
-        out.put_slice(&self.topic);
+        out.put_slice(self.topic(d));
         out.put_slice(head.middle());
         out.put_slice(&self.properties);
         out.put_slice(extra);
         out.put_slice(&self.payload);
-        Ok(())
     }
 
     /// The six slices of the copy for `d`, in wire order, for a vectored write.
     pub fn slices<'a>(&'a self, head: &'a Head, d: &Delivery<'a>) -> [&'a [u8]; 6] {
         [
             head.fixed(),
-            &self.topic,
+            self.topic(d),
             head.middle(),
             &self.properties,
             self.extra(d),

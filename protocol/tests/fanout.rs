@@ -80,6 +80,7 @@ proptest! {
                 dup,
                 retain,
                 extra_properties: &extra,
+                omit_topic: false,
             };
             let ids = if v5 { ids } else { Vec::new() };
             let expected = full_encode(&copy_for(&publish, &d, &ids), v);
@@ -131,4 +132,44 @@ fn rejects_a_delivery_whose_packet_id_does_not_match_its_qos() {
         encoded.head(&qos0_with_id).err(),
         Some(EncodeError::PacketIdMismatch)
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// A v5 copy sent with a Topic Alias in place of its topic equals a full
+    /// encode of the same PUBLISH with an empty topic and the alias.
+    #[test]
+    fn an_aliased_copy_equals_a_full_encode_with_an_empty_topic(
+        topic in "[a-z]{1,8}(/[a-z0-9]{1,8}){0,4}",
+        payload in vec(any::<u8>(), 0..300),
+        alias in 1..=u16::MAX,
+        qos in qos(),
+    ) {
+        let v = ProtocolVersion::V5;
+        let publish = Publish::new(TopicName::new(topic).expect("valid"), Bytes::from(payload));
+        let encoded = EncodedPublish::new(&publish, v).expect("encodes");
+        let mut extra = vec![0x23];
+        extra.extend_from_slice(&alias.to_be_bytes());
+        let d = Delivery {
+            qos,
+            packet_id: (qos != QoS::AtMostOnce).then(|| PacketId::new(7).expect("non-zero")),
+            extra_properties: &extra,
+            omit_topic: true,
+            ..Delivery::default()
+        };
+        let mut expected_packet = copy_for(&publish, &d, &[]);
+        expected_packet.topic = TopicName::empty_for_alias();
+        expected_packet.properties_mut().topic_alias = std::num::NonZeroU16::new(alias);
+        let expected = full_encode(&expected_packet, v);
+        let mut got = BytesMut::new();
+        encoded.encode(&d, &mut got).expect("encodes");
+        prop_assert_eq!(&got, &expected);
+        let head = encoded.head(&d).expect("valid");
+        prop_assert_eq!(encoded.slices(&head, &d).concat(), expected.to_vec());
+    }
 }

@@ -262,6 +262,15 @@ impl Broker {
                 .maximum_packet_size
                 .map_or(u32::MAX, |n| n.get()),
             aliases_in: Vec::new(),
+            aliases_out: ahash::AHashMap::new(),
+            alias_out_max: match v5 {
+                true => c
+                    .properties
+                    .topic_alias_maximum
+                    .unwrap_or(0)
+                    .min(self.limits.topic_alias_out_max),
+                false => 0,
+            },
             will: c.will.as_ref().map(will_message),
             graceful: false,
             problem_info: c.properties.request_problem_information.unwrap_or(true),

@@ -328,13 +328,21 @@ pub(super) fn write_copy(
     now: Instant,
 ) -> bool {
     let v = link.version;
-    let extra = match (v, &copy.sub_ids) {
-        (ProtocolVersion::V5, Some(ids)) => sub_id_properties(ids),
-        _ => Vec::new(),
-    };
     if v == ProtocolVersion::V5 && message.expires_at.is_some() {
         return write_with_expiry(link, stats, message, copy, packet_id, dup, now);
     }
+    let mut extra = match (v, &copy.sub_ids) {
+        (ProtocolVersion::V5, Some(ids)) => sub_id_properties(ids),
+        _ => Vec::new(),
+    };
+    let omit_topic = match link.alias_out(message.topic.as_str()) {
+        Some((alias, known)) => {
+            extra.push(prop_id::TOPIC_ALIAS);
+            extra.extend_from_slice(&alias.to_be_bytes());
+            known
+        }
+        None => false,
+    };
     let e = message.encoded(v);
     let d = Delivery {
         qos: copy.qos,
@@ -342,10 +350,12 @@ pub(super) fn write_copy(
         dup,
         retain: copy.retain,
         extra_properties: &extra,
+        omit_topic,
     };
-    let Ok(len) = e.len(&d) else {
+    let Ok(head) = e.head(&d) else {
         return false;
     };
+    let len = e.len_with(&head, &d);
     if len > link.packet_bytes_max as usize {
         stats.dropped_too_large += 1;
         return false;
@@ -355,7 +365,7 @@ pub(super) fn write_copy(
         let cached = &mut enc.qos0[vi(v)][usize::from(copy.retain)];
         let frame = cached.get_or_insert_with(|| {
             let mut buf = BytesMut::with_capacity(len);
-            let _ = e.encode(&d, &mut buf);
+            e.encode_with(&head, &d, &mut buf);
             buf.freeze()
         });
         if len <= 64 {
@@ -369,12 +379,12 @@ pub(super) fn write_copy(
         return true;
     }
     if len <= COPY_BYTES_MAX {
-        let _ = link.tx.encode(|b| e.encode(&d, b));
+        let _ = link.tx.encode(|b| -> Result<(), ()> {
+            e.encode_with(&head, &d, b);
+            Ok(())
+        });
         return true;
     }
-    let Ok(head) = e.head(&d) else {
-        return false;
-    };
     let slices = e.slices(&head, &d);
     let _ = link.tx.encode(|b| -> Result<(), ()> {
         for s in &slices[..5] {

@@ -41,6 +41,11 @@ pub struct Limits {
     pub session_expiry_secs_max: u32,
     /// Highest Topic Alias a v5 client may use towards the server.
     pub topic_alias_max: u16,
+    /// Highest Topic Alias the server uses towards a v5 client (also capped
+    /// by the client's Topic Alias Maximum); 0: none. Off by default because
+    /// some clients (paho-mqtt for Python 2.x) announce a Topic Alias
+    /// Maximum but do not resolve the aliases they receive.
+    pub topic_alias_out_max: u16,
     /// Time a new connection has to send CONNECT, in seconds.
     pub connect_timeout_secs: u16,
 }
@@ -61,6 +66,7 @@ impl Default for Limits {
             subscriptions_per_client_max: 1_000,
             session_expiry_secs_max: u32::MAX,
             topic_alias_max: 64,
+            topic_alias_out_max: 0,
             connect_timeout_secs: 10,
         }
     }

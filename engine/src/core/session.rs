@@ -87,6 +87,11 @@ pub struct Link {
     pub packet_bytes_max: u32,
     /// v5 topic aliases the client set, index = alias - 1.
     pub aliases_in: Vec<Option<TopicName>>,
+    /// v5 topic aliases the server set towards the client.
+    pub aliases_out: AHashMap<Box<str>, u16>,
+    /// Highest alias the server may use towards the client: the client's
+    /// Topic Alias Maximum, capped by `topic_alias_out_max`.
+    pub alias_out_max: u16,
     /// The Will, published if the connection ends without DISCONNECT.
     pub will: Option<Will>,
     /// Whether the client ended the connection with DISCONNECT.
@@ -95,6 +100,27 @@ pub struct Link {
     pub problem_info: bool,
     /// Output waiting to be written.
     pub tx: Tx,
+}
+
+impl Link {
+    /// The Topic Alias to send `topic` with, and whether the client already
+    /// knows it (then the topic itself is left out). New topics get the
+    /// next alias until the client's maximum is reached; after that they
+    /// travel without one.
+    pub fn alias_out(&mut self, topic: &str) -> Option<(u16, bool)> {
+        if self.alias_out_max == 0 {
+            return None;
+        }
+        if let Some(&alias) = self.aliases_out.get(topic) {
+            return Some((alias, true));
+        }
+        let next = u16::try_from(self.aliases_out.len() + 1).ok()?;
+        if next > self.alias_out_max {
+            return None;
+        }
+        self.aliases_out.insert(topic.into(), next);
+        Some((next, false))
+    }
 }
 
 /// The state of one client, connected or not.
