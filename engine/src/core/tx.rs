@@ -64,11 +64,11 @@ impl Tx {
         self.close
     }
 
-    /// Moves everything waiting into `out` (which must be empty), for the
-    /// writer. Returns whether the connection is to be closed after it.
+    /// Moves everything waiting to the end of `out`, for the writer.
+    /// Returns whether the connection is to be closed after it.
     pub fn take(&mut self, out: &mut Vec<Bytes>) -> bool {
         self.seal();
-        std::mem::swap(&mut self.frames, out);
+        out.append(&mut self.frames);
         self.bytes = 0;
         self.close
     }
