@@ -64,11 +64,11 @@ impl Tx {
         self.close
     }
 
-    /// Moves everything waiting to the end of `out`, for the writer.
-    /// Returns whether the connection is to be closed after it.
+    /// Moves everything waiting into `out` (which must be empty), for the
+    /// writer. Returns whether the connection is to be closed after it.
     pub fn take(&mut self, out: &mut Vec<Bytes>) -> bool {
         self.seal();
-        out.append(&mut self.frames);
+        std::mem::swap(&mut self.frames, out);
         self.bytes = 0;
         self.close
     }

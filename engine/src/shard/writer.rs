@@ -8,7 +8,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 
 use bytes::Bytes;
 use futures_lite::AsyncWrite;
@@ -20,10 +20,6 @@ use crate::core::ConnId;
 
 /// Slices per `sendmsg`; Linux's IOV_MAX is 1024.
 const IOV_BATCH: usize = 256;
-
-/// Below this many bytes the writer waits one scheduling round for more
-/// output before its system call.
-const COALESCE_BYTES: usize = 16 << 10;
 
 /// Writes connection `id`'s output until the broker closes it or forgets
 /// it; then shuts the socket down, which also ends the reader.
@@ -42,17 +38,10 @@ pub(super) async fn run(shard: Rc<Shard>, id: ConnId, stream: Rc<RefCell<TcpStre
         })
         .await;
         shard.wake_paused();
-        let mut close = match out {
+        let close = match out {
             Output::Ready { close } => close,
             Output::Idle | Output::Gone => true,
         };
-        if !close && frames.iter().map(Bytes::len).sum::<usize>() < COALESCE_BYTES {
-            // Let the shard's other tasks run once first: what they produce
-            // for this connection leaves in the same system call.
-            futures_lite::future::yield_now().await;
-            let more = shard.broker.borrow_mut().take_output(id, &mut frames, Waker::noop());
-            close = matches!(more, Output::Ready { close: true } | Output::Gone);
-        }
         if let Err(e) = write_all(&stream, &frames).await {
             tracing::debug!("write failed: {e}");
             frames.clear();
