@@ -3,8 +3,8 @@
 use bytes::{Buf, BytesMut};
 
 use crate::error::DecodeError;
-use crate::packet::{self, Packet, PacketType, PublishRef};
-use crate::types::ProtocolVersion;
+use crate::packet::{self, Packet, PacketType, PubAck, PubComp, PubRec, PubRel, PublishRef};
+use crate::types::{PacketId, ProtocolVersion};
 use crate::wire::{parse_varint, VARINT_MAX};
 
 /// The largest packet MQTT can express: a 5-byte fixed header and
@@ -158,6 +158,13 @@ impl Decoder {
         if self.server && self.version.is_some() && h.first >> 4 == PacketType::Connect as u8 {
             return Err(DecodeError::SecondConnect);
         }
+        if h.remaining == 2 && self.version.is_some() {
+            let id = u16::from_be_bytes([buf[h.header_len], buf[h.header_len + 1]]);
+            if let Some(packet) = short_ack(h.first, id)? {
+                buf.advance(h.header_len + 2);
+                return Ok(Some(packet));
+            }
+        }
         buf.advance(h.header_len);
         let body = buf.split_to(h.remaining).freeze();
         let packet = packet::decode_body(h.first, body, self.version)?;
@@ -166,4 +173,26 @@ impl Decoder {
         }
         Ok(Some(packet))
     }
+}
+
+/// PUBACK, PUBREC, PUBREL or PUBCOMP in their two-byte form (packet id only,
+/// Success: what 3.1.1 always sends and v5 sends for success). They are
+/// most of what a QoS 1/2 subscriber sends, so they are read without taking
+/// a handle on the buffer. Anything else (`None`) takes the general path,
+/// which validates it rule for rule.
+fn short_ack(first: u8, id: u16) -> Result<Option<Packet>, DecodeError> {
+    const PUBACK: u8 = (PacketType::PubAck as u8) << 4;
+    const PUBREC: u8 = (PacketType::PubRec as u8) << 4;
+    const PUBREL: u8 = (PacketType::PubRel as u8) << 4 | 0b0010;
+    const PUBCOMP: u8 = (PacketType::PubComp as u8) << 4;
+    if !matches!(first, PUBACK | PUBREC | PUBREL | PUBCOMP) {
+        return Ok(None);
+    }
+    let id = PacketId::decode(id)?;
+    Ok(Some(match first {
+        PUBACK => Packet::PubAck(PubAck::new(id)),
+        PUBREC => Packet::PubRec(PubRec::new(id)),
+        PUBREL => Packet::PubRel(PubRel::new(id)),
+        _ => Packet::PubComp(PubComp::new(id)),
+    }))
 }
