@@ -127,6 +127,13 @@ impl AclFile {
             if !ok {
                 return false;
             }
+            // A wildcard or level separator in the substituted name would
+            // widen the rule to other clients' topics.
+            let unsafe_name = |s: &str| s.contains(['+', '#', '/']);
+            if rule.pattern && (unsafe_name(who.client_id) || who.username.is_some_and(unsafe_name))
+            {
+                return false;
+            }
             let filter = match rule.pattern {
                 true => rule
                     .filter
@@ -174,5 +181,23 @@ impl Authorizer for AclFile {
     fn can_subscribe(&self, who: Principal<'_>, filter: &str) -> bool {
         let filter = topic::parse_shared(filter).map_or(filter, |s| s.filter);
         self.allows(who, false, filter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pattern_does_not_match_for_names_holding_wildcards() {
+        let acl = AclFile::parse("pattern write clients/%c/out\n").expect("valid");
+        let who = |client_id| Principal {
+            client_id,
+            username: None,
+        };
+        assert!(acl.can_publish(who("dev1"), "clients/dev1/out"));
+        assert!(!acl.can_publish(who("+"), "clients/dev1/out"));
+        assert!(!acl.can_publish(who("#"), "clients/x/out"));
+        assert!(!acl.can_publish(who("a/b"), "clients/a/b/out"));
     }
 }

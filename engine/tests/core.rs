@@ -936,3 +936,115 @@ fn the_server_sends_topic_aliases_up_to_the_clients_maximum() {
         "alias set with the topic, then sent alone; none past the maximum"
     );
 }
+
+#[test]
+fn no_will_on_takeover_after_a_normal_disconnect() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut watcher = connect(
+        &mut b,
+        connect_packet("watcher", ProtocolVersion::V311, true),
+        t0,
+    );
+    watcher.subscribe(&mut b, "wills/#", QoS::AtMostOnce, t0);
+    let mut c = connect_packet("quick", ProtocolVersion::V5, true);
+    c.will = Some(will("wills/quick", None));
+    let old = connect(&mut b, c.clone(), t0);
+    old.send(
+        &mut b,
+        Packet::Disconnect(Disconnect::new(ReasonCode::Success)),
+        t0,
+    );
+    // The client is back before the old connection's end was processed.
+    let _new = connect(&mut b, c, t0);
+    b.disconnected(old.id, t0);
+    assert!(
+        watcher.publishes(&mut b).is_empty(),
+        "[MQTT-3.1.2-10] the Will went with DISCONNECT"
+    );
+}
+
+#[test]
+fn disconnect_cannot_raise_session_expiry_past_the_cap() {
+    let t0 = Instant::now();
+    let limits = Limits {
+        session_expiry_secs_max: 60,
+        ..Limits::default()
+    };
+    let mut b = Broker::new(0, 1, limits, Auth::default(), t0);
+    let c = connect(&mut b, v5_connect("capped", 10), t0);
+    let mut d = Disconnect::new(ReasonCode::Success);
+    d.properties.session_expiry_interval = Some(u32::MAX);
+    c.send(&mut b, Packet::Disconnect(d), t0);
+    b.disconnected(c.id, t0);
+    b.tick(t0 + Duration::from_secs(61));
+    assert_eq!(b.session_count(), 0, "expired at the 60 s cap");
+}
+
+#[test]
+fn a_suback_for_a_connection_that_is_gone_is_not_sent_to_its_successor() {
+    let t0 = Instant::now();
+    let mut a = Broker::new(0, 2, Limits::default(), Auth::default(), t0);
+    let publisher = connect(
+        &mut a,
+        connect_packet("retainer", ProtocolVersion::V311, true),
+        t0,
+    );
+    let mut p = publish("secret/x", "s", QoS::AtMostOnce, None);
+    if let Packet::Publish(p) = &mut p {
+        p.retain = true;
+    }
+    publisher.send(&mut a, p, t0);
+    let old = connect(
+        &mut a,
+        connect_packet("sub", ProtocolVersion::V311, true),
+        t0,
+    );
+    let sub = Packet::Subscribe(Subscribe {
+        packet_id: pid(1),
+        properties: Default::default(),
+        filters: vec![(
+            TopicFilter::new("secret/#").expect("filter"),
+            SubscriptionOptions::default(),
+        )],
+    });
+    let Flow::Barrier(pending) = a.handle(old.id, sub, t0) else {
+        panic!("two shards: SUBACK waits for the barrier");
+    };
+    a.disconnected(old.id, t0);
+    let mut other = connect(
+        &mut a,
+        connect_packet("someone-else", ProtocolVersion::V311, true),
+        t0,
+    );
+    a.finish_subscribe(pending, t0);
+    assert!(
+        other.recv(&mut a).is_empty(),
+        "nothing for the new occupant of the slot"
+    );
+}
+
+#[test]
+fn another_user_cannot_resume_a_session() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut c = connect_packet("shared-id", ProtocolVersion::V311, false);
+    c.username = Some(MqttString::new("alice".to_owned()).expect("name"));
+    let mut alice = connect(&mut b, c.clone(), t0);
+    alice.subscribe(&mut b, "alice/#", QoS::AtLeastOnce, t0);
+    b.disconnected(alice.id, t0);
+    c.username = Some(MqttString::new("bob".to_owned()).expect("name"));
+    let id = b.connect(c, false, t0).expect("accepted").id;
+    let mut bob = Client {
+        id,
+        version: ProtocolVersion::V311,
+        decoder: Decoder::with_version(ProtocolVersion::V311, 1 << 20),
+        closed: false,
+        early: Vec::new(),
+    };
+    match bob.recv(&mut b).first() {
+        Some(Packet::ConnAck(a)) => assert!(!a.session_present, "bob starts clean"),
+        other => panic!("{other:?}"),
+    }
+    assert!(b.session(id).expect("connected").subs.is_empty());
+}

@@ -203,3 +203,33 @@ fn takeover_across_shards_closes_the_old_connection_with_0x8e() {
     new.send(&Packet::PingReq, V5);
     assert_eq!(new.recv(), Some(Packet::PingResp));
 }
+
+#[test]
+fn a_subscriber_that_stops_reading_does_not_stop_the_others() {
+    let broker = Broker::start("slowconsumer", &[]);
+    // Subscribes, then never reads: its socket fills up.
+    let mut stuck = Raw::session(broker.addr, V311, &id_on_shard("stuck", 0));
+    subscribe(&mut stuck, V311, "flood/#");
+    let mut fast = Raw::session(broker.addr, V311, &id_on_shard("fast", 0));
+    subscribe(&mut fast, V311, "flood/#");
+    let mut publisher = Raw::session(broker.addr, V311, &id_on_shard("flooder", 1));
+    let payload = "x".repeat(1000);
+    let n = 20_000;
+    // One writer thread floods while the fast subscriber reads.
+    let writer = std::thread::spawn(move || {
+        for _ in 0..n {
+            publish(&mut publisher, V311, "flood/a", &payload);
+        }
+        publisher
+    });
+    let mut got = 0;
+    while got < n {
+        match fast.recv() {
+            Some(Packet::Publish(_)) => got += 1,
+            other => panic!("fast subscriber lost after {got} messages: {other:?}"),
+        }
+    }
+    let _publisher = writer.join().expect("publisher thread");
+    assert_eq!(got, n, "every message reached the subscriber that reads");
+    drop(stuck);
+}

@@ -165,7 +165,12 @@ impl Broker {
     fn resume_or_create(&mut self, c: &Connect, now: Instant) -> (u32, bool) {
         if let Some(&slot) = self.by_client.get(&c.client_id) {
             self.take_over(slot, now);
-            if !c.clean_start {
+            // A session is resumed only by the user it was authorized for:
+            // its subscriptions and messages were checked against that user.
+            let same_user = self.slot(slot).is_some_and(|s| {
+                s.username.as_ref().map(|u| u.as_str()) == c.username.as_ref().map(|u| u.as_str())
+            });
+            if !c.clean_start && same_user {
                 return (slot, true);
             }
             self.end_session(slot, now);
@@ -215,7 +220,7 @@ impl Broker {
         };
         self.detached.insert(old, link.tx);
         self.stats.takeovers += 1;
-        if let Some(will) = link.will.take() {
+        if let Some(will) = link.will.take().filter(|_| !link.graceful) {
             if will.delay_secs == 0 {
                 self.publish_will(will.message, now);
             }

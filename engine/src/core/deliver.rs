@@ -52,7 +52,10 @@ impl Broker {
             for peer in self.peers() {
                 self.outbox[peer].push(Remote::Retain(Arc::clone(&stored)));
             }
-            self.retained.store(stored);
+            if !self.retained.store(stored, self.limits.retained_topics_max) {
+                self.stats.dropped_retained += 1;
+                tracing::debug!(topic = %message.topic.as_str(), "retained_topics_max reached: not retained");
+            }
         }
         let mut mask = 0u64;
         self.routes
@@ -75,7 +78,11 @@ impl Broker {
     pub fn apply_remote(&mut self, from: usize, remote: Remote, now: Instant) {
         match remote {
             Remote::Publish(m) => self.deliver_local(&m, now),
-            Remote::Retain(m) => self.retained.store(m),
+            Remote::Retain(m) => {
+                if !self.retained.store(m, self.limits.retained_topics_max) {
+                    self.stats.dropped_retained += 1;
+                }
+            }
             Remote::Route(filter, add) => {
                 let bit = 1u64 << from;
                 let slot = self.routes.entry(&filter);
@@ -247,17 +254,23 @@ impl Broker {
                 sub_ids: m.sub_ids.clone(),
             },
         );
-        if let Some(link) = session.link.as_mut() {
-            write_copy(
-                link,
-                stats,
-                &message,
-                &copy,
-                Some(packet_id),
-                true,
-                &mut Encoded::default(),
-                now,
-            );
+        let Some(link) = session.link.as_mut() else {
+            return;
+        };
+        let sent = write_copy(
+            link,
+            stats,
+            &message,
+            &copy,
+            Some(packet_id),
+            true,
+            &mut Encoded::default(),
+            now,
+        );
+        if !sent {
+            // Too large for the client now: discarded as if sent
+            // [MQTT-3.1.2-25], so it does not hold a place in the window.
+            session.remove_inflight(at);
         }
     }
 }
@@ -335,7 +348,8 @@ pub(super) fn write_copy(
         (ProtocolVersion::V5, Some(ids)) => sub_id_properties(ids),
         _ => Vec::new(),
     };
-    let omit_topic = match link.alias_out(message.topic.as_str()) {
+    let alias = link.alias_out(message.topic.as_str());
+    let omit_topic = match alias {
         Some((alias, known)) => {
             extra.push(prop_id::TOPIC_ALIAS);
             extra.extend_from_slice(&alias.to_be_bytes());
@@ -358,6 +372,10 @@ pub(super) fn write_copy(
     let len = e.len_with(&head, &d);
     if len > link.packet_bytes_max as usize {
         stats.dropped_too_large += 1;
+        if let Some((_, false)) = alias {
+            // The client never saw this alias: it must not be used later.
+            link.aliases_out.remove(message.topic.as_str());
+        }
         return false;
     }
     stats.deliveries += 1;

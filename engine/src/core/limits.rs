@@ -46,6 +46,9 @@ pub struct Limits {
     /// some clients (paho-mqtt for Python 2.x) announce a Topic Alias
     /// Maximum but do not resolve the aliases they receive.
     pub topic_alias_out_max: u16,
+    /// Topics with a retained message, per instance (every shard holds the
+    /// whole store); a new one beyond it is not retained, and counted.
+    pub retained_topics_max: usize,
     /// Time a new connection has to send CONNECT, in seconds.
     pub connect_timeout_secs: u16,
 }
@@ -67,6 +70,7 @@ impl Default for Limits {
             session_expiry_secs_max: u32::MAX,
             topic_alias_max: 64,
             topic_alias_out_max: 0,
+            retained_topics_max: 100_000,
             connect_timeout_secs: 10,
         }
     }

@@ -36,7 +36,12 @@ impl Broker {
                 // A resent QoS 2 PUBLISH: acknowledged again, never delivered twice.
                 return self.write(id, &Packet::PubRec(PubRec::new(pid)));
             }
-            if session.qos2_in.len() >= usize::from(self.limits.inflight_count_max) {
+            let v5 = session
+                .link
+                .as_ref()
+                .is_some_and(|l| l.version == ProtocolVersion::V5);
+            // 3.1.1 has no Receive Maximum; its ids bound the set at 65,535.
+            if v5 && session.qos2_in.len() >= usize::from(self.limits.inflight_count_max) {
                 return self.fail(
                     id,
                     ReasonCode::ReceiveMaximumExceeded,

@@ -20,12 +20,19 @@ pub struct Retained {
 impl Retained {
     /// Stores `message`, replacing the topic's previous one; an empty
     /// payload clears the topic [MQTT-3.3.1-10].
-    pub fn store(&mut self, message: Arc<Message>) {
+    /// Returns false (and stores nothing) when `max` topics are already
+    /// retained and this is a new one.
+    pub fn store(&mut self, message: Arc<Message>, max: usize) -> bool {
         if message.payload.is_empty() {
             self.by_topic.remove(message.topic.as_str());
-        } else {
-            self.by_topic.insert(message.topic.as_str().into(), message);
+            return true;
         }
+        let topic = message.topic.as_str();
+        if self.by_topic.len() >= max && !self.by_topic.contains_key(topic) {
+            return false;
+        }
+        self.by_topic.insert(topic.into(), message);
+        true
     }
 
     /// The unexpired retained messages matching `filter`.

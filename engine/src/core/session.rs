@@ -151,6 +151,8 @@ pub struct Session {
     pub qos2_in: AHashSet<u16>,
     /// Since when the backlog is over `backlog_pause_bytes`.
     pub congested_at: Option<Instant>,
+    /// Judged a slow consumer: holds no one back until it has drained.
+    pub slow: bool,
     /// A Will waiting for its delay to pass.
     pub will_due: Option<(Instant, Message)>,
     next_packet_id: u16,
@@ -176,6 +178,7 @@ impl Session {
             qos2_in: AHashSet::new(),
             will_due: None,
             congested_at: None,
+            slow: false,
             next_packet_id: 0,
             ids_in_use: None,
         }

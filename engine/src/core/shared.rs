@@ -10,6 +10,8 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ringmq_protocol::QoS;
+
 use super::broker::{Broker, Remote};
 use super::deliver::{Encoded, Outgoing};
 use super::message::Message;
@@ -248,12 +250,14 @@ impl Broker {
             return Vec::new();
         };
         let mut orphans = Vec::new();
+        // QoS 2 stays with the member: the exchange it started must finish
+        // with it [MQTT-4.4.0-1], and it must not be delivered twice.
         session.inflight.retain(|m| match &m.shared {
-            Some(key) => {
+            Some(key) if m.qos == QoS::AtLeastOnce => {
                 orphans.push((Arc::clone(key), Arc::clone(&m.message)));
                 false
             }
-            None => true,
+            _ => true,
         });
         let mut freed = 0;
         session.queue.retain(|q| match &q.shared {

@@ -27,6 +27,8 @@ pub struct Stats {
     pub dropped_expired: u64,
     /// Shared-subscription copies whose group had no member left here.
     pub dropped_no_member: u64,
+    /// Retained messages not stored because `retained_topics_max` was reached.
+    pub dropped_retained: u64,
     /// PUBLISH or SUBSCRIBE refused by the authorizer.
     pub denied: u64,
     /// Will messages published.

@@ -26,7 +26,10 @@ pub struct PendingSubAck {
     id: ConnId,
     packet_id: PacketId,
     codes: Vec<ReasonCode>,
-    retained: Vec<(Arc<Message>, Subscription)>,
+    /// Filters whose retained messages follow the SUBACK; looked up after
+    /// the barrier, so that retained messages other shards sent before it
+    /// are seen.
+    retained: Vec<(Box<str>, Subscription)>,
 }
 
 impl PendingSubAck {
@@ -125,10 +128,9 @@ impl Broker {
             RetainHandling::DoNotSend => false,
         };
         if send_retained {
-            for m in self.retained.matching(key, now) {
-                pending.retained.push((m, sub));
-            }
+            pending.retained.push((key.into(), sub));
         }
+        let _ = now;
         granted(sub)
     }
 
@@ -145,13 +147,27 @@ impl Broker {
     /// Writes a SUBACK, then the retained messages of its new subscriptions.
     pub fn finish_subscribe(&mut self, pending: PendingSubAck, now: Instant) {
         let id = pending.id;
+        // The connection may have gone (and its slot been reused) meanwhile.
+        if self.session(id).is_none() {
+            return;
+        }
         let ack = SubAck {
             packet_id: pending.packet_id,
             properties: AckProperties::default(),
             reason_codes: pending.codes,
         };
         self.write(id, &Packet::SubAck(ack));
-        for (message, sub) in pending.retained {
+        let retained: Vec<(Arc<Message>, Subscription)> = pending
+            .retained
+            .iter()
+            .flat_map(|(filter, sub)| {
+                self.retained
+                    .matching(filter, now)
+                    .into_iter()
+                    .map(move |m| (m, *sub))
+            })
+            .collect();
+        for (message, sub) in retained {
             let copy = Outgoing {
                 qos: sub.options.qos.min(message.qos),
                 // Retained messages sent on subscribe keep RETAIN [MQTT-3.3.1-9].

@@ -33,6 +33,7 @@ impl Broker {
         if let Some(tx) = self.tx_mut(id) {
             if tx.is_empty() && !tx.is_closing() {
                 tx.set_waker(waker);
+                self.recheck_backlog(id.session);
                 return Output::Idle;
             }
             let close = tx.take(out);
@@ -48,6 +49,7 @@ impl Broker {
     }
 
     pub(super) fn disconnect_in(&mut self, id: ConnId, d: Disconnect) {
+        let max_expiry = self.limits.session_expiry_secs_max;
         let Some(session) = self.session_mut(id) else {
             return;
         };
@@ -60,7 +62,7 @@ impl Broker {
                     "[MQTT-3.14.2-2] Session Expiry set on DISCONNECT after 0 on CONNECT",
                 );
             }
-            session.expiry_secs = secs;
+            session.expiry_secs = secs.min(max_expiry);
         }
         let Some(link) = session.link.as_mut() else {
             return;

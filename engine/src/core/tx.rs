@@ -16,14 +16,21 @@ pub struct Tx {
     frames: Vec<Bytes>,
     scratch: BytesMut,
     bytes: usize,
+    /// Bytes the writer took and is writing.
+    writing: usize,
     waker: Option<Waker>,
     close: bool,
 }
 
 impl Tx {
-    /// Bytes waiting to be written.
+    /// Bytes waiting to be taken by the writer.
     pub fn pending_bytes(&self) -> usize {
         self.bytes + self.scratch.len()
+    }
+
+    /// Bytes not yet written: waiting, and held by the writer.
+    pub fn backlog_bytes(&self) -> usize {
+        self.pending_bytes() + self.writing
     }
 
     /// Appends one packet encoded by `encode` into the shared buffer.
@@ -69,6 +76,7 @@ impl Tx {
     pub fn take(&mut self, out: &mut Vec<Bytes>) -> bool {
         self.seal();
         std::mem::swap(&mut self.frames, out);
+        self.writing = self.bytes;
         self.bytes = 0;
         self.close
     }
@@ -77,6 +85,7 @@ impl Tx {
     /// connection is idle, so its encode buffer is given back (an idle
     /// connection holds no buffer).
     pub fn set_waker(&mut self, waker: &Waker) {
+        self.writing = 0;
         if self.scratch.is_empty() && self.scratch.capacity() > 0 {
             self.scratch = BytesMut::new();
         }

@@ -184,7 +184,7 @@ async fn refuse_before_connect(shard: &Shard, stream: &Stream, e: Option<DecodeE
 }
 
 async fn writer_frames(stream: &Stream, frames: &[Bytes]) -> std::io::Result<()> {
-    writer::write_all(stream, frames).await
+    writer::write_all(stream, frames, None).await
 }
 
 /// Runs an accepted connection on its home shard until it ends.
@@ -281,6 +281,12 @@ async fn read_loop(
         }
         if published {
             shard.wait_backpressure(Some(id)).await;
+            // Paused by the broker, not silent.
+            shard.broker.borrow_mut().touch(id, Instant::now());
+        }
+        // A client that does not read its replies is not read either.
+        while shard.broker.borrow().output_full(id) {
+            Timer::new(Duration::from_millis(5)).await;
         }
         match read_more(shard, stream, buf).await {
             Ok(0) | Err(_) => return End::Closed,

@@ -11,12 +11,17 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use bytes::Bytes;
-use futures_lite::AsyncWrite;
+use futures_lite::{future, AsyncWrite};
 use glommio::net::TcpStream;
+use glommio::timer::Timer;
+use std::time::Duration;
 
 use super::context::Shard;
 use crate::core::timers::Output;
 use crate::core::ConnId;
+
+/// Seconds a closing connection's last output may take to be written.
+const CLOSE_WRITE_SECS: u64 = 5;
 
 /// Slices per `sendmsg`; Linux's IOV_MAX is 1024.
 const IOV_BATCH: usize = 256;
@@ -42,7 +47,7 @@ pub(super) async fn run(shard: Rc<Shard>, id: ConnId, stream: Rc<RefCell<TcpStre
             Output::Ready { close } => close,
             Output::Idle | Output::Gone => true,
         };
-        if let Err(e) = write_all(&stream, &frames).await {
+        if let Err(e) = write_all(&stream, &frames, Some((&shard, id))).await {
             tracing::debug!("write failed: {e}");
             frames.clear();
             break;
@@ -62,8 +67,23 @@ pub(super) fn shutdown(stream: &Rc<RefCell<TcpStream>>) {
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
-/// Writes every frame, in order.
-pub(super) async fn write_all(stream: &Rc<RefCell<TcpStream>>, frames: &[Bytes]) -> io::Result<()> {
+/// Returns `CLOSE_WRITE_SECS` after connection `id` is found closing or
+/// gone: a write blocked on a peer that stopped reading must not keep a
+/// closed connection (and its session's Will and expiry) alive.
+async fn closing_watch(shard: &Shard, id: ConnId) {
+    while !shard.broker.borrow().closing(id) {
+        Timer::new(Duration::from_millis(500)).await;
+    }
+    Timer::new(Duration::from_secs(CLOSE_WRITE_SECS)).await;
+}
+
+/// Writes every frame, in order. With `watch`, a write blocked on a full
+/// socket gives up `CLOSE_WRITE_SECS` after the connection starts closing.
+pub(super) async fn write_all(
+    stream: &Rc<RefCell<TcpStream>>,
+    frames: &[Bytes],
+    watch: Option<(&Shard, ConnId)>,
+) -> io::Result<()> {
     let fd = stream.borrow().as_raw_fd();
     let (mut i, mut off) = (0usize, 0usize);
     while i < frames.len() {
@@ -76,7 +96,20 @@ pub(super) async fn write_all(stream: &Rc<RefCell<TcpStream>>, frames: &[Bytes])
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Let the reactor wait for room, writing part of this frame.
                 let frame = &frames[i][off..];
-                poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, frame)).await?
+                let wait = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, frame));
+                match watch {
+                    None => wait.await?,
+                    Some((shard, id)) => {
+                        future::or(wait, async {
+                            closing_watch(shard, id).await;
+                            Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "peer stopped reading while closing",
+                            ))
+                        })
+                        .await?
+                    }
+                }
             }
             Err(e) => return Err(e),
         };
