@@ -72,6 +72,9 @@ pub struct Runtime {
     /// Messages waiting in one shard's outbox for another shard past which
     /// publishers on the shard wait for the mesh to catch up.
     pub mesh_backlog_pause_messages: usize,
+    /// Bytes of messages waiting in one shard's outbox for another shard
+    /// past which publishers on the shard wait for the mesh to catch up.
+    pub mesh_backlog_pause_bytes: usize,
     /// Period of the clock that runs keep-alive, Will delay and session
     /// expiry, in milliseconds.
     pub tick_millis: u64,
@@ -109,6 +112,7 @@ impl Default for Runtime {
             io_memory_bytes: 256 << 10,
             mesh_queue_batches_max: 64,
             mesh_backlog_pause_messages: 2_048,
+            mesh_backlog_pause_bytes: 1 << 20,
             tick_millis: 250,
             read_bytes_max: 64 << 10,
             shutdown_grace_millis: 2_000,

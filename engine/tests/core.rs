@@ -1048,3 +1048,45 @@ fn another_user_cannot_resume_a_session() {
     }
     assert!(b.session(id).expect("connected").subs.is_empty());
 }
+
+#[test]
+fn connect_beyond_sessions_max_is_refused_with_quota_exceeded() {
+    let t0 = Instant::now();
+    let limits = Limits {
+        sessions_max: 2,
+        ..Limits::default()
+    };
+    let mut b = Broker::new(0, 1, limits, Auth::default(), t0);
+    let _first = connect(&mut b, connect_packet("one", ProtocolVersion::V5, true), t0);
+    let _second = connect(&mut b, connect_packet("two", ProtocolVersion::V5, true), t0);
+    let refused = b
+        .connect(
+            connect_packet("three", ProtocolVersion::V5, true),
+            false,
+            t0,
+        )
+        .expect_err("over sessions_max");
+    // CONNACK 0x97 Quota exceeded: 0x20, length 3, flags, code, no properties.
+    assert_eq!(&refused.connack[..], &[0x20, 0x03, 0x00, 0x97, 0x00]);
+    // An existing client id may still reconnect (take-over).
+    assert!(b
+        .connect(connect_packet("one", ProtocolVersion::V5, true), false, t0)
+        .is_ok());
+    assert_eq!(b.stats.takeovers, 1);
+}
+
+#[test]
+fn expired_retained_messages_are_purged() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let publisher = connect(&mut b, connect_packet("pub", ProtocolVersion::V5, true), t0);
+    let mut p = publish("short/lived", "x", QoS::AtMostOnce, None);
+    if let Packet::Publish(p) = &mut p {
+        p.retain = true;
+        p.properties_mut().message_expiry_interval = Some(5);
+    }
+    publisher.send(&mut b, p, t0);
+    assert_eq!(b.retained_count(), 1);
+    b.tick(t0 + Duration::from_secs(11));
+    assert_eq!(b.retained_count(), 0);
+}

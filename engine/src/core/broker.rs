@@ -87,6 +87,10 @@ pub struct Broker {
     pub(super) congested: Vec<ConnId>,
     /// Some congestion cleared since the shard last asked.
     pub(super) drained: bool,
+    /// When expired retained messages were last purged.
+    pub(super) retained_purged_at: Instant,
+    /// Bytes of messages in each peer's outbox, for mesh flow control.
+    pub outbox_bytes: Vec<usize>,
     /// Scratch for matching, kept to reuse its allocation.
     pub(super) matches: Vec<Sub>,
     pub(super) next_generation: u64,
@@ -120,6 +124,8 @@ impl Broker {
             detached: AHashMap::new(),
             congested: Vec::new(),
             drained: false,
+            retained_purged_at: now,
+            outbox_bytes: vec![0; shards],
             matches: Vec::new(),
             next_generation: 1,
             next_uid: 1,
@@ -143,6 +149,11 @@ impl Broker {
     /// Number of sessions on this shard, connected or not.
     pub fn session_count(&self) -> usize {
         self.by_client.len()
+    }
+
+    /// Number of topics with a retained message on this shard.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
     }
 
     /// Number of connected clients on this shard.

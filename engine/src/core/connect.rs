@@ -120,6 +120,14 @@ impl Broker {
         if c.client_id.len() > self.limits.client_id_bytes_max {
             return Err(ReasonCode::ClientIdentifierNotValid);
         }
+        let per_shard = self.limits.sessions_max.div_ceil(self.shards.max(1));
+        if self.by_client.len() >= per_shard && !self.by_client.contains_key(&c.client_id) {
+            tracing::warn!(
+                sessions = self.by_client.len(),
+                "sessions_max reached: CONNECT refused"
+            );
+            return Err(ReasonCode::QuotaExceeded);
+        }
         if c.properties.authentication_method.is_some() {
             return Err(ReasonCode::BadAuthenticationMethod);
         }

@@ -62,6 +62,7 @@ impl Broker {
             .for_each_match(message.topic.as_str(), |r| mask |= r.shards);
         for peer in self.peers() {
             if mask & (1 << peer) != 0 {
+                self.outbox_bytes[peer] += message.weight();
                 self.outbox[peer].push(Remote::Publish(Arc::clone(&message)));
             }
         }

@@ -46,6 +46,10 @@ pub struct Limits {
     /// some clients (paho-mqtt for Python 2.x) announce a Topic Alias
     /// Maximum but do not resolve the aliases they receive.
     pub topic_alias_out_max: u16,
+    /// Sessions (connected or persistent) per instance, split evenly over
+    /// the shards; a CONNECT that would start one more gets CONNACK 0x97
+    /// (3.1.1: 3, server unavailable).
+    pub sessions_max: usize,
     /// Topics with a retained message, per instance (every shard holds the
     /// whole store); a new one beyond it is not retained, and counted.
     pub retained_topics_max: usize,
@@ -71,6 +75,7 @@ impl Default for Limits {
             topic_alias_max: 64,
             topic_alias_out_max: 0,
             retained_topics_max: 100_000,
+            sessions_max: 1_000_000,
             connect_timeout_secs: 10,
         }
     }

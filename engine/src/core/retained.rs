@@ -35,6 +35,11 @@ impl Retained {
         true
     }
 
+    /// Drops retained messages whose Message Expiry Interval ran out.
+    pub fn purge_expired(&mut self, now: Instant) {
+        self.by_topic.retain(|_, m| !m.is_expired(now));
+    }
+
     /// The unexpired retained messages matching `filter`.
     pub fn matching(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
         self.by_topic

@@ -13,6 +13,9 @@ use super::broker::{Broker, ConnId};
 use super::message::Message;
 use super::session::Link;
 
+/// How often expired retained messages are purged.
+const RETAINED_PURGE_PERIOD: Duration = Duration::from_secs(10);
+
 /// What a connection's writer should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
@@ -188,6 +191,10 @@ impl Broker {
         for slot in expired {
             self.stats.sessions_expired += 1;
             self.end_session(slot, now);
+        }
+        if now.saturating_duration_since(self.retained_purged_at) >= RETAINED_PURGE_PERIOD {
+            self.retained_purged_at = now;
+            self.retained.purge_expired(now);
         }
     }
 

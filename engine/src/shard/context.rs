@@ -60,11 +60,15 @@ impl Shard {
         }
     }
 
-    /// Whether some outbox holds more than `mesh_backlog_pause_messages`:
-    /// the mesh is behind and publishers should wait.
+    /// Whether some outbox holds more than `mesh_backlog_pause_messages`
+    /// or `mesh_backlog_pause_bytes`: the mesh is behind and publishers
+    /// should wait.
     fn mesh_backed_up(&self) -> bool {
         let max = self.config.runtime.mesh_backlog_pause_messages;
-        self.broker.borrow().outbox.iter().any(|o| o.len() > max)
+        let max_bytes = self.config.runtime.mesh_backlog_pause_bytes;
+        let broker = self.broker.borrow();
+        broker.outbox.iter().any(|o| o.len() > max)
+            || broker.outbox_bytes.iter().any(|&b| b > max_bytes)
     }
 
     /// Wakes paused readers if some congestion cleared.
@@ -272,7 +276,10 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 async fn send_loop(shard: Rc<Shard>, peer: usize) {
     loop {
         let batch = poll_fn(|cx| {
-            let batch = std::mem::take(&mut shard.broker.borrow_mut().outbox[peer]);
+            let mut broker = shard.broker.borrow_mut();
+            let batch = std::mem::take(&mut broker.outbox[peer]);
+            broker.outbox_bytes[peer] = 0;
+            drop(broker);
             if batch.is_empty() {
                 shard.sender_wakers.borrow_mut()[peer] = Some(cx.waker().clone());
                 return Poll::Pending;
