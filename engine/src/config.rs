@@ -110,7 +110,7 @@ impl Default for Runtime {
     fn default() -> Self {
         Runtime {
             io_memory_bytes: 256 << 10,
-            mesh_queue_batches_max: 64,
+            mesh_queue_batches_max: 8,
             mesh_backlog_pause_messages: 2_048,
             mesh_backlog_pause_bytes: 1 << 20,
             tick_millis: 250,
