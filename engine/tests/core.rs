@@ -42,13 +42,7 @@ fn connect_packet(client_id: &str, v: ProtocolVersion, clean: bool) -> Connect {
 fn connect(b: &mut Broker, c: Connect, now: Instant) -> Client {
     let version = c.protocol;
     let id = b.connect(c, false, now).expect("accepted").id;
-    let mut client = Client {
-        id,
-        version,
-        decoder: Decoder::with_version(version, 1 << 20),
-        closed: false,
-        early: Vec::new(),
-    };
+    let mut client = Client::attach(id, version);
     let mut got = client.recv(b).into_iter();
     match got.next() {
         Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::Success),
@@ -56,6 +50,23 @@ fn connect(b: &mut Broker, c: Connect, now: Instant) -> Client {
     }
     client.early = got.collect();
     client
+}
+
+/// Connects a client with a plain CONNECT (keep-alive off).
+fn join(b: &mut Broker, client_id: &str, v: ProtocolVersion, clean: bool, now: Instant) -> Client {
+    connect(b, connect_packet(client_id, v, clean), now)
+}
+
+/// A SUBSCRIBE of one filter with default options.
+fn subscribe_packet(id: u16, filter: &str) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: pid(id),
+        properties: Default::default(),
+        filters: vec![(
+            TopicFilter::new(filter.to_owned()).expect("filter"),
+            SubscriptionOptions::default(),
+        )],
+    })
 }
 
 fn pid(n: u16) -> PacketId {
@@ -73,6 +84,17 @@ fn publish(topic: &str, payload: &str, qos: QoS, id: Option<u16>) -> Packet {
 }
 
 impl Client {
+    /// The test's side of connection `id`.
+    fn attach(id: ConnId, version: ProtocolVersion) -> Client {
+        Client {
+            id,
+            version,
+            decoder: Decoder::with_version(version, 1 << 20),
+            closed: false,
+            early: Vec::new(),
+        }
+    }
+
     /// Everything the broker has written to this client, decoded.
     fn recv(&mut self, b: &mut Broker) -> Vec<Packet> {
         let mut frames = Vec::new();
@@ -171,11 +193,7 @@ fn will(topic: &str, delay: Option<u32>) -> LastWill {
 fn keep_alive_expiry_closes_the_connection_and_publishes_the_will() {
     let t0 = Instant::now();
     let mut b = broker(t0);
-    let mut watcher = connect(
-        &mut b,
-        connect_packet("watcher", ProtocolVersion::V311, true),
-        t0,
-    );
+    let mut watcher = join(&mut b, "watcher", ProtocolVersion::V311, true, t0);
     watcher.subscribe(&mut b, "wills/#", QoS::AtLeastOnce, t0);
     let mut c = connect_packet("sleepy", ProtocolVersion::V5, true);
     c.keep_alive = 10;
@@ -220,11 +238,7 @@ fn a_packet_resets_the_keep_alive_clock() {
 fn will_delay_waits_and_a_reconnect_cancels_it() {
     let t0 = Instant::now();
     let mut b = broker(t0);
-    let mut watcher = connect(
-        &mut b,
-        connect_packet("watcher", ProtocolVersion::V311, true),
-        t0,
-    );
+    let mut watcher = join(&mut b, "watcher", ProtocolVersion::V311, true, t0);
     watcher.subscribe(&mut b, "wills/#", QoS::AtMostOnce, t0);
 
     // Delay 30 s, session 60 s: published at 30 s.
@@ -256,11 +270,7 @@ fn will_delay_waits_and_a_reconnect_cancels_it() {
 fn will_is_not_published_after_disconnect_but_is_after_0x04() {
     let t0 = Instant::now();
     let mut b = broker(t0);
-    let mut watcher = connect(
-        &mut b,
-        connect_packet("watcher", ProtocolVersion::V311, true),
-        t0,
-    );
+    let mut watcher = join(&mut b, "watcher", ProtocolVersion::V311, true, t0);
     watcher.subscribe(&mut b, "wills/#", QoS::AtMostOnce, t0);
     for (code, expected) in [
         (ReasonCode::Success, 0),
@@ -297,13 +307,7 @@ fn session_expiry_ends_a_detached_session() {
         .connect(c, false, t0 + Duration::from_secs(12))
         .expect("accepted")
         .id;
-    let mut client = Client {
-        id,
-        version: ProtocolVersion::V5,
-        decoder: Decoder::with_version(ProtocolVersion::V5, 1 << 20),
-        closed: false,
-        early: Vec::new(),
-    };
+    let mut client = Client::attach(id, ProtocolVersion::V5);
     match client.recv(&mut b).as_slice() {
         [Packet::ConnAck(a)] => assert!(!a.session_present, "expired session is not resumed"),
         other => panic!("{other:?}"),
@@ -315,13 +319,9 @@ fn session_expiry_ends_a_detached_session() {
 fn qos2_from_a_client_is_delivered_exactly_once() {
     let t0 = Instant::now();
     let mut b = broker(t0);
-    let mut sub = connect(
-        &mut b,
-        connect_packet("sub", ProtocolVersion::V311, true),
-        t0,
-    );
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, true, t0);
     sub.subscribe(&mut b, "q2", QoS::AtMostOnce, t0);
-    let mut publisher = connect(&mut b, connect_packet("pub", ProtocolVersion::V5, true), t0);
+    let mut publisher = join(&mut b, "pub", ProtocolVersion::V5, true, t0);
     publisher.send(&mut b, publish("q2", "once", QoS::ExactlyOnce, Some(7)), t0);
     assert_eq!(
         publisher.recv(&mut b),
@@ -356,13 +356,9 @@ fn qos2_from_a_client_is_delivered_exactly_once() {
 fn qos2_to_a_client_completes_with_pubrel_and_pubcomp() {
     let t0 = Instant::now();
     let mut b = broker(t0);
-    let mut sub = connect(&mut b, connect_packet("sub", ProtocolVersion::V5, true), t0);
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V5, true, t0);
     sub.subscribe(&mut b, "q2", QoS::ExactlyOnce, t0);
-    let publisher = connect(
-        &mut b,
-        connect_packet("pub", ProtocolVersion::V311, true),
-        t0,
-    );
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
     publisher.send(&mut b, publish("q2", "x", QoS::ExactlyOnce, Some(1)), t0);
     let got = sub.publishes(&mut b);
     assert_eq!(got.len(), 1);
@@ -378,16 +374,8 @@ fn qos2_to_a_client_completes_with_pubrel_and_pubcomp() {
 fn takeover_closes_the_old_connection_with_0x8e() {
     let t0 = Instant::now();
     let mut b = broker(t0);
-    let mut old = connect(
-        &mut b,
-        connect_packet("same", ProtocolVersion::V5, true),
-        t0,
-    );
-    let _new = connect(
-        &mut b,
-        connect_packet("same", ProtocolVersion::V5, true),
-        t0,
-    );
+    let mut old = join(&mut b, "same", ProtocolVersion::V5, true, t0);
+    let _new = join(&mut b, "same", ProtocolVersion::V5, true, t0);
     match old.recv(&mut b).as_slice() {
         [Packet::Disconnect(d)] => assert_eq!(d.reason_code, ReasonCode::SessionTakenOver),
         other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
@@ -403,28 +391,16 @@ fn takeover_closes_the_old_connection_with_0x8e() {
 fn persistent_session_gets_unacknowledged_messages_again_with_dup() {
     let t0 = Instant::now();
     let mut b = broker(t0);
-    let mut sub = connect(
-        &mut b,
-        connect_packet("keeper", ProtocolVersion::V311, false),
-        t0,
-    );
+    let mut sub = join(&mut b, "keeper", ProtocolVersion::V311, false, t0);
     sub.subscribe(&mut b, "jobs", QoS::AtLeastOnce, t0);
-    let publisher = connect(
-        &mut b,
-        connect_packet("pub", ProtocolVersion::V311, true),
-        t0,
-    );
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
     publisher.send(&mut b, publish("jobs", "1", QoS::AtLeastOnce, Some(1)), t0);
     let first = sub.publishes(&mut b);
     assert_eq!(first.len(), 1);
     b.disconnected(sub.id, t0);
     publisher.send(&mut b, publish("jobs", "2", QoS::AtLeastOnce, Some(2)), t0);
     publisher.send(&mut b, publish("jobs", "3", QoS::AtMostOnce, None), t0);
-    let mut back = connect(
-        &mut b,
-        connect_packet("keeper", ProtocolVersion::V311, false),
-        t0,
-    );
+    let mut back = join(&mut b, "keeper", ProtocolVersion::V311, false, t0);
     let again = back.publishes(&mut b);
     let payloads: Vec<_> = again.iter().map(|p| (p.payload.clone(), p.dup)).collect();
     assert_eq!(
@@ -442,11 +418,7 @@ fn the_outbound_window_honours_the_clients_receive_maximum() {
     c.properties.receive_maximum = NonZeroU16::new(2);
     let mut slow = connect(&mut b, c, t0);
     slow.subscribe(&mut b, "w", QoS::AtLeastOnce, t0);
-    let publisher = connect(
-        &mut b,
-        connect_packet("pub", ProtocolVersion::V311, true),
-        t0,
-    );
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
     for i in 1..=5 {
         publisher.send(
             &mut b,
@@ -471,18 +443,10 @@ fn a_full_session_queue_drops_new_messages_and_counts_them() {
         ..Limits::default()
     };
     let mut b = Broker::new(0, 1, limits, Auth::default(), t0);
-    let mut sub = connect(
-        &mut b,
-        connect_packet("offline", ProtocolVersion::V311, false),
-        t0,
-    );
+    let mut sub = join(&mut b, "offline", ProtocolVersion::V311, false, t0);
     sub.subscribe(&mut b, "q", QoS::AtLeastOnce, t0);
     b.disconnected(sub.id, t0);
-    let publisher = connect(
-        &mut b,
-        connect_packet("pub", ProtocolVersion::V311, true),
-        t0,
-    );
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
     for i in 1..=5 {
         publisher.send(
             &mut b,
@@ -491,11 +455,7 @@ fn a_full_session_queue_drops_new_messages_and_counts_them() {
         );
     }
     assert_eq!(b.stats.dropped_queue_full, 2);
-    let mut back = connect(
-        &mut b,
-        connect_packet("offline", ProtocolVersion::V311, false),
-        t0,
-    );
+    let mut back = join(&mut b, "offline", ProtocolVersion::V311, false, t0);
     let payloads: Vec<_> = back
         .publishes(&mut b)
         .into_iter()
@@ -511,19 +471,11 @@ fn a_full_session_queue_drops_new_messages_and_counts_them() {
 fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
     let t0 = Instant::now();
     let mut b = broker(t0);
-    let mut sub = connect(
-        &mut b,
-        connect_packet("overlap", ProtocolVersion::V5, true),
-        t0,
-    );
+    let mut sub = join(&mut b, "overlap", ProtocolVersion::V5, true, t0);
     let opts = |q| SubscriptionOptions::qos(q);
     sub.subscribe_with(&mut b, "a/+", opts(QoS::AtMostOnce), Some(1), t0);
     sub.subscribe_with(&mut b, "a/#", opts(QoS::AtLeastOnce), Some(2), t0);
-    let publisher = connect(
-        &mut b,
-        connect_packet("pub", ProtocolVersion::V311, true),
-        t0,
-    );
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
     publisher.send(&mut b, publish("a/b", "x", QoS::ExactlyOnce, Some(1)), t0);
     let got = sub.publishes(&mut b);
     assert_eq!(got.len(), 1, "one copy [MQTT-3.3.5-1]");
@@ -542,15 +494,11 @@ fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
 fn no_local_keeps_a_clients_own_messages_from_it() {
     let t0 = Instant::now();
     let mut b = broker(t0);
-    let mut me = connect(&mut b, connect_packet("me", ProtocolVersion::V5, true), t0);
+    let mut me = join(&mut b, "me", ProtocolVersion::V5, true, t0);
     let mut opts = SubscriptionOptions::qos(QoS::AtMostOnce);
     opts.no_local = true;
     me.subscribe_with(&mut b, "chat", opts, None, t0);
-    let mut other = connect(
-        &mut b,
-        connect_packet("other", ProtocolVersion::V5, true),
-        t0,
-    );
+    let mut other = join(&mut b, "other", ProtocolVersion::V5, true, t0);
     other.subscribe(&mut b, "chat", QoS::AtMostOnce, t0);
     me.send(&mut b, publish("chat", "hi", QoS::AtMostOnce, None), t0);
     assert!(me.publishes(&mut b).is_empty());
@@ -564,7 +512,7 @@ fn message_expiry_counts_down_and_expired_messages_are_dropped() {
     let mut sub = connect(&mut b, v5_connect("later", 3600), t0);
     sub.subscribe(&mut b, "e", QoS::AtLeastOnce, t0);
     b.disconnected(sub.id, t0);
-    let publisher = connect(&mut b, connect_packet("pub", ProtocolVersion::V5, true), t0);
+    let publisher = join(&mut b, "pub", ProtocolVersion::V5, true, t0);
     for (n, secs) in [(1u16, 60u32), (2, 5)] {
         let mut p = publish("e", &n.to_string(), QoS::AtLeastOnce, Some(n));
         if let Packet::Publish(p) = &mut p {
@@ -589,11 +537,7 @@ fn copies_over_the_clients_maximum_packet_size_are_dropped() {
     c.properties.maximum_packet_size = NonZeroU32::new(64);
     let mut small = connect(&mut b, c, t0);
     small.subscribe(&mut b, "big", QoS::AtMostOnce, t0);
-    let publisher = connect(
-        &mut b,
-        connect_packet("pub", ProtocolVersion::V311, true),
-        t0,
-    );
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
     publisher.send(
         &mut b,
         publish("big", &"x".repeat(100), QoS::AtMostOnce, None),
@@ -610,11 +554,7 @@ fn copies_over_the_clients_maximum_packet_size_are_dropped() {
 fn retained_messages_are_stored_replaced_and_cleared() {
     let t0 = Instant::now();
     let mut b = broker(t0);
-    let publisher = connect(
-        &mut b,
-        connect_packet("pub", ProtocolVersion::V311, true),
-        t0,
-    );
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
     let retained = |payload: &str| {
         let mut p = publish("r/t", payload, QoS::AtMostOnce, None);
         if let Packet::Publish(p) = &mut p {
@@ -624,30 +564,11 @@ fn retained_messages_are_stored_replaced_and_cleared() {
     };
     publisher.send(&mut b, retained("one"), t0);
     publisher.send(&mut b, retained("two"), t0);
-    let mut sub = connect(
-        &mut b,
-        connect_packet("sub", ProtocolVersion::V311, true),
-        t0,
-    );
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, true, t0);
     sub.subscribe(&mut b, "r/#", QoS::AtMostOnce, t0);
     // subscribe() consumed the SUBACK and the retained message together.
-    let mut late = connect(
-        &mut b,
-        connect_packet("late", ProtocolVersion::V311, true),
-        t0,
-    );
-    late.send(
-        &mut b,
-        Packet::Subscribe(Subscribe {
-            packet_id: pid(3),
-            properties: Default::default(),
-            filters: vec![(
-                TopicFilter::new("r/+").expect("filter"),
-                SubscriptionOptions::default(),
-            )],
-        }),
-        t0,
-    );
+    let mut late = join(&mut b, "late", ProtocolVersion::V311, true, t0);
+    late.send(&mut b, subscribe_packet(3, "r/+"), t0);
     let got = late.publishes(&mut b);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].payload, Bytes::from("two"));
@@ -665,18 +586,7 @@ fn retained_messages_are_stored_replaced_and_cleared() {
         1,
         "the clearing message is delivered live"
     );
-    late.send(
-        &mut b,
-        Packet::Subscribe(Subscribe {
-            packet_id: pid(4),
-            properties: Default::default(),
-            filters: vec![(
-                TopicFilter::new("r/#").expect("filter"),
-                SubscriptionOptions::default(),
-            )],
-        }),
-        t0,
-    );
+    late.send(&mut b, subscribe_packet(4, "r/#"), t0);
     assert!(
         late.publishes(&mut b).is_empty(),
         "an empty payload cleared it"
@@ -688,23 +598,8 @@ fn route_changes_reach_other_shards_and_publishes_follow_them() {
     let t0 = Instant::now();
     let mut a = Broker::new(0, 2, Limits::default(), Auth::default(), t0);
     let mut b = Broker::new(1, 2, Limits::default(), Auth::default(), t0);
-    let mut sub = connect(
-        &mut b,
-        connect_packet("on-b", ProtocolVersion::V311, true),
-        t0,
-    );
-    if let Flow::Barrier(p) = b.handle(
-        sub.id,
-        Packet::Subscribe(Subscribe {
-            packet_id: pid(1),
-            properties: Default::default(),
-            filters: vec![(
-                TopicFilter::new("s/+").expect("filter"),
-                SubscriptionOptions::default(),
-            )],
-        }),
-        t0,
-    ) {
+    let mut sub = join(&mut b, "on-b", ProtocolVersion::V311, true, t0);
+    if let Flow::Barrier(p) = b.handle(sub.id, subscribe_packet(1, "s/+"), t0) {
         for r in std::mem::take(&mut b.outbox[0]) {
             a.apply_remote(1, r, t0);
         }
@@ -712,11 +607,7 @@ fn route_changes_reach_other_shards_and_publishes_follow_them() {
     } else {
         panic!("two shards: SUBACK waits for the route to reach the other shard");
     }
-    let publisher = connect(
-        &mut a,
-        connect_packet("on-a", ProtocolVersion::V311, true),
-        t0,
-    );
+    let publisher = join(&mut a, "on-a", ProtocolVersion::V311, true, t0);
     publisher.send(&mut a, publish("s/1", "cross", QoS::AtMostOnce, None), t0);
     publisher.send(&mut a, publish("t/1", "nobody", QoS::AtMostOnce, None), t0);
     let batch = std::mem::take(&mut a.outbox[1]);
@@ -744,17 +635,9 @@ fn a_shared_group_gets_each_message_once_round_robin() {
             c
         })
         .collect();
-    let mut plain = connect(
-        &mut b,
-        connect_packet("plain", ProtocolVersion::V311, true),
-        t0,
-    );
+    let mut plain = join(&mut b, "plain", ProtocolVersion::V311, true, t0);
     plain.subscribe(&mut b, "jobs/#", QoS::AtMostOnce, t0);
-    let publisher = connect(
-        &mut b,
-        connect_packet("pub", ProtocolVersion::V311, true),
-        t0,
-    );
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
     for n in 1..=6 {
         publisher.send(
             &mut b,
@@ -778,15 +661,11 @@ fn a_shared_group_gets_each_message_once_round_robin() {
 fn a_leaving_members_unacknowledged_messages_go_to_another_member() {
     let t0 = Instant::now();
     let mut b = broker(t0);
-    let mut a = connect(&mut b, connect_packet("a", ProtocolVersion::V5, true), t0);
+    let mut a = join(&mut b, "a", ProtocolVersion::V5, true, t0);
     a.subscribe(&mut b, "$share/g/t", QoS::AtLeastOnce, t0);
-    let mut c = connect(&mut b, connect_packet("c", ProtocolVersion::V5, true), t0);
+    let mut c = join(&mut b, "c", ProtocolVersion::V5, true, t0);
     c.subscribe(&mut b, "$share/g/t", QoS::AtLeastOnce, t0);
-    let publisher = connect(
-        &mut b,
-        connect_packet("pub", ProtocolVersion::V311, true),
-        t0,
-    );
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
     publisher.send(&mut b, publish("t", "first", QoS::AtLeastOnce, Some(1)), t0);
     let got_a = a.publishes(&mut b);
     assert_eq!(
@@ -814,14 +693,7 @@ fn shared_groups_span_shards_and_each_message_lands_on_one() {
             connect_packet(&format!("m{s}"), ProtocolVersion::V311, true),
             t0,
         );
-        let sub = Packet::Subscribe(Subscribe {
-            packet_id: pid(1),
-            properties: Default::default(),
-            filters: vec![(
-                TopicFilter::new("$share/g/x".to_owned()).expect("filter"),
-                SubscriptionOptions::default(),
-            )],
-        });
+        let sub = subscribe_packet(1, "$share/g/x");
         if let Flow::Barrier(p) = shard.handle(m.id, sub, t0) {
             shard.finish_subscribe(p, t0);
         }
@@ -860,17 +732,9 @@ fn shared_groups_span_shards_and_each_message_lands_on_one() {
 fn packet_ids_are_not_reused_while_in_flight_after_the_counter_wraps() {
     let t0 = Instant::now();
     let mut b = broker(t0);
-    let mut sub = connect(
-        &mut b,
-        connect_packet("long", ProtocolVersion::V311, true),
-        t0,
-    );
+    let mut sub = join(&mut b, "long", ProtocolVersion::V311, true, t0);
     sub.subscribe(&mut b, "w", QoS::AtLeastOnce, t0);
-    let mut publisher = connect(
-        &mut b,
-        connect_packet("pub", ProtocolVersion::V311, true),
-        t0,
-    );
+    let mut publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
     let mut stuck = None;
     for n in 0..70_000u32 {
         publisher.send(&mut b, publish("w", "m", QoS::AtLeastOnce, Some(1)), t0);
@@ -901,11 +765,7 @@ fn the_server_sends_topic_aliases_up_to_the_clients_maximum() {
     c.properties.topic_alias_maximum = Some(2);
     let mut sub = connect(&mut b, c, t0);
     sub.subscribe(&mut b, "t/#", QoS::AtLeastOnce, t0);
-    let publisher = connect(
-        &mut b,
-        connect_packet("pub", ProtocolVersion::V311, true),
-        t0,
-    );
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
     for (n, topic) in ["t/a", "t/a", "t/b", "t/c", "t/b"].into_iter().enumerate() {
         publisher.send(
             &mut b,
@@ -941,11 +801,7 @@ fn the_server_sends_topic_aliases_up_to_the_clients_maximum() {
 fn no_will_on_takeover_after_a_normal_disconnect() {
     let t0 = Instant::now();
     let mut b = broker(t0);
-    let mut watcher = connect(
-        &mut b,
-        connect_packet("watcher", ProtocolVersion::V311, true),
-        t0,
-    );
+    let mut watcher = join(&mut b, "watcher", ProtocolVersion::V311, true, t0);
     watcher.subscribe(&mut b, "wills/#", QoS::AtMostOnce, t0);
     let mut c = connect_packet("quick", ProtocolVersion::V5, true);
     c.will = Some(will("wills/quick", None));
@@ -985,38 +841,19 @@ fn disconnect_cannot_raise_session_expiry_past_the_cap() {
 fn a_suback_for_a_connection_that_is_gone_is_not_sent_to_its_successor() {
     let t0 = Instant::now();
     let mut a = Broker::new(0, 2, Limits::default(), Auth::default(), t0);
-    let publisher = connect(
-        &mut a,
-        connect_packet("retainer", ProtocolVersion::V311, true),
-        t0,
-    );
+    let publisher = join(&mut a, "retainer", ProtocolVersion::V311, true, t0);
     let mut p = publish("secret/x", "s", QoS::AtMostOnce, None);
     if let Packet::Publish(p) = &mut p {
         p.retain = true;
     }
     publisher.send(&mut a, p, t0);
-    let old = connect(
-        &mut a,
-        connect_packet("sub", ProtocolVersion::V311, true),
-        t0,
-    );
-    let sub = Packet::Subscribe(Subscribe {
-        packet_id: pid(1),
-        properties: Default::default(),
-        filters: vec![(
-            TopicFilter::new("secret/#").expect("filter"),
-            SubscriptionOptions::default(),
-        )],
-    });
+    let old = join(&mut a, "sub", ProtocolVersion::V311, true, t0);
+    let sub = subscribe_packet(1, "secret/#");
     let Flow::Barrier(pending) = a.handle(old.id, sub, t0) else {
         panic!("two shards: SUBACK waits for the barrier");
     };
     a.disconnected(old.id, t0);
-    let mut other = connect(
-        &mut a,
-        connect_packet("someone-else", ProtocolVersion::V311, true),
-        t0,
-    );
+    let mut other = join(&mut a, "someone-else", ProtocolVersion::V311, true, t0);
     a.finish_subscribe(pending, t0);
     assert!(
         other.recv(&mut a).is_empty(),
@@ -1035,13 +872,7 @@ fn another_user_cannot_resume_a_session() {
     b.disconnected(alice.id, t0);
     c.username = Some(MqttString::new("bob".to_owned()).expect("name"));
     let id = b.connect(c, false, t0).expect("accepted").id;
-    let mut bob = Client {
-        id,
-        version: ProtocolVersion::V311,
-        decoder: Decoder::with_version(ProtocolVersion::V311, 1 << 20),
-        closed: false,
-        early: Vec::new(),
-    };
+    let mut bob = Client::attach(id, ProtocolVersion::V311);
     match bob.recv(&mut b).first() {
         Some(Packet::ConnAck(a)) => assert!(!a.session_present, "bob starts clean"),
         other => panic!("{other:?}"),
@@ -1057,8 +888,8 @@ fn connect_beyond_sessions_max_is_refused_with_quota_exceeded() {
         ..Limits::default()
     };
     let mut b = Broker::new(0, 1, limits, Auth::default(), t0);
-    let _first = connect(&mut b, connect_packet("one", ProtocolVersion::V5, true), t0);
-    let _second = connect(&mut b, connect_packet("two", ProtocolVersion::V5, true), t0);
+    let _first = join(&mut b, "one", ProtocolVersion::V5, true, t0);
+    let _second = join(&mut b, "two", ProtocolVersion::V5, true, t0);
     let refused = b
         .connect(
             connect_packet("three", ProtocolVersion::V5, true),
@@ -1079,7 +910,7 @@ fn connect_beyond_sessions_max_is_refused_with_quota_exceeded() {
 fn expired_retained_messages_are_purged() {
     let t0 = Instant::now();
     let mut b = broker(t0);
-    let publisher = connect(&mut b, connect_packet("pub", ProtocolVersion::V5, true), t0);
+    let publisher = join(&mut b, "pub", ProtocolVersion::V5, true, t0);
     let mut p = publish("short/lived", "x", QoS::AtMostOnce, None);
     if let Packet::Publish(p) = &mut p {
         p.retain = true;

@@ -665,3 +665,18 @@ class RawClient:
                 self.sock.close()
             finally:
                 self.sock = None
+
+
+@pytest.fixture
+def raw(broker):
+    """Raw-socket clients on the module's broker, closed at the end."""
+    made = []
+
+    def new(version: int = 4) -> RawClient:
+        r = RawClient(broker.port, version)
+        made.append(r)
+        return r
+
+    yield new
+    for r in made:
+        r.close()

@@ -21,7 +21,6 @@ from conftest import (
     HOST,
     Broker,
     ClientFactory,
-    RawClient,
     _stop_and_check,
     _str,
     _varint,
@@ -636,20 +635,6 @@ def test_v5_assigned_client_identifier_can_resume_its_session(clients, topic):
     assert back.session_present is True
     assert back.expect_one().payload == b"kept for you"
     back.disconnect(props={"SessionExpiryInterval": 0})
-
-
-@pytest.fixture
-def raw(broker):
-    made = []
-
-    def new(version: int = 4) -> RawClient:
-        r = RawClient(broker.port, version)
-        made.append(r)
-        return r
-
-    yield new
-    for r in made:
-        r.close()
 
 
 @BOTH

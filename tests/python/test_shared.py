@@ -155,20 +155,6 @@ def recv_publishes(r: RawClient, quiet: float = QUIET) -> list[dict]:
         out.append({"qos": qos, "payload": body[pos:]})
 
 
-@pytest.fixture
-def raw(broker):
-    made = []
-
-    def new(version: int = 4) -> RawClient:
-        r = RawClient(broker.port, version)
-        made.append(r)
-        return r
-
-    yield new
-    for r in made:
-        r.close()
-
-
 # --------------------------------------------------------------------------
 # distribution
 

@@ -6,7 +6,7 @@
 //! [`Tx`]: super::tx::Tx
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ahash::AHashMap;
 use ringmq_protocol::properties::DisconnectProperties;
@@ -136,16 +136,6 @@ impl Broker {
         }
     }
 
-    /// This shard's index.
-    pub fn shard(&self) -> usize {
-        self.shard
-    }
-
-    /// The limits in force.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Number of sessions on this shard, connected or not.
     pub fn session_count(&self) -> usize {
         self.by_client.len()
@@ -163,11 +153,6 @@ impl Broker {
             .flatten()
             .filter(|s| s.link.is_some())
             .count()
-    }
-
-    /// Whether anything waits in the outbox.
-    pub fn has_outbox(&self) -> bool {
-        self.outbox.iter().any(|o| !o.is_empty())
     }
 
     /// The connected session of `id`, if the link is still current.
@@ -303,10 +288,5 @@ impl Broker {
                 link.tx.close();
             }
         }
-    }
-
-    /// Time since this broker started, for logs.
-    pub fn uptime(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.start)
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use ringmq_protocol::properties::{ConnAckProperties, PublishProperties};
 use ringmq_protocol::{
-    ConnAck, Connect, Disconnect, LastWill, MqttString, Packet, ProtocolVersion, ReasonCode,
+    ConnAck, Connect, Disconnect, LastWill, Packet, ProtocolVersion, ReasonCode,
 };
 
 use super::auth::Principal;
@@ -344,10 +344,5 @@ impl Broker {
                 self.resend_publish(id, packet_id, now);
             }
         }
-    }
-
-    /// MqttString for a freshly assigned id.
-    pub fn client_id_string(id: String) -> Option<MqttString> {
-        MqttString::new(id).ok()
     }
 }

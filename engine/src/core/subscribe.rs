@@ -32,13 +32,6 @@ pub struct PendingSubAck {
     retained: Vec<(Box<str>, Subscription)>,
 }
 
-impl PendingSubAck {
-    /// The connection the SUBACK goes to.
-    pub fn conn(&self) -> ConnId {
-        self.id
-    }
-}
-
 fn granted(sub: Subscription) -> ReasonCode {
     match sub.options.qos {
         QoS::AtMostOnce => ReasonCode::Success,

@@ -7,7 +7,7 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringmq_protocol::{Disconnect, ProtocolVersion, ReasonCode};
+use ringmq_protocol::{Disconnect, ReasonCode};
 
 use super::broker::{Broker, ConnId};
 use super::message::Message;
@@ -196,12 +196,5 @@ impl Broker {
             self.retained_purged_at = now;
             self.retained.purge_expired(now);
         }
-    }
-
-    /// Whether connection `id` speaks v5.
-    pub fn is_v5(&self, id: ConnId) -> bool {
-        self.session(id)
-            .and_then(|s| s.link.as_ref())
-            .is_some_and(|l| l.version == ProtocolVersion::V5)
     }
 }

@@ -88,10 +88,13 @@ pub(super) async fn write_all(
     let (mut i, mut off) = (0usize, 0usize);
     while i < frames.len() {
         let end = frames.len().min(i + IOV_BATCH);
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(end - i);
-        slices.push(IoSlice::new(&frames[i][off..]));
-        slices.extend(frames[i + 1..end].iter().map(|f| IoSlice::new(f)));
-        let written = match send_vectored(fd, &slices) {
+        // On the stack: no allocation per system call.
+        let mut slices = [IoSlice::new(&[]); IOV_BATCH];
+        slices[0] = IoSlice::new(&frames[i][off..]);
+        for (slot, f) in slices[1..].iter_mut().zip(&frames[i + 1..end]) {
+            *slot = IoSlice::new(f);
+        }
+        let written = match send_vectored(fd, &slices[..end - i]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Let the reactor wait for room, writing part of this frame.
