@@ -63,6 +63,15 @@ impl SubscriptionId {
     pub const fn get(self) -> u32 {
         self.0.get()
     }
+
+    /// Appends this identifier as a PUBLISH property (identifier byte and
+    /// Variable Byte Integer), as a server adds it to one subscriber's copy.
+    pub fn put_property(self, out: &mut Vec<u8>) {
+        let mut v = [0u8; 4];
+        let n = wire::encode_varint(self.get(), &mut v);
+        out.push(id::SUBSCRIPTION_IDENTIFIER);
+        out.extend_from_slice(&v[..n]);
+    }
 }
 
 /// How one property value is read and written.

@@ -30,16 +30,7 @@ fn copy_for(p: &Publish, d: &Delivery<'_>, sub_ids: &[SubscriptionId]) -> Publis
 fn encode_sub_ids(ids: &[SubscriptionId]) -> Vec<u8> {
     let mut out = Vec::new();
     for id in ids {
-        out.push(0x0B);
-        let mut v = id.get();
-        loop {
-            let b = (v & 0x7F) as u8;
-            v >>= 7;
-            out.push(if v > 0 { b | 0x80 } else { b });
-            if v == 0 {
-                break;
-            }
-        }
+        id.put_property(&mut out);
     }
     out
 }

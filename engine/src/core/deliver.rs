@@ -448,21 +448,9 @@ fn write_with_expiry(
 }
 
 fn sub_id_properties(ids: &[SubscriptionId]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(ids.len() * 5);
+    let mut out = Vec::with_capacity(ids.len() * 5 + 3);
     for id in ids {
-        out.push(prop_id::SUBSCRIPTION_IDENTIFIER);
-        let mut v = id.get();
-        loop {
-            let mut byte = (v % 128) as u8;
-            v /= 128;
-            if v > 0 {
-                byte |= 0x80;
-            }
-            out.push(byte);
-            if v == 0 {
-                break;
-            }
-        }
+        id.put_property(&mut out);
     }
     out
 }
