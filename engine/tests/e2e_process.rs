@@ -87,12 +87,11 @@ fn a_bad_config_file_is_reported_with_its_line() {
 
 #[test]
 fn help_lists_the_flags() {
-    let (code, _) = second(&["--help"]);
-    assert_eq!(code, Some(0));
     let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
         .arg("--help")
         .output()
         .expect("help");
+    assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for flag in [
         "--config",
