@@ -388,6 +388,34 @@ fn takeover_closes_the_old_connection_with_0x8e() {
 }
 
 #[test]
+fn takeover_of_a_v5_session_with_expiry_zero_starts_a_new_session() {
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    // Session Expiry 0: the session ends with the connection the take-over closes.
+    let mut old = join(&mut b, "brief", ProtocolVersion::V5, false, t0);
+    old.subscribe(&mut b, "t", QoS::AtLeastOnce, t0);
+    let id = b
+        .connect(
+            connect_packet("brief", ProtocolVersion::V5, false),
+            false,
+            t0,
+        )
+        .expect("accepted")
+        .id;
+    let mut new = Client::attach(id, ProtocolVersion::V5);
+    match new.recv(&mut b).as_slice() {
+        [Packet::ConnAck(ack)] => assert!(!ack.session_present),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
+    publisher.send(&mut b, publish("t", "x", QoS::AtLeastOnce, Some(1)), t0);
+    assert!(
+        new.publishes(&mut b).is_empty(),
+        "the old subscription ended"
+    );
+}
+
+#[test]
 fn persistent_session_gets_unacknowledged_messages_again_with_dup() {
     let t0 = Instant::now();
     let mut b = broker(t0);

@@ -172,13 +172,18 @@ impl Broker {
     /// or starts a new one. Returns the slot and whether a session resumed.
     fn resume_or_create(&mut self, c: &Connect, now: Instant) -> (u32, bool) {
         if let Some(&slot) = self.by_client.get(&c.client_id) {
-            self.take_over(slot, now);
             // A session is resumed only by the user it was authorized for:
             // its subscriptions and messages were checked against that user.
-            let same_user = self.slot(slot).is_some_and(|s| {
-                s.username.as_ref().map(|u| u.as_str()) == c.username.as_ref().map(|u| u.as_str())
+            // One with a Session Expiry of 0 ends with the connection that
+            // the take-over closes.
+            let resumable = self.slot(slot).is_some_and(|s| {
+                s.expiry_secs > 0
+                    && s.username.as_ref().map(|u| u.as_str())
+                        == c.username.as_ref().map(|u| u.as_str())
             });
-            if !c.clean_start && same_user {
+            let resume = resumable && !c.clean_start;
+            self.take_over(slot, resume, now);
+            if resume {
                 return (slot, true);
             }
             self.end_session(slot, now);
@@ -206,8 +211,9 @@ impl Broker {
 
     /// Closes the connection attached to session `slot`, if any
     /// [MQTT-3.1.4-3]: v5 clients get DISCONNECT 0x8E. Its Will is
-    /// published unless a delay lets the new connection cancel it.
-    fn take_over(&mut self, slot: u32, now: Instant) {
+    /// published unless the session resumes and a Will Delay lets the new
+    /// connection cancel it.
+    fn take_over(&mut self, slot: u32, resume: bool, now: Instant) {
         let Some(session) = self.slot(slot) else {
             return;
         };
@@ -229,7 +235,7 @@ impl Broker {
         self.detached.insert(old, link.tx);
         self.stats.takeovers += 1;
         if let Some(will) = link.will.take().filter(|_| !link.graceful) {
-            if will.delay_secs == 0 {
+            if will.delay_secs == 0 || !resume {
                 self.publish_will(will.message, now);
             }
         }
