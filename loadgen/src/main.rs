@@ -1,0 +1,38 @@
+//! `loadgen run | compare | plot`.
+
+use clap::{Parser, Subcommand};
+use loadgen::cli::RunArgs;
+use loadgen::compare::CompareArgs;
+use loadgen::plot::PlotArgs;
+use std::process::ExitCode;
+
+/// Load generator for MQTT 3.1.1 / 5.0 brokers.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Drive a broker with a scenario and report rates, latency and losses.
+    Run(Box<RunArgs>),
+    /// Print runs side by side; --fail-if thresholds set the exit code.
+    Compare(CompareArgs),
+    /// Draw the latency percentile curves of runs into one SVG or PNG.
+    Plot(PlotArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => loadgen::run::run(*args),
+        Command::Compare(args) => loadgen::compare::run(&args),
+        Command::Plot(args) => loadgen::plot::run(&args).map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("loadgen: {e:#}");
+        ExitCode::from(2)
+    })
+}
