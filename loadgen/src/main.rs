@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 /// Load generator for MQTT 3.1.1 / 5.0 brokers.
 #[derive(Debug, Parser)]
-#[command(name = "loadgen", version, about)]
+#[command(name = "loadgen", version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

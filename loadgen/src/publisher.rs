@@ -41,25 +41,52 @@ pub async fn run(ctx: SharedCtx, local: Rc<Local>, spec: PubSpec, n: usize) -> P
         index: spec.index,
         ..PubReport::default()
     };
-    if let Err(e) = publish(&ctx, &local, &spec, n, &mut report).await {
-        ctx.error(format!("publisher {}: {e:#}", spec.client.client_id));
-    }
+    let published = publish(&ctx, &local, &spec, n, &mut report).await;
     ctx.publishers_done.fetch_add(1, Relaxed);
+    let open = match published {
+        Ok(open) => open,
+        Err(e) => {
+            ctx.error(format!("publisher {}: {e:#}", spec.client.client_id));
+            None
+        }
+    };
+    ctx.wait_for(|p| p == Phase::Stop).await;
+    if let Some(open) = open {
+        open.close().await;
+    }
     report
 }
 
+/// A publisher's connection after its last message.
+struct Open {
+    reading: tokio::task::JoinHandle<()>,
+    write: OwnedWriteHalf,
+    version: ProtocolVersion,
+}
+
+impl Open {
+    async fn close(mut self) {
+        self.reading.abort();
+        let mut out = BytesMut::new();
+        if disconnect_packet(self.version, false).encode(self.version, &mut out).is_ok() {
+            let _ = self.write.write_all(&out).await;
+        }
+    }
+}
+
+/// Connects, waits for the start, publishes and waits for the last acks.
 async fn publish(
     ctx: &SharedCtx,
     local: &Rc<Local>,
     spec: &PubSpec,
     n: usize,
     report: &mut PubReport,
-) -> Result<()> {
+) -> Result<Option<Open>> {
     let conn = connect(ctx, local, &spec.client, n, READ_CHUNK_BYTES, true).await;
     ctx.ready.fetch_add(1, Relaxed);
     let conn = conn?;
     let Some(window) = ctx.started().await else {
-        return Ok(());
+        return Ok(None);
     };
     let qos = QoS::from_bits(ctx.args.qos()).map_err(|e| anyhow!("--qos: {e}"))?;
     let template = Template::new(spec, qos, ctx.args.payload_bytes as usize, conn.version)?;
@@ -92,12 +119,12 @@ async fn publish(
     let result = w.drive().await;
     report.sent = w.seq;
     report.acked = acks.borrow().acked.clone();
-    ctx.wait_for(|p| p == Phase::Stop).await;
-    reading.abort();
-    w.out.clear();
-    disconnect_packet(version, false).encode(version, &mut w.out)?;
-    w.write.write_all(&w.out).await.ok();
-    result
+    result?;
+    Ok(Some(Open {
+        reading,
+        write: w.write,
+        version,
+    }))
 }
 
 /// One PUBLISH, encoded once; each message patches its copy.

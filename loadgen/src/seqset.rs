@@ -110,6 +110,11 @@ impl SeqSet {
         self.ranges.iter().map(|(start, end)| end - start).sum()
     }
 
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
     /// The numbers `0..n`.
     pub fn first(n: u64) -> SeqSet {
         SeqSet {

@@ -123,6 +123,12 @@ impl Sub {
         let ping = tokio::time::sleep(ping_every);
         tokio::pin!(ping);
         loop {
+            // A resumed session's messages may have come in with the CONNACK.
+            self.take_packets(conn)?;
+            if !self.acks.is_empty() {
+                conn.write.write_all(&self.acks).await?;
+                self.acks.clear();
+            }
             tokio::select! {
                 _ = &mut stop => return Ok(()),
                 read = conn.reader.fill() => read?,
@@ -131,11 +137,6 @@ impl Sub {
                     ping.as_mut().reset(tokio::time::Instant::now() + ping_every);
                     continue;
                 }
-            }
-            self.take_packets(conn)?;
-            if !self.acks.is_empty() {
-                conn.write.write_all(&self.acks).await?;
-                self.acks.clear();
             }
         }
     }

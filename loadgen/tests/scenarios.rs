@@ -1,0 +1,305 @@
+//! Every scenario of `loadgen run` against a real broker, and the checks
+//! against a proxy that loses and duplicates messages on purpose.
+
+mod support;
+
+use support::{loadgen, loadgen_run, Broker, LossyProxy};
+
+#[test]
+fn fanout_open_loop_sends_exactly_the_scheduled_messages_to_every_subscriber() {
+    let broker = Broker::ringmq("fanout");
+    let run = loadgen_run(
+        broker.port,
+        &[
+            "-s", "fanout", "-P", "2", "-S", "3", "--qos", "1", "--rate", "2000",
+        ],
+    );
+    assert!(run.ok(), "{}", run.stdout());
+    let r = &run.summary().results;
+    // 2 publishers × 1000/s × 1 s, each to 3 subscribers.
+    assert_eq!(r.checks.expected, 6000);
+    assert_eq!(
+        (r.checks.received, r.checks.lost, r.checks.duplicated),
+        (6000, 0, 0)
+    );
+    let latency = r.latency.as_ref().expect("end-to-end latency");
+    assert_eq!(latency.count, 6000);
+    assert!(latency.p50 <= latency.p99 && latency.p99 <= latency.max);
+    assert_eq!(r.ack_latency.as_ref().map(|l| l.count), Some(2000));
+    assert_eq!(r.connect_latency.as_ref().map(|l| l.count), Some(5));
+}
+
+#[test]
+fn fanin_closed_loop_gets_every_publisher_to_the_subscriber() {
+    let broker = Broker::ringmq("fanin");
+    let run = loadgen_run(
+        broker.port,
+        &[
+            "-s",
+            "fanin",
+            "-P",
+            "20",
+            "-S",
+            "1",
+            "--qos",
+            "1",
+            "--inflight",
+            "8",
+        ],
+    );
+    assert!(run.ok(), "{}", run.stdout());
+    let c = &run.summary().results.checks;
+    assert!(c.expected > 20, "{c:?}");
+    assert_eq!((c.lost, c.duplicated, c.out_of_order), (0, 0, 0));
+    assert!(run.summary().results.delivery_rate > 0.0);
+}
+
+#[test]
+fn pairs_deliver_each_publisher_to_its_own_subscriber_only() {
+    let broker = Broker::ringmq("pairs");
+    let run = loadgen_run(
+        broker.port,
+        &["-s", "pairs", "-P", "5", "--qos", "2", "--rate", "1000"],
+    );
+    assert!(run.ok(), "{}", run.stdout());
+    let c = &run.summary().results.checks;
+    // Each subscriber expects only its publisher's 200 messages.
+    assert_eq!((c.expected, c.received, c.lost), (1000, 1000, 0));
+}
+
+#[test]
+fn shared_group_gets_each_message_once_across_its_members() {
+    let broker = Broker::ringmq("shared");
+    let run = loadgen_run(
+        broker.port,
+        &[
+            "-s",
+            "shared",
+            "--mqtt-version",
+            "5",
+            "-P",
+            "2",
+            "-S",
+            "3",
+            "--qos",
+            "1",
+            "--rate",
+            "2000",
+        ],
+    );
+    assert!(run.ok(), "{}", run.stdout());
+    let r = &run.summary().results;
+    assert_eq!(
+        (r.checks.expected, r.checks.lost, r.checks.duplicated),
+        (2000, 0, 0)
+    );
+    assert_eq!(r.delivered, r.published, "one delivery per message");
+}
+
+#[test]
+fn p2p_publishers_reach_the_client_named_in_the_topic() {
+    let broker = Broker::ringmq("p2p");
+    let run = loadgen_run(
+        broker.port,
+        &[
+            "-s",
+            "p2p",
+            "-P",
+            "3",
+            "--qos",
+            "1",
+            "--rate",
+            "600",
+            "--group-id",
+            "GID_bench",
+        ],
+    );
+    assert!(run.ok(), "{}", run.stdout());
+    let s = run.summary();
+    assert_eq!((s.results.checks.expected, s.results.checks.lost), (600, 0));
+    assert_eq!(s.config["parent_topic"], "loadgen");
+}
+
+#[test]
+fn offline_sessions_keep_every_message_and_drain_on_reconnect() {
+    let broker = Broker::ringmq("offline");
+    for version in ["3.1.1", "5"] {
+        let run = loadgen_run(
+            broker.port,
+            &[
+                "-s",
+                "offline",
+                "-P",
+                "2",
+                "-S",
+                "3",
+                "--messages",
+                "500",
+                "--mqtt-version",
+                version,
+            ],
+        );
+        assert!(run.ok(), "v{version}: {}", run.stdout());
+        let r = &run.summary().results;
+        assert_eq!(
+            (r.checks.expected, r.checks.received, r.checks.lost),
+            (3000, 3000, 0),
+            "v{version}"
+        );
+        assert_eq!(r.published, 1000);
+        assert!(r.drain_rate.is_some_and(|d| d > 0.0));
+    }
+}
+
+#[test]
+fn connections_are_held_and_the_broker_rss_per_connection_reported() {
+    let broker = Broker::ringmq("connections");
+    let pid = broker.pid().to_string();
+    let run = loadgen_run(
+        broker.port,
+        &[
+            "-s",
+            "connections",
+            "-n",
+            "300",
+            "--connect-rate",
+            "1000",
+            "--broker-pid",
+            &pid,
+        ],
+    );
+    assert!(run.ok(), "{}", run.stdout());
+    let r = &run.summary().results;
+    assert_eq!((r.connections, r.connect_failures), (300, 0));
+    assert_eq!(r.connect_latency.as_ref().map(|l| l.count), Some(300));
+    // 300 at 1000/s take about 0.3 s: the pacing holds the rate down.
+    assert!(
+        r.connect_rate > 0.0 && r.connect_rate < 2000.0,
+        "{}",
+        r.connect_rate
+    );
+    assert!(
+        r.rss_bytes_per_connection.is_some_and(|b| b > 0.0),
+        "{:?}",
+        r.rss_bytes_per_connection
+    );
+}
+
+#[test]
+fn churn_connects_and_disconnects_in_a_loop() {
+    let broker = Broker::ringmq("churn");
+    let run = loadgen_run(broker.port, &["-s", "churn", "-n", "4"]);
+    assert!(run.ok(), "{}", run.stdout());
+    let r = &run.summary().results;
+    assert!(
+        r.connections > 4,
+        "each of 4 clients connected more than once: {}",
+        r.connections
+    );
+    assert!(r.connect_rate > 0.0);
+    assert_eq!(r.connect_failures, 0);
+}
+
+#[test]
+fn dropped_qos1_messages_are_reported_lost_and_fail_the_run() {
+    let broker = Broker::ringmq("lossy1");
+    let proxy = LossyProxy::start(broker.port, vec![10, 20], vec![30]);
+    let run = loadgen_run(
+        proxy.port,
+        &[
+            "-s", "fanout", "-P", "1", "-S", "2", "--qos", "1", "--rate", "500", "--drain", "1s",
+        ],
+    );
+    let c = &run.summary().results.checks;
+    assert_eq!((c.expected, c.lost, c.duplicated), (1000, 2, 1), "{c:?}");
+    assert_eq!(run.code(), Some(1), "QoS 1 losses fail the run");
+    assert!(run.stdout().contains("2 lost"), "{}", run.stdout());
+}
+
+#[test]
+fn dropped_qos0_messages_are_counted_but_do_not_fail_the_run() {
+    let broker = Broker::ringmq("lossy0");
+    let proxy = LossyProxy::start(broker.port, vec![5, 6, 7], vec![]);
+    let run = loadgen_run(
+        proxy.port,
+        &["-s", "pairs", "-P", "1", "--qos", "0", "--rate", "500"],
+    );
+    assert!(run.ok(), "{}", run.stdout());
+    let c = &run.summary().results.checks;
+    assert_eq!((c.expected, c.received, c.lost), (500, 497, 3));
+    assert_eq!(c.subscribers.len(), 1);
+}
+
+#[test]
+fn runs_against_mosquitto_too() {
+    let Some(broker) = Broker::mosquitto("mosquitto") else {
+        eprintln!("mosquitto is not installed: scripts/test installs it");
+        return;
+    };
+    let run = loadgen_run(
+        broker.port,
+        &[
+            "-s", "fanout", "-P", "2", "-S", "2", "--qos", "1", "--rate", "1000",
+        ],
+    );
+    assert!(run.ok(), "{}", run.stdout());
+    let s = run.summary();
+    assert_eq!(
+        (s.results.checks.expected, s.results.checks.lost),
+        (2000, 0)
+    );
+    assert!(
+        s.broker
+            .version
+            .as_deref()
+            .is_some_and(|v| v.contains("mosquitto")),
+        "{:?}",
+        s.broker.version
+    );
+}
+
+#[test]
+fn compare_fails_a_run_past_its_threshold_and_plot_draws_both() {
+    let broker = Broker::ringmq("compare");
+    let args = ["-s", "pairs", "-P", "2", "--qos", "1", "--rate", "1000"];
+    let a = loadgen_run(broker.port, &args);
+    let b = loadgen_run(broker.port, &args);
+    let dir = support::temp_dir("compare");
+    let (pa, pb) = (dir.join("a.json"), dir.join("b.json"));
+    a.summary().write(&pa).expect("write a");
+    let mut slow = b.summary().clone();
+    slow.label = "slow".into();
+    let latency = slow.results.latency.as_mut().expect("latency");
+    latency.p99 = a.summary().results.latency.as_ref().map_or(0.0, |l| l.p99) * 10.0;
+    slow.write(&pb).expect("write b");
+    let (sa, sb) = (
+        pa.to_string_lossy().into_owned(),
+        pb.to_string_lossy().into_owned(),
+    );
+    let same = loadgen(&["compare", &sa, &sa, "--fail-if", "p99>3x"]);
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stdout)
+    );
+    let worse = loadgen(&[
+        "compare",
+        &sa,
+        &sb,
+        "--fail-if",
+        "p99>3x",
+        "--fail-if",
+        "throughput<0.5x",
+    ]);
+    assert_eq!(worse.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&worse.stdout).contains("FAIL p99"));
+    let svg = dir.join("latency.svg");
+    let plot = loadgen(&["plot", &sa, &sb, "-o", &svg.to_string_lossy()]);
+    assert!(
+        plot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plot.stderr)
+    );
+    let drawn = std::fs::read_to_string(&svg).expect("svg written");
+    assert!(drawn.contains("slow") && drawn.contains("<svg"));
+}
