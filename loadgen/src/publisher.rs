@@ -68,7 +68,10 @@ impl Open {
     async fn close(mut self) {
         self.reading.abort();
         let mut out = BytesMut::new();
-        if disconnect_packet(self.version, false).encode(self.version, &mut out).is_ok() {
+        if disconnect_packet(self.version, false)
+            .encode(self.version, &mut out)
+            .is_ok()
+        {
             let _ = self.write.write_all(&out).await;
         }
     }

@@ -232,10 +232,7 @@ fn dropped_qos0_messages_are_counted_but_do_not_fail_the_run() {
 
 #[test]
 fn runs_against_mosquitto_too() {
-    let Some(broker) = Broker::mosquitto("mosquitto") else {
-        eprintln!("mosquitto is not installed: scripts/test installs it");
-        return;
-    };
+    let broker = Broker::mosquitto("mosquitto");
     let run = loadgen_run(
         broker.port,
         &[

@@ -74,8 +74,8 @@ impl Broker {
         Broker::ready(child, port, dir)
     }
 
-    /// mosquitto on its own port, if it is installed (scripts/test installs it).
-    pub fn mosquitto(name: &str) -> Option<Broker> {
+    /// mosquitto on its own port (scripts/test installs it).
+    pub fn mosquitto(name: &str) -> Broker {
         let dir = temp_dir(name);
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
@@ -83,15 +83,20 @@ impl Broker {
             &conf,
             format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
         )
-        .ok()?;
-        let child = Command::new("mosquitto")
+        .expect("mosquitto.conf");
+        // Debian puts it in /usr/sbin, which a user's PATH may not have.
+        let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("mosquitto");
+        let child = Command::new(bin)
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .ok()?;
-        Some(Broker::ready(child, port, dir))
+            .expect("start mosquitto: install it (scripts/test does)");
+        Broker::ready(child, port, dir)
     }
 
     fn ready(child: Child, port: u16, dir: PathBuf) -> Broker {
