@@ -73,6 +73,24 @@ fn sigterm_disconnects_v5_clients_with_0x8b_and_exits_cleanly() {
 }
 
 #[test]
+fn a_restart_listens_at_once_despite_connections_in_time_wait() {
+    let mut broker = Broker::start("restart", &[]);
+    // The broker closes these first, which leaves TIME_WAIT on its port.
+    let mut clients: Vec<Raw> = (0..4)
+        .map(|i| Raw::session(broker.addr, ProtocolVersion::V5, &format!("tw{i}")))
+        .collect();
+    assert!(broker.stop().success());
+    for c in &mut clients {
+        c.until_closed();
+    }
+    let (dir, port) = (broker.dir.clone(), broker.addr.port());
+    let again = Broker::start_in(dir, port, &[]);
+    let mut c = Raw::session(again.addr, ProtocolVersion::V311, "after");
+    c.send(&Packet::PingReq, ProtocolVersion::V311);
+    assert_eq!(c.recv(), Some(Packet::PingResp));
+}
+
+#[test]
 fn a_bad_config_file_is_reported_with_its_line() {
     let dir = support::temp_dir("badconfig");
     let path = support::write_file(&dir, "bad.toml", "[limits]\npacket_bytes_mx = 5\n");

@@ -232,8 +232,7 @@ pub(super) async fn shard_main(
     }
     let mut accepts = Vec::new();
     for addr in &config.listeners.tcp {
-        let listener =
-            TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let listener = listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         accepts.push(glommio::spawn_local(accept_loop(
             Rc::clone(&shard),
             listener,
@@ -314,4 +313,24 @@ async fn ticker(shard: Rc<Shard>) {
         shard.kick();
         shard.wake_paused();
     }
+}
+
+/// A listening socket shared by every shard (SO_REUSEPORT). SO_REUSEADDR
+/// too, which glommio's own `bind` leaves out: without it, the previous
+/// process's connections in TIME_WAIT keep a restarted broker from
+/// listening for a minute.
+fn listen(addr: &std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&(*addr).into())?;
+    socket.listen(libc::SOMAXCONN)?;
+    // SAFETY: the descriptor is bound and listening, and handed over whole.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
