@@ -135,7 +135,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     #[serde(serialize_with = "secs")]
     pub warmup: Duration,
-    /// After the last publish: how long to wait for the last deliveries and acks.
+    /// After the last publish: how long deliveries (and acks) may stall before the run
+    /// ends; a broker still delivering its backlog is waited for, up to a minute.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     #[serde(serialize_with = "secs")]
     pub drain: Duration,

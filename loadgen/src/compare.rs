@@ -91,6 +91,13 @@ impl Metric {
     }
 }
 
+/// Whether the run's scenario publishes (not `connections` or `churn`),
+/// so that its message rates mean something.
+fn moves_messages(run: &Summary) -> bool {
+    let scenario = run.config.get("scenario").and_then(|v| v.as_str());
+    !matches!(scenario, Some("connections" | "churn"))
+}
+
 fn e2e(run: &Summary) -> Option<&Latency> {
     run.results.latency.as_ref()
 }
@@ -109,19 +116,19 @@ const METRICS: &[Metric] = &[
         name: "throughput",
         row: Some("throughput"),
         unit: Unit::Rate,
-        get: |r| Some(r.results.delivery_rate),
+        get: |r| moves_messages(r).then_some(r.results.delivery_rate),
     },
     Metric {
         name: "publish_rate",
         row: Some("publish rate"),
         unit: Unit::Rate,
-        get: |r| Some(r.results.publish_rate),
+        get: |r| moves_messages(r).then_some(r.results.publish_rate),
     },
     Metric {
         name: "connect_rate",
         row: Some("connect rate"),
         unit: Unit::Rate,
-        get: |r| Some(r.results.connect_rate),
+        get: |r| r.results.connect_rate,
     },
     Metric {
         name: "drain_rate",
@@ -574,7 +581,7 @@ mod tests {
         let mut results = Results {
             delivery_rate: throughput,
             publish_rate: throughput / 2.0,
-            connect_rate: 5000.0,
+            connect_rate: Some(5000.0),
             latency: e2e.map(|(p50, p99)| latency(p50, p99)),
             ..Results::default()
         };

@@ -55,14 +55,15 @@ pub fn table(s: &Summary) -> String {
     if let Some(d) = r.drain_rate {
         let _ = writeln!(t, "  drain         {:>10}", rate(d));
     }
-    if r.connect_rate > 0.0 {
-        let _ = writeln!(t, "  connects      {:>10}", rate(r.connect_rate));
+    if let Some(c) = r.connect_rate {
+        let _ = writeln!(t, "  connects      {:>10}", rate(c));
     }
     if let Some(b) = r.rss_bytes_per_connection {
         let _ = writeln!(t, "  broker RSS    {} per connection", format_bytes(b));
     }
-    if let Some(b) = r.broker_rss_bytes {
-        let _ = writeln!(t, "  broker RSS    {} at the end", format_bytes(b as f64));
+    if let (Some(b), Some(peak)) = (r.broker_rss_bytes, r.broker_peak_rss_bytes) {
+        let (now, peak) = (format_bytes(b as f64), format_bytes(peak as f64));
+        let _ = writeln!(t, "  broker RSS    {now}, peak {peak}");
     }
     let _ = writeln!(
         t,

@@ -27,6 +27,8 @@ use tokio::sync::watch;
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Deliveries have stopped once the count holds still this long.
 const QUIET: Duration = Duration::from_millis(300);
+/// The longest wait for a broker still delivering after the last publish.
+const DRAIN_MAX: Duration = Duration::from_secs(60);
 /// How often the main thread looks at the counters.
 const TICK: Duration = Duration::from_millis(50);
 /// Ports one source address gives on loopback, with room to spare.
@@ -47,6 +49,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         MqttVersion::V5 => ProtocolVersion::V5,
     };
     let clients = plan.publishers.len() + plan.subscribers.len() + plan.connectors.len();
+    let fds = system::raise_fd_limit();
+    // A few descriptors per thread (runtime, timers) besides one per client.
+    if clients as u64 + 64 > fds {
+        bail!("{clients} clients need more open files than the limit of {fds} (ulimit -n)");
+    }
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -92,8 +99,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut results = driven?;
     let intervals: Vec<Interval> = interval_rx.try_iter().collect();
     fill_results(&ctx, &plan, &reports, &intervals, &mut results)?;
-    if results.broker_rss_bytes.is_none() {
-        results.broker_rss_bytes = ctx.args.broker_pid.and_then(system::rss_bytes);
+    if let Some(pid) = ctx.args.broker_pid {
+        results.broker_rss_bytes = results.broker_rss_bytes.or_else(|| system::rss_bytes(pid));
+        results.broker_peak_rss_bytes = system::peak_rss_bytes(pid);
     }
     let summary = Summary {
         loadgen_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -242,7 +250,8 @@ impl Driver<'_> {
         results.connections = setup.connected;
         let scenario = self.ctx.args.scenario;
         if scenario == Scenario::Connections {
-            results.connect_rate = setup.connected as f64 / began.elapsed().as_secs_f64().max(1e-9);
+            results.connect_rate =
+                Some(setup.connected as f64 / began.elapsed().as_secs_f64().max(1e-9));
         }
         if setup.failures > 0 && scenario != Scenario::Connections {
             bail!(
@@ -343,26 +352,31 @@ impl Driver<'_> {
         results.delivery_rate = results.delivered as f64 / secs;
         if self.ctx.args.scenario == Scenario::Churn {
             results.connections = c1.connected;
-            results.connect_rate = (c1.connected - c0.connected) as f64 / secs;
+            results.connect_rate = Some((c1.connected - c0.connected) as f64 / secs);
         }
         self.drain();
     }
 
-    /// Waits until the publishers are done and deliveries have stopped,
-    /// for at most `--drain`.
+    /// After the last publish: waits until the publishers have their acks
+    /// and deliveries have stopped. A broker still delivering its backlog
+    /// is waited for (up to [`DRAIN_MAX`]), so that late is not counted as
+    /// lost; one that delivers nothing for `--drain` is done.
     fn drain(&self) {
-        let deadline = Instant::now() + self.ctx.args.drain;
+        let began = Instant::now();
         let publishers = self.plan.publishers.len() as u64;
         let mut last = totals(self.ctx).delivered;
         let mut still_since = Instant::now();
-        while Instant::now() < deadline {
+        while began.elapsed() < DRAIN_MAX.max(self.ctx.args.drain) {
             std::thread::sleep(TICK);
-            let now = totals(self.ctx).delivered;
-            if now != last {
-                (last, still_since) = (now, Instant::now());
+            let t = totals(self.ctx);
+            self.progress.tick(t.published, t.delivered);
+            if t.delivered != last {
+                (last, still_since) = (t.delivered, Instant::now());
             }
             let done = self.ctx.publishers_done.load(Relaxed) >= publishers;
-            if done && still_since.elapsed() >= QUIET {
+            if (done && still_since.elapsed() >= QUIET)
+                || still_since.elapsed() >= self.ctx.args.drain
+            {
                 return;
             }
         }

@@ -64,8 +64,9 @@ pub struct Results {
     pub connections: u64,
     /// Connection attempts refused or failed.
     pub connect_failures: u64,
-    /// Successful connections per second while connecting.
-    pub connect_rate: f64,
+    /// `connections`: connections per second while connecting; `churn`:
+    /// connects per second in the measured window.
+    pub connect_rate: Option<f64>,
     /// Messages published in the measured window.
     pub published: u64,
     /// Messages delivered to subscribers in the measured window.
@@ -78,8 +79,11 @@ pub struct Results {
     pub drain_rate: Option<f64>,
     /// `connections`: growth of the broker's RSS per connection held, bytes.
     pub rss_bytes_per_connection: Option<f64>,
-    /// The broker's RSS at the end of the run, bytes.
+    /// The broker's RSS at the end of the run (`connections`: while the
+    /// connections are held), bytes.
     pub broker_rss_bytes: Option<u64>,
+    /// The broker's peak RSS (VmHWM) at the end of the run, bytes.
+    pub broker_peak_rss_bytes: Option<u64>,
     /// End-to-end latency, from the intended send time (open loop) or the
     /// send time (closed loop) to arrival at the subscriber.
     pub latency: Option<Latency>,
