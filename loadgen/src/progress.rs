@@ -2,7 +2,7 @@
 //! with `--quiet` or when stderr is not a terminal.
 
 use crate::ctx::Ctx;
-use crate::report::rate;
+use crate::format::format_rate as rate;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::cell::Cell;
 use std::time::{Duration, Instant};

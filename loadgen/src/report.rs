@@ -16,11 +16,6 @@ use std::time::{Duration, SystemTime};
 /// Nanoseconds (recorded) per microsecond (shown).
 const NANOS_PER_MICRO: f64 = 1_000.0;
 
-/// A rate for the progress line and the table.
-pub fn rate(per_sec: f64) -> String {
-    format_rate(per_sec)
-}
-
 /// Prints the final table.
 pub fn print(s: &Summary) {
     print!("{}", table(s));
@@ -42,21 +37,21 @@ pub fn table(s: &Summary) -> String {
         let _ = writeln!(
             t,
             "  published     {:>10}  ({} messages)",
-            rate(r.publish_rate),
+            format_rate(r.publish_rate),
             r.published
         );
         let _ = writeln!(
             t,
             "  delivered     {:>10}  ({} messages)",
-            rate(r.delivery_rate),
+            format_rate(r.delivery_rate),
             r.delivered
         );
     }
     if let Some(d) = r.drain_rate {
-        let _ = writeln!(t, "  drain         {:>10}", rate(d));
+        let _ = writeln!(t, "  drain         {:>10}", format_rate(d));
     }
     if let Some(c) = r.connect_rate {
-        let _ = writeln!(t, "  connects      {:>10}", rate(c));
+        let _ = writeln!(t, "  connects      {:>10}", format_rate(c));
     }
     if let Some(b) = r.rss_bytes_per_connection {
         let _ = writeln!(t, "  broker RSS    {} per connection", format_bytes(b));
