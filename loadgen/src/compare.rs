@@ -31,11 +31,7 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
         .iter()
         .map(|expr| Threshold::parse(expr))
         .collect::<Result<Vec<_>>>()?;
-    let runs = args
-        .runs
-        .iter()
-        .map(|path| Summary::read(path))
-        .collect::<Result<Vec<_>>>()?;
+    let runs = Summary::read_all(&args.runs)?;
     print!("{}", render_table(&runs, args.markdown));
     println!();
     print!("{}", render_provenance(&runs, args.markdown));

@@ -76,11 +76,7 @@ impl PlotMetric {
 /// Draws the chart into `--out`.
 pub fn run(args: &PlotArgs) -> Result<()> {
     let format = Format::of(&args.out)?;
-    let runs = args
-        .runs
-        .iter()
-        .map(|path| Summary::read(path))
-        .collect::<Result<Vec<_>>>()?;
+    let runs = Summary::read_all(&args.runs)?;
     let title = args
         .title
         .clone()

@@ -217,6 +217,11 @@ impl Summary {
         serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))
     }
 
+    /// Reads every run named on a command line.
+    pub fn read_all(paths: &[std::path::PathBuf]) -> Result<Vec<Summary>> {
+        paths.iter().map(|p| Summary::read(p)).collect()
+    }
+
     /// Writes it as pretty JSON.
     pub fn write(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)?;
