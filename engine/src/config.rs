@@ -27,6 +27,53 @@ pub struct Config {
     pub limits: Limits,
     /// Executor and queue sizing.
     pub runtime: Runtime,
+    /// The logs that keep persistent sessions and retained messages.
+    pub storage: Storage,
+}
+
+/// When the logs are synced to disk (msync). Every policy survives a
+/// crash of the process (the log is in the kernel's page cache before a
+/// publisher is acknowledged); they differ on a crash of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flush {
+    /// Never: the kernel writes the pages back when it likes (≈30 s).
+    Never,
+    /// Every `flush_interval_millis`.
+    Interval,
+    /// Before every acknowledgement of a publish (group commit).
+    Always,
+}
+
+/// Persistence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    /// Whether persistent sessions and retained messages are kept on disk.
+    pub enabled: bool,
+    /// When the logs are synced.
+    pub flush: Flush,
+    /// Period of `flush = interval`, in milliseconds.
+    pub flush_interval_millis: u64,
+    /// Size of one offline-log segment file, in bytes (a larger message
+    /// gets a segment of its own).
+    pub segment_bytes: usize,
+    /// Size of one state-log segment file, in bytes; the state log is
+    /// compacted into a snapshot when its older segments pass this size
+    /// times 4.
+    pub state_segment_bytes: usize,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            enabled: true,
+            flush: Flush::Interval,
+            flush_interval_millis: 10,
+            segment_bytes: 8 << 20,
+            state_segment_bytes: 1 << 20,
+        }
+    }
 }
 
 /// Listener addresses.
@@ -94,6 +141,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: Limits::default(),
             runtime: Runtime::default(),
+            storage: Storage::default(),
         }
     }
 }
@@ -182,6 +230,13 @@ impl Config {
         }
         if self.runtime.read_bytes_max < 1024 {
             return bad("runtime.read_bytes_max: at least 1024");
+        }
+        let s = &self.storage;
+        if s.segment_bytes < 64 << 10 || s.state_segment_bytes < 64 << 10 {
+            return bad("storage.segment_bytes and storage.state_segment_bytes: at least 65536");
+        }
+        if s.flush == Flush::Interval && s.flush_interval_millis == 0 {
+            return bad("storage.flush_interval_millis: at least 1");
         }
         Ok(())
     }

@@ -10,3 +10,4 @@ pub mod config;
 pub mod core;
 pub mod passwd;
 pub mod shard;
+pub mod store;

@@ -13,6 +13,7 @@ use ringmq_protocol::properties::DisconnectProperties;
 use ringmq_protocol::{Disconnect, MqttString, Packet, ProtocolVersion, ReasonCode};
 
 use super::auth::Auth;
+use super::journal::Journal;
 use super::limits::Limits;
 use super::message::Message;
 use super::retained::Retained;
@@ -81,6 +82,8 @@ pub struct Broker {
     pub outbox: Vec<Vec<Remote>>,
     /// Counters.
     pub stats: Stats,
+    /// What the storage layer must log, drained after every batch.
+    pub journal: Journal,
     /// Output of connections taken over, until their writer flushes it.
     pub(super) detached: AHashMap<ConnId, super::tx::Tx>,
     /// Connections whose backlog pauses publishers.
@@ -94,9 +97,9 @@ pub struct Broker {
     /// Scratch for matching, kept to reuse its allocation.
     pub(super) matches: Vec<Sub>,
     pub(super) next_generation: u64,
-    next_uid: u64,
-    start: Instant,
-    start_millis: u64,
+    pub(super) next_uid: u64,
+    pub(super) start: Instant,
+    pub(super) start_millis: u64,
     msg_seq: u16,
     last_millis: u64,
 }
@@ -121,6 +124,7 @@ impl Broker {
             retained: Retained::default(),
             outbox: (0..shards).map(|_| Vec::new()).collect(),
             stats: Stats::default(),
+            journal: Journal::default(),
             detached: AHashMap::new(),
             congested: Vec::new(),
             drained: false,

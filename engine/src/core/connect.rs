@@ -98,6 +98,7 @@ impl Broker {
             session.will_due = None;
             session.username = connect.username.as_ref().map(|u| u.detached());
         }
+        self.log_session(slot);
         let connack = Packet::ConnAck(Box::new(ConnAck {
             session_present,
             reason_code: ReasonCode::Success,

@@ -12,6 +12,7 @@ use ringmq_protocol::properties::id as prop_id;
 use ringmq_protocol::{Delivery, PacketId, ProtocolVersion, QoS, SubscriptionId};
 
 use super::broker::{Broker, ConnId, Remote};
+use super::journal::{Journal, Target};
 use super::message::Message;
 use super::retained;
 use super::session::{Inflight, Link, Queued, Session, SubIds};
@@ -45,14 +46,19 @@ fn vi(v: ProtocolVersion) -> usize {
 impl Broker {
     /// Sends `message` wherever it is subscribed: other shards through the
     /// outbox, this shard's sessions directly. A retained message is also
-    /// stored on every shard.
-    pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) {
+    /// stored on every shard. Returns whether it went to another shard.
+    pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) -> bool {
         if message.retain {
             let stored = Arc::new(retained::compact(&message));
             for peer in self.peers() {
                 self.outbox[peer].push(Remote::Retain(Arc::clone(&stored)));
             }
-            if !self.retained.store(stored, self.limits.retained_topics_max) {
+            if self
+                .retained
+                .store(Arc::clone(&stored), self.limits.retained_topics_max)
+            {
+                self.log_retained(&stored);
+            } else {
                 self.stats.dropped_retained += 1;
                 tracing::debug!(topic = %message.topic.as_str(), "retained_topics_max reached: not retained");
             }
@@ -60,6 +66,7 @@ impl Broker {
         let mut mask = 0u64;
         self.routes
             .for_each_match(message.topic.as_str(), |r| mask |= r.shards);
+        mask &= !(1 << self.shard);
         for peer in self.peers() {
             if mask & (1 << peer) != 0 {
                 self.outbox_bytes[peer] += message.weight();
@@ -67,7 +74,8 @@ impl Broker {
             }
         }
         self.deliver_local(&message, now);
-        self.route_shared(&message, now);
+        let shared = self.route_shared(&message, now);
+        mask != 0 || shared || message.retain && self.shards > 1
     }
 
     fn peers(&self) -> impl Iterator<Item = usize> {
@@ -80,7 +88,12 @@ impl Broker {
         match remote {
             Remote::Publish(m) => self.deliver_local(&m, now),
             Remote::Retain(m) => {
-                if !self.retained.store(m, self.limits.retained_topics_max) {
+                if self
+                    .retained
+                    .store(Arc::clone(&m), self.limits.retained_topics_max)
+                {
+                    self.log_retained(&m);
+                } else {
                     self.stats.dropped_retained += 1;
                 }
             }
@@ -126,6 +139,7 @@ impl Broker {
             let copy = copy_for(message, group);
             self.deliver_to(group[0].slot, message, copy, &mut enc, now);
         }
+        self.journal.finish(message);
         matches.clear();
         self.matches = matches;
     }
@@ -160,10 +174,14 @@ impl Broker {
         let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
             return;
         };
-        let stats = &mut self.stats;
+        let (stats, journal) = (&mut self.stats, &mut self.journal);
         let Some(link) = session.link.as_mut() else {
             if copy.qos != QoS::AtMostOnce {
-                enqueue(session, stats, message, copy, msgs_max, bytes_max);
+                let q = Queue {
+                    msgs_max,
+                    bytes_max,
+                };
+                enqueue(session, stats, journal, message, copy, q);
             }
             return;
         };
@@ -176,7 +194,11 @@ impl Broker {
             return;
         }
         if !session.queue.is_empty() || !session.window_open(cap) {
-            return enqueue(session, stats, message, copy, msgs_max, bytes_max);
+            let q = Queue {
+                msgs_max,
+                bytes_max,
+            };
+            return enqueue(session, stats, journal, message, copy, q);
         }
         let packet_id = session.next_packet_id();
         let Some(link) = session.link.as_mut() else {
@@ -192,14 +214,15 @@ impl Broker {
             enc,
             now,
         ) {
-            session.push_inflight(inflight(packet_id, message, copy));
+            let lsn = log_copy(journal, session, &copy);
+            session.push_inflight(inflight(packet_id, message, copy, lsn));
         }
     }
 
     /// Moves queued messages into the window of connection `id`.
     pub(super) fn drain(&mut self, id: ConnId, now: Instant) {
         let cap = self.limits.inflight_count_max;
-        let stats = &mut self.stats;
+        let (stats, journal) = (&mut self.stats, &mut self.journal);
         let Some(Some(session)) = self.sessions.get_mut(id.session as usize) else {
             return;
         };
@@ -210,6 +233,7 @@ impl Broker {
             session.queued_bytes -= q.message.weight();
             if q.message.is_expired(now) {
                 stats.dropped_expired += 1;
+                journal.ack(session.uid, q.lsn);
                 continue;
             }
             let packet_id = session.next_packet_id();
@@ -232,14 +256,16 @@ impl Broker {
                 &mut enc,
                 now,
             ) {
-                session.push_inflight(inflight(packet_id, &q.message, copy));
+                session.push_inflight(inflight(packet_id, &q.message, copy, q.lsn));
+            } else {
+                journal.ack(session.uid, q.lsn);
             }
         }
     }
 
     /// Writes in-flight message `packet_id` again, with DUP set.
     pub(super) fn resend_publish(&mut self, id: ConnId, packet_id: PacketId, now: Instant) {
-        let stats = &mut self.stats;
+        let (stats, journal) = (&mut self.stats, &mut self.journal);
         let Some(Some(session)) = self.sessions.get_mut(id.session as usize) else {
             return;
         };
@@ -271,7 +297,9 @@ impl Broker {
         if !sent {
             // Too large for the client now: discarded as if sent
             // [MQTT-3.1.2-25], so it does not hold a place in the window.
-            session.remove_inflight(at);
+            if let Some(m) = session.remove_inflight(at) {
+                journal.ack(session.uid, m.lsn);
+            }
         }
     }
 }
@@ -292,7 +320,7 @@ fn copy_for(message: &Message, group: &[Sub]) -> Outgoing {
     }
 }
 
-fn inflight(packet_id: PacketId, message: &Arc<Message>, copy: Outgoing) -> Inflight {
+fn inflight(packet_id: PacketId, message: &Arc<Message>, copy: Outgoing, lsn: u64) -> Inflight {
     Inflight {
         packet_id,
         message: Arc::clone(message),
@@ -301,30 +329,51 @@ fn inflight(packet_id: PacketId, message: &Arc<Message>, copy: Outgoing) -> Infl
         sub_ids: copy.sub_ids,
         released: false,
         shared: None,
+        lsn,
     }
+}
+
+/// The lsn of a copy handed to `session`: logged if the session is.
+fn log_copy(journal: &mut Journal, session: &Session, copy: &Outgoing) -> u64 {
+    if !session.logged || copy.qos == QoS::AtMostOnce {
+        return 0;
+    }
+    journal.target(Target {
+        uid: session.uid,
+        qos: copy.qos,
+        retain: copy.retain,
+    })
+}
+
+/// A session queue's caps.
+struct Queue {
+    msgs_max: usize,
+    bytes_max: usize,
 }
 
 fn enqueue(
     session: &mut Session,
     stats: &mut Stats,
+    journal: &mut Journal,
     message: &Arc<Message>,
     copy: Outgoing,
-    msgs_max: usize,
-    bytes_max: usize,
+    cap: Queue,
 ) {
     let weight = message.weight();
-    if session.queue.len() >= msgs_max || session.queued_bytes + weight > bytes_max {
+    if session.queue.len() >= cap.msgs_max || session.queued_bytes + weight > cap.bytes_max {
         stats.dropped_queue_full += 1;
         tracing::debug!(client = %session.client_id.as_str(), "session queue full, message dropped");
         return;
     }
     session.queued_bytes += weight;
+    let lsn = log_copy(journal, session, &copy);
     session.queue.push_back(Queued {
         message: Arc::clone(message),
         qos: copy.qos,
         retain: copy.retain,
         sub_ids: copy.sub_ids,
         shared: None,
+        lsn,
     });
 }
 

@@ -56,31 +56,47 @@ impl Broker {
         let allowed = self.auth.authorizer.can_publish(who, topic.as_str());
         let origin = session.uid;
         let (qos, pid) = (p.qos, p.packet_id);
+        let mut wait = false;
         if !allowed {
             self.stats.denied += 1;
             tracing::info!(topic = %topic.as_str(), "PUBLISH not authorized");
         } else {
             let message = self.message_from(p, topic, origin, now);
-            self.route(Arc::new(message), now);
+            let logged = self.journal.entries.len();
+            let remote = self.route(Arc::new(message), now);
+            let grew = self.journal.entries.len() > logged;
+            let j = &self.journal;
+            wait = (j.hold_acks && remote) || (j.sync_acks && grew);
         }
         let code = if allowed {
             ReasonCode::Success
         } else {
             ReasonCode::NotAuthorized
         };
-        self.ack_publish(id, qos, pid, code);
+        self.ack_publish(id, qos, pid, code, wait);
     }
 
-    fn ack_publish(&mut self, id: ConnId, qos: QoS, pid: Option<PacketId>, code: ReasonCode) {
+    /// Acknowledges a PUBLISH; with `wait`, only once the storage layer has
+    /// made what it caused durable (see [`Journal::held_acks`]).
+    ///
+    /// [`Journal::held_acks`]: super::journal::Journal::held_acks
+    fn ack_publish(
+        &mut self,
+        id: ConnId,
+        qos: QoS,
+        pid: Option<PacketId>,
+        code: ReasonCode,
+        wait: bool,
+    ) {
         let Some(pid) = pid else {
             return;
         };
-        match qos {
-            QoS::AtMostOnce => {}
+        let packet = match qos {
+            QoS::AtMostOnce => return,
             QoS::AtLeastOnce => {
                 let mut ack = PubAck::new(pid);
                 ack.reason_code = code;
-                self.write(id, &Packet::PubAck(ack));
+                Packet::PubAck(ack)
             }
             QoS::ExactlyOnce => {
                 if !code.is_error() {
@@ -90,8 +106,23 @@ impl Broker {
                 }
                 let mut ack = PubRec::new(pid);
                 ack.reason_code = code;
-                self.write(id, &Packet::PubRec(ack));
+                Packet::PubRec(ack)
             }
+        };
+        if wait {
+            self.journal.held_acks.push((id, packet));
+        } else {
+            self.write(id, &packet);
+        }
+    }
+
+    /// Writes acknowledgements taken from [`Journal::held_acks`] once what
+    /// they acknowledge is durable.
+    ///
+    /// [`Journal::held_acks`]: super::journal::Journal::held_acks
+    pub fn release_acks(&mut self, acks: Vec<(ConnId, Packet)>) {
+        for (id, packet) in acks {
+            self.write(id, &packet);
         }
     }
 
@@ -172,7 +203,10 @@ impl Broker {
         };
         if let Some(at) = session.inflight_position(pid) {
             if session.inflight[at].qos == QoS::AtLeastOnce {
-                session.remove_inflight(at);
+                let uid = session.uid;
+                if let Some(m) = session.remove_inflight(at) {
+                    self.journal.ack(uid, m.lsn);
+                }
                 self.drain(id, now);
                 self.recheck_backlog(id.session);
             }
@@ -199,7 +233,10 @@ impl Broker {
         };
         if code.is_error() {
             // The client refused the message: the exchange ends here (§4.3.3).
-            session.remove_inflight(at);
+            let uid = session.uid;
+            if let Some(m) = session.remove_inflight(at) {
+                self.journal.ack(uid, m.lsn);
+            }
             return self.drain(id, now);
         }
         session.inflight[at].released = true;
@@ -228,7 +265,10 @@ impl Broker {
         };
         if let Some(at) = session.inflight_position(pid) {
             if session.inflight[at].released {
-                session.remove_inflight(at);
+                let uid = session.uid;
+                if let Some(m) = session.remove_inflight(at) {
+                    self.journal.ack(uid, m.lsn);
+                }
                 self.drain(id, now);
                 self.recheck_backlog(id.session);
             }

@@ -49,6 +49,11 @@ impl Retained {
             .collect()
     }
 
+    /// Every retained message.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Message>> {
+        self.by_topic.values()
+    }
+
     /// Number of retained topics.
     pub fn len(&self) -> usize {
         self.by_topic.len()

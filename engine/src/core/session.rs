@@ -44,6 +44,8 @@ pub struct Inflight {
     pub released: bool,
     /// The shared subscription it came through, if any.
     pub shared: Option<Arc<SharedKey>>,
+    /// Its log sequence number if the copy is logged, else 0.
+    pub lsn: u64,
 }
 
 /// A message waiting for the session's window or for its client.
@@ -59,6 +61,8 @@ pub struct Queued {
     pub sub_ids: SubIds,
     /// The shared subscription it came through, if any.
     pub shared: Option<Arc<SharedKey>>,
+    /// Its log sequence number if the copy is logged, else 0.
+    pub lsn: u64,
 }
 
 /// The Will of a connection.
@@ -155,6 +159,9 @@ pub struct Session {
     pub slow: bool,
     /// A Will waiting for its delay to pass.
     pub will_due: Option<(Instant, Message)>,
+    /// Whether the session is in the log (persistent, storage on): its
+    /// QoS 1/2 copies are logged until acknowledged.
+    pub logged: bool,
     next_packet_id: u16,
     /// Packet ids of `inflight`, one bit each; kept only once the id
     /// counter has wrapped (before that, no id can be in use twice).
@@ -177,6 +184,7 @@ impl Session {
             queued_bytes: 0,
             qos2_in: AHashSet::new(),
             will_due: None,
+            logged: false,
             congested_at: None,
             slow: false,
             next_packet_id: 0,
@@ -242,6 +250,13 @@ impl Session {
     pub fn window_open(&self, cap: u16) -> bool {
         let window = self.link.as_ref().map_or(0, |l| l.receive_max.min(cap));
         self.inflight.len() < usize::from(window)
+    }
+
+    /// The log sequence numbers of every copy the session holds.
+    pub fn lsns(&self) -> impl Iterator<Item = u64> + '_ {
+        let held = self.inflight.iter().map(|m| m.lsn);
+        held.chain(self.queue.iter().map(|q| q.lsn))
+            .filter(|&l| l != 0)
     }
 
     /// Position of the in-flight message with `id`.

@@ -84,7 +84,8 @@ impl GroupRoute {
 
 impl Broker {
     /// For each shared group matching `message`, sends it to one shard.
-    pub(super) fn route_shared(&mut self, message: &Arc<Message>, now: Instant) {
+    /// Returns whether one of them is another shard.
+    pub(super) fn route_shared(&mut self, message: &Arc<Message>, now: Instant) -> bool {
         let mut picks: Vec<(usize, Arc<SharedKey>)> = Vec::new();
         self.routes.for_each_match(message.topic.as_str(), |slot| {
             for g in &slot.groups {
@@ -93,9 +94,11 @@ impl Broker {
                 }
             }
         });
+        let remote = picks.iter().any(|(shard, _)| *shard != self.shard);
         for (shard, key) in picks {
             self.send_shared(shard, key, message, now);
         }
+        remote
     }
 
     fn send_shared(
@@ -133,6 +136,7 @@ impl Broker {
             sub_ids: member.sub.id.map(|i| vec![i].into_boxed_slice()),
         };
         self.deliver_to(member.slot, message, copy, &mut Encoded::default(), now);
+        self.journal.finish(message);
         if let Some(session) = self.slot(member.slot) {
             mark_shared(session, message, key);
         }
@@ -246,15 +250,17 @@ impl Broker {
     /// queued) out of it: its connection ended, and they go to other
     /// members [MQTT §4.8.2] once it has left its groups.
     pub(super) fn take_shared(&mut self, slot: u32) -> Vec<(Arc<SharedKey>, Arc<Message>)> {
-        let Some(session) = self.slot(slot) else {
+        let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
             return Vec::new();
         };
+        let (journal, uid) = (&mut self.journal, session.uid);
         let mut orphans = Vec::new();
         // QoS 2 stays with the member: the exchange it started must finish
         // with it [MQTT-4.4.0-1], and it must not be delivered twice.
         session.inflight.retain(|m| match &m.shared {
             Some(key) if m.qos == QoS::AtLeastOnce => {
                 orphans.push((Arc::clone(key), Arc::clone(&m.message)));
+                journal.ack(uid, m.lsn);
                 false
             }
             _ => true,
@@ -264,6 +270,7 @@ impl Broker {
             Some(key) => {
                 freed += q.message.weight();
                 orphans.push((Arc::clone(key), Arc::clone(&q.message)));
+                journal.ack(uid, q.lsn);
                 false
             }
             None => true,

@@ -101,6 +101,7 @@ impl Broker {
             uid: session.uid,
             sub,
         };
+        self.log_subscribe(id.session, key, sub);
         if let Some(shared) = filter.shared() {
             // Retained messages are not sent to shared subscriptions [MQTT §4.8.2].
             self.join_group(shared.group, shared.filter, entry);
@@ -129,7 +130,7 @@ impl Broker {
 
     /// Tells every other shard that this one gained or lost its last
     /// subscriber on `filter`.
-    fn announce(&mut self, filter: &str, add: bool) {
+    pub(super) fn announce(&mut self, filter: &str, add: bool) {
         for peer in 0..self.shards {
             if peer != self.shard {
                 self.outbox[peer].push(Remote::Route(filter.into(), add));
@@ -168,6 +169,7 @@ impl Broker {
                 sub_ids: sub.id.map(|i| vec![i].into_boxed_slice()),
             };
             self.deliver_to(id.session, &message, copy, &mut Encoded::default(), now);
+            self.journal.finish(&message);
         }
     }
 
@@ -204,6 +206,7 @@ impl Broker {
         if session.subs.remove(filter).is_none() {
             return false;
         }
+        self.log_unsubscribe(slot, filter);
         if let Some(shared) = ringmq_protocol::topic::parse_shared(filter) {
             self.leave_group(shared.group, shared.filter, slot);
             return true;

@@ -92,6 +92,7 @@ impl Broker {
             secs => Some(now + Duration::from_secs(u64::from(secs))),
         };
         let orphans = self.take_shared(id.session);
+        self.log_detached(id.session, now);
         self.schedule_will(id.session, link, now);
         if expiry == 0 {
             self.end_session(id.session, now);
@@ -127,12 +128,13 @@ impl Broker {
             message.expires_at = Some(now + Duration::from_secs(u64::from(secs)));
         }
         tracing::debug!(topic = %message.topic.as_str(), "publishing Will");
-        self.route(Arc::new(message), now);
+        let _ = self.route(Arc::new(message), now);
     }
 
     /// Ends session `slot`: its subscriptions leave the trie, its messages
     /// are dropped, a pending Will is published.
     pub(super) fn end_session(&mut self, slot: u32, now: Instant) {
+        self.unlog_session(slot);
         let Some(session) = self.slot(slot) else {
             return;
         };

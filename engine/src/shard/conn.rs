@@ -273,6 +273,9 @@ async fn read_loop(
                 return End::Closing;
             }
         }
+        if shard.has_held_acks() {
+            shard.commit().await;
+        }
         shard.kick();
         shard.wake_paused();
         if buf.is_empty() {

@@ -4,6 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -16,7 +17,8 @@ use glommio::{GlommioError, ResourceType};
 
 use super::control::{Control, Wake};
 use super::mesh::{self, ShardMsg};
-use crate::config::Config;
+use super::storage::{self, Storage};
+use crate::config::{Config, Flush};
 use crate::core::auth::{AllowAll, Auth};
 use crate::core::{Broker, Remote};
 
@@ -38,6 +40,8 @@ pub(super) struct Shard {
     /// Every connection of the shard reads through this buffer, then keeps
     /// only what it read.
     pub(super) read_buf: RefCell<Box<[u8]>>,
+    /// The shard's logs, unless storage is off.
+    pub(super) storage: Option<Storage>,
 }
 
 #[derive(Debug, Default)]
@@ -47,8 +51,14 @@ struct Barriers {
 }
 
 impl Shard {
-    /// Wakes the tasks that send the broker's outbox to other shards.
+    /// Logs what the broker journaled, then wakes the tasks that send the
+    /// broker's outbox to other shards. Called after every batch of input,
+    /// before the shard yields: what a batch journaled is in the log before
+    /// any acknowledgement it wrote reaches a socket.
     pub(super) fn kick(&self) {
+        if let Some(storage) = &self.storage {
+            storage.drain(&mut self.broker.borrow_mut(), Instant::now());
+        }
         let broker = self.broker.borrow();
         let mut wakers = self.sender_wakers.borrow_mut();
         for (peer, waker) in wakers.iter_mut().enumerate() {
@@ -155,6 +165,35 @@ impl Shard {
         .await;
     }
 
+    /// Writes the acknowledgements held until what they acknowledge is
+    /// durable: logged by every shard it went to (a barrier: a peer logs
+    /// a batch as it applies it) and, under `flush = always`, synced.
+    pub(super) async fn commit(&self) {
+        let acks = std::mem::take(&mut self.broker.borrow_mut().journal.held_acks);
+        if acks.is_empty() {
+            return;
+        }
+        self.kick();
+        self.barrier().await;
+        if let Some(storage) = self.storage.as_ref().filter(|s| s.flush() == Flush::Always) {
+            storage.synced().await;
+        }
+        self.broker.borrow_mut().release_acks(acks);
+    }
+
+    /// Whether acknowledgements wait for [`Shard::commit`].
+    pub(super) fn has_held_acks(&self) -> bool {
+        !self.broker.borrow().journal.held_acks.is_empty()
+    }
+
+    /// Under `flush = always`, a barrier from a peer is answered once this
+    /// shard's log is synced (the peer holds acknowledgements for it).
+    pub(super) fn sync_before_barrier_ack(&self) -> bool {
+        self.storage
+            .as_ref()
+            .is_some_and(|s| s.flush() == Flush::Always)
+    }
+
     fn sending_peers(&self) -> usize {
         self.sender_wakers.borrow().len().saturating_sub(1)
     }
@@ -200,18 +239,23 @@ pub(super) async fn shard_main(
     config: Arc<Config>,
     mesh: MeshBuilder<ShardMsg, Full>,
     wake: Wake,
+    ready: Arc<AtomicUsize>,
 ) -> Result<(), String> {
     let (senders, mut receivers) = mesh
         .join()
         .await
         .map_err(|_| "cannot join the shard mesh".to_owned())?;
-    let broker = Broker::new(
+    let mut broker = Broker::new(
         index,
         shards,
         config.limits.clone(),
         auth(&config)?,
         Instant::now(),
     );
+    let storage = match config.storage.enabled {
+        true => Some(open_storage(&config, index, &mut broker)?),
+        false => None,
+    };
     let shard = Rc::new(Shard {
         index,
         config: Arc::clone(&config),
@@ -223,6 +267,7 @@ pub(super) async fn shard_main(
         connections: Cell::new(0),
         paused: RefCell::new(Vec::new()),
         read_buf: RefCell::new(vec![0; config.runtime.read_bytes_max].into_boxed_slice()),
+        storage,
     });
     for (from, rx) in receivers.streams() {
         glommio::spawn_local(mesh::receive(Rc::clone(&shard), from, rx)).detach();
@@ -230,6 +275,8 @@ pub(super) async fn shard_main(
     for peer in (0..shards).filter(|&p| p != index) {
         glommio::spawn_local(send_loop(Rc::clone(&shard), peer)).detach();
     }
+    glommio::spawn_local(storage::sync_loop(Rc::clone(&shard))).detach();
+    all_ready(&shard, &ready, shards).await;
     let mut accepts = Vec::new();
     for addr in &config.listeners.tcp {
         let listener = listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -250,9 +297,34 @@ pub(super) async fn shard_main(
     while shard.connections.get() > 0 && Instant::now() < grace {
         Timer::new(Duration::from_millis(10)).await;
     }
+    shard.kick();
+    if let Some(storage) = &shard.storage {
+        storage.synced().await;
+    }
     let stats = shard.broker.borrow().stats.clone();
     tracing::info!(shard = index, ?stats, "shard stopped");
     Ok(())
+}
+
+/// Opens and recovers shard `index`'s logs into `broker`.
+fn open_storage(config: &Config, index: usize, broker: &mut Broker) -> Result<Storage, String> {
+    let dir = storage::shard_dir(config, index);
+    let (storage, recovered) = Storage::open(config, index, broker)
+        .map_err(|e| format!("cannot open the logs in {}: {e}", dir.display()))?;
+    recovered.report(index, &dir);
+    Ok(storage)
+}
+
+/// Returns once every shard has restored its state and every other shard
+/// has applied the routes it announced: no shard accepts a client before
+/// it can route to every persistent session.
+async fn all_ready(shard: &Shard, ready: &AtomicUsize, shards: usize) {
+    shard.kick();
+    shard.barrier().await;
+    ready.fetch_add(1, Ordering::AcqRel);
+    while ready.load(Ordering::Acquire) < shards {
+        Timer::new(Duration::from_millis(1)).await;
+    }
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {

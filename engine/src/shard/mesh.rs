@@ -66,14 +66,29 @@ pub(super) async fn receive(shard: Rc<Shard>, from: usize, rx: ConnectedReceiver
 
 /// Applies one batch from `from`; barriers are answered through the outbox,
 /// behind anything queued for `from` before.
-fn apply(shard: &Shard, from: usize, batch: Vec<Remote>) {
+fn apply(shard: &Rc<Shard>, from: usize, batch: Vec<Remote>) {
     let now = Instant::now();
     let mut broker = shard.broker.borrow_mut();
     for remote in batch {
         match remote {
+            Remote::Barrier(token) if shard.sync_before_barrier_ack() => {
+                glommio::spawn_local(ack_when_synced(Rc::clone(shard), from, token)).detach();
+            }
             Remote::Barrier(token) => broker.outbox[from].push(Remote::BarrierAck(token)),
             Remote::BarrierAck(token) => shard.barrier_acked(token),
             other => broker.apply_remote(from, other, now),
         }
     }
+}
+
+/// Answers barrier `token` from `from` once this shard's log is synced
+/// (`flush = always`): the peer holds acknowledgements until then.
+async fn ack_when_synced(shard: Rc<Shard>, from: usize, token: u64) {
+    // What the batch journaled is appended first.
+    shard.kick();
+    if let Some(storage) = &shard.storage {
+        storage.synced().await;
+    }
+    shard.broker.borrow_mut().outbox[from].push(Remote::BarrierAck(token));
+    shard.kick();
 }

@@ -9,6 +9,7 @@ mod context;
 mod control;
 mod lock;
 mod mesh;
+mod storage;
 mod writer;
 
 use std::sync::Arc;
@@ -36,6 +37,9 @@ pub enum RunError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// The data directory cannot be used as it is.
+    #[error("{0}")]
+    Data(String),
     /// An executor could not start or panicked.
     #[error("shard {0} failed: {1}")]
     Shard(usize, String),
@@ -46,6 +50,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let _lock = lock::acquire(&config)?;
     raise_fd_limit();
     let shards = config.shard_count();
+    storage::check_layout(&config, shards).map_err(RunError::Data)?;
+    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let config = Arc::new(config);
     let mesh = MeshBuilder::<ShardMsg, Full>::full(shards, config.runtime.mesh_queue_batches_max);
@@ -62,11 +68,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
     for (index, wake) in wakers.into_iter().enumerate() {
         let config = Arc::clone(&config);
         let mesh = mesh.clone();
+        let ready = Arc::clone(&ready);
         let handle = LocalExecutorBuilder::new(Placement::Fixed(index % cores))
             .name(&format!("shard-{index}"))
             .io_memory(config.runtime.io_memory_bytes)
             .spin_before_park(Duration::from_micros(0))
-            .spawn(move || context::shard_main(index, shards, config, mesh, wake))
+            .spawn(move || context::shard_main(index, shards, config, mesh, wake, ready))
             .map_err(|e| RunError::Shard(index, e.to_string()))?;
         handles.push(handle);
     }

@@ -1,0 +1,155 @@
+//! What the broker tells its journal when a session's persistent state
+//! changes: created or resumed, detached, ended; subscriptions; retained
+//! messages of the topics this shard owns.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::broker::Broker;
+use super::connect::home_shard;
+use super::journal::Entry;
+use super::message::Message;
+use super::session::Subscription;
+
+impl Broker {
+    /// Milliseconds since the Unix epoch at `now`.
+    pub fn unix_millis(&self, now: Instant) -> u64 {
+        self.start_millis + now.saturating_duration_since(self.start).as_millis() as u64
+    }
+
+    /// After CONNECT: a persistent session is logged (again, with its
+    /// current expiry); one that stopped being persistent leaves the log.
+    pub(super) fn log_session(&mut self, slot: u32) {
+        if !self.journal.enabled {
+            return;
+        }
+        let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
+            return;
+        };
+        if session.expiry_secs == 0 {
+            return self.unlog_session(slot);
+        }
+        session.logged = true;
+        let entry = Entry::Session {
+            uid: session.uid,
+            client_id: session.client_id.clone(),
+            username: session.username.clone(),
+            expiry_secs: session.expiry_secs,
+        };
+        self.journal.push(entry);
+    }
+
+    /// Takes session `slot` out of the log: its logged copies stay in
+    /// memory but no longer count.
+    pub(super) fn unlog_session(&mut self, slot: u32) {
+        let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
+            return;
+        };
+        if !session.logged {
+            return;
+        }
+        session.logged = false;
+        for lsn in session.lsns() {
+            self.journal.release(lsn);
+        }
+        for m in session.inflight.iter_mut() {
+            m.lsn = 0;
+        }
+        for q in session.queue.iter_mut() {
+            q.lsn = 0;
+        }
+        let uid = session.uid;
+        self.journal.push(Entry::SessionEnd { uid });
+    }
+
+    /// The connection of logged session `slot` ended at `now`.
+    pub(super) fn log_detached(&mut self, slot: u32, now: Instant) {
+        let at_millis = self.unix_millis(now);
+        let Some(Some(session)) = self.sessions.get(slot as usize) else {
+            return;
+        };
+        if session.logged && session.expiry_secs > 0 {
+            let uid = session.uid;
+            self.journal.push(Entry::Detached { uid, at_millis });
+        }
+    }
+
+    /// Session `slot` subscribed to `filter` (or replaced it).
+    pub(super) fn log_subscribe(&mut self, slot: u32, filter: &str, sub: Subscription) {
+        let Some(Some(session)) = self.sessions.get(slot as usize) else {
+            return;
+        };
+        if session.logged {
+            let (uid, filter) = (session.uid, filter.into());
+            self.journal.push(Entry::Subscribe { uid, filter, sub });
+        }
+    }
+
+    /// Session `slot` unsubscribed from `filter`.
+    pub(super) fn log_unsubscribe(&mut self, slot: u32, filter: &str) {
+        let Some(Some(session)) = self.sessions.get(slot as usize) else {
+            return;
+        };
+        if session.logged {
+            let (uid, filter) = (session.uid, filter.into());
+            self.journal.push(Entry::Unsubscribe { uid, filter });
+        }
+    }
+
+    /// A retained message was stored or cleared on this shard: logged if
+    /// this shard owns its topic (one log per topic, so one order).
+    pub(super) fn log_retained(&mut self, message: &Arc<Message>) {
+        if self.journal.enabled && self.owns_topic(message.topic.as_str()) {
+            self.journal.push(Entry::Retain(Arc::clone(message)));
+        }
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// The lsn of every logged copy held by a session.
+    pub fn held_lsns(&self) -> Vec<u64> {
+        let logged = self.sessions.iter().flatten().filter(|s| s.logged);
+        logged.flat_map(|s| s.lsns()).collect()
+    }
+
+    /// Everything live in the state log, as entries that rebuild it:
+    /// logged sessions with their subscriptions, and the retained messages
+    /// this shard owns.
+    pub fn snapshot(&self) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for s in self.sessions.iter().flatten().filter(|s| s.logged) {
+            out.push(Entry::Session {
+                uid: s.uid,
+                client_id: s.client_id.clone(),
+                username: s.username.clone(),
+                expiry_secs: s.expiry_secs,
+            });
+            if let (None, Some(at)) = (&s.link, s.expires_at) {
+                let ends = self.unix_millis(at);
+                let at_millis = ends.saturating_sub(u64::from(s.expiry_secs) * 1000);
+                out.push(Entry::Detached {
+                    uid: s.uid,
+                    at_millis,
+                });
+            }
+            for (filter, sub) in &s.subs {
+                let (uid, filter, sub) = (s.uid, filter.clone(), *sub);
+                out.push(Entry::Subscribe { uid, filter, sub });
+            }
+        }
+        for m in self.retained.iter() {
+            if self.owns_topic(m.topic.as_str()) {
+                out.push(Entry::Retain(Arc::clone(m)));
+            }
+        }
+        out
+    }
+
+    /// Whether this shard logs the retained message of `topic`.
+    pub fn owns_topic(&self, topic: &str) -> bool {
+        home_shard(topic.as_bytes(), self.shards) == self.shard
+    }
+}

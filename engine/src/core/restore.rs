@@ -1,0 +1,241 @@
+//! Rebuilding a shard's persistent state from its logged entries: the
+//! state log (sessions, subscriptions, retained messages) and the offline
+//! log (messages and acknowledgements) replay independently, since session
+//! ids are never reused.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use ringmq_protocol::MqttString;
+
+use super::broker::{Broker, Remote};
+use super::journal::{Entry, Target};
+use super::message::Message;
+use super::session::{Queued, Session, Subscription};
+use super::Sub;
+
+/// Everything replayed so far.
+#[derive(Debug, Default)]
+pub struct Replay {
+    sessions: AHashMap<u64, Restored>,
+    ended: u64,
+    messages: BTreeMap<u64, (Arc<Message>, Vec<Target>)>,
+    retained: AHashMap<Box<str>, Arc<Message>>,
+    last_lsn: u64,
+    last_uid: u64,
+}
+
+#[derive(Debug)]
+struct Restored {
+    client_id: MqttString,
+    username: Option<MqttString>,
+    expiry_secs: u32,
+    detached_at_millis: Option<u64>,
+    subs: Vec<(Box<str>, Subscription)>,
+}
+
+/// What a restore found, for the log line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreCounts {
+    /// Sessions restored.
+    pub sessions: usize,
+    /// Sessions that had expired while the broker was down.
+    pub expired: usize,
+    /// Message copies restored to session queues.
+    pub messages: usize,
+    /// Retained messages restored.
+    pub retained: usize,
+}
+
+impl Replay {
+    /// Applies one entry, in log order.
+    pub fn apply(&mut self, entry: Entry) {
+        match entry {
+            Entry::Session {
+                uid,
+                client_id,
+                username,
+                expiry_secs,
+            } => {
+                self.see_uid(uid);
+                let s = self.sessions.entry(uid).or_insert(Restored {
+                    client_id: client_id.clone(),
+                    username: None,
+                    expiry_secs,
+                    detached_at_millis: None,
+                    subs: Vec::new(),
+                });
+                s.client_id = client_id;
+                s.username = username;
+                s.expiry_secs = expiry_secs;
+                s.detached_at_millis = None;
+            }
+            Entry::Detached { uid, at_millis } => {
+                if let Some(s) = self.sessions.get_mut(&uid) {
+                    s.detached_at_millis = Some(at_millis);
+                }
+            }
+            Entry::SessionEnd { uid } => {
+                self.see_uid(uid);
+                self.ended += u64::from(self.sessions.remove(&uid).is_some());
+            }
+            Entry::Subscribe { uid, filter, sub } => {
+                if let Some(s) = self.sessions.get_mut(&uid) {
+                    s.subs.retain(|(f, _)| *f != filter);
+                    s.subs.push((filter, sub));
+                }
+            }
+            Entry::Unsubscribe { uid, filter } => {
+                if let Some(s) = self.sessions.get_mut(&uid) {
+                    s.subs.retain(|(f, _)| *f != filter);
+                }
+            }
+            Entry::Retain(m) => {
+                if m.payload.is_empty() {
+                    self.retained.remove(m.topic.as_str());
+                } else {
+                    self.retained.insert(m.topic.as_str().into(), m);
+                }
+            }
+            Entry::Message {
+                lsn,
+                message,
+                targets,
+            } => {
+                self.last_lsn = self.last_lsn.max(lsn);
+                for t in &targets {
+                    self.see_uid(t.uid);
+                }
+                self.messages.insert(lsn, (message, targets));
+            }
+            Entry::Ack { uid, lsn } => {
+                if let Some((_, targets)) = self.messages.get_mut(&lsn) {
+                    targets.retain(|t| t.uid != uid);
+                    if targets.is_empty() {
+                        self.messages.remove(&lsn);
+                    }
+                }
+            }
+        }
+    }
+
+    fn see_uid(&mut self, uid: u64) {
+        self.last_uid = self.last_uid.max(uid & ((1 << 56) - 1));
+    }
+
+    /// The highest lsn seen.
+    pub fn last_lsn(&self) -> u64 {
+        self.last_lsn
+    }
+}
+
+impl Broker {
+    /// Installs what `replay` rebuilt: detached persistent sessions with
+    /// their subscriptions and unacknowledged messages (in log order), and
+    /// the retained messages this shard owns (sent to every shard). A
+    /// session that expired while the broker was down is ended.
+    pub fn restore(&mut self, replay: Replay, now: Instant) -> RestoreCounts {
+        let mut counts = RestoreCounts::default();
+        self.next_uid = self.next_uid.max(replay.last_uid);
+        self.journal.set_next_lsn(replay.last_lsn);
+        let now_millis = self.unix_millis(now);
+        let mut queues: AHashMap<u64, Vec<(u64, Arc<Message>, Target)>> = AHashMap::new();
+        for (lsn, (message, targets)) in replay.messages {
+            for t in targets {
+                queues
+                    .entry(t.uid)
+                    .or_default()
+                    .push((lsn, Arc::clone(&message), t));
+            }
+        }
+        for (uid, r) in replay.sessions {
+            let left = remaining(&r, now_millis);
+            if left == Some(Duration::ZERO) {
+                counts.expired += 1;
+                self.journal.push(Entry::SessionEnd { uid });
+                continue;
+            }
+            let queue = queues.remove(&uid).unwrap_or_default();
+            counts.messages += queue.len();
+            counts.sessions += 1;
+            self.install(uid, r, queue, left.map(|d| now + d));
+        }
+        counts.retained = replay.retained.len();
+        for (_, m) in replay.retained {
+            if self
+                .retained
+                .store(Arc::clone(&m), self.limits.retained_topics_max)
+            {
+                for peer in (0..self.shards).filter(|&p| p != self.shard) {
+                    self.outbox[peer].push(Remote::Retain(Arc::clone(&m)));
+                }
+            }
+        }
+        counts
+    }
+
+    fn install(
+        &mut self,
+        uid: u64,
+        r: Restored,
+        queue: Vec<(u64, Arc<Message>, Target)>,
+        expires_at: Option<Instant>,
+    ) {
+        let mut session = Session::new(uid, r.client_id);
+        session.username = r.username;
+        session.expiry_secs = r.expiry_secs;
+        session.expires_at = expires_at;
+        session.logged = true;
+        for (lsn, message, t) in queue {
+            session.queued_bytes += message.weight();
+            session.queue.push_back(Queued {
+                message,
+                qos: t.qos,
+                retain: t.retain,
+                sub_ids: None,
+                shared: None,
+                lsn,
+            });
+        }
+        let slot = match self.free_slots.pop() {
+            Some(slot) => slot,
+            None => {
+                self.sessions.push(None);
+                (self.sessions.len() - 1) as u32
+            }
+        };
+        self.by_client.insert(session.client_id.clone(), slot);
+        for (filter, sub) in &r.subs {
+            session.subs.insert(filter.clone(), *sub);
+        }
+        self.sessions[slot as usize] = Some(session);
+        for (filter, sub) in r.subs {
+            self.restore_subscription(slot, uid, &filter, sub);
+        }
+    }
+
+    fn restore_subscription(&mut self, slot: u32, uid: u64, filter: &str, sub: Subscription) {
+        let entry = Sub { slot, uid, sub };
+        if let Some(shared) = ringmq_protocol::topic::parse_shared(filter) {
+            return self.join_group(shared.group, shared.filter, entry);
+        }
+        let subs = self.trie.entry(filter);
+        let was_empty = subs.is_empty();
+        subs.push(entry);
+        if was_empty {
+            self.announce(filter, true);
+        }
+    }
+}
+
+/// Time left before a detached session expires; `None`: never.
+fn remaining(r: &Restored, now_millis: u64) -> Option<Duration> {
+    if r.expiry_secs == u32::MAX {
+        return None;
+    }
+    let from = r.detached_at_millis.unwrap_or(now_millis);
+    let end = from.saturating_add(u64::from(r.expiry_secs) * 1000);
+    Some(Duration::from_millis(end.saturating_sub(now_millis)))
+}

@@ -1,0 +1,426 @@
+//! A shard's logs: `data/shard-<i>/state` (persistent sessions, their
+//! subscriptions, retained messages of the topics the shard owns) and
+//! `data/shard-<i>/offline` (messages held for persistent sessions, and
+//! their acknowledgements). The broker's journal is appended right after
+//! every batch of input, before the shard yields — so before any
+//! acknowledgement it caused reaches a socket. Syncs (msync) and segment
+//! creation run on the executor's blocking thread.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::path::{Path, PathBuf};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::config::{Config, Flush};
+use crate::core::journal::Entry;
+use crate::core::restore::{Replay, RestoreCounts};
+use crate::core::Broker;
+use crate::store::log::{Log, Opened};
+use crate::store::record::{self, Clock};
+use crate::store::segment::{Pending, Segment};
+
+/// The logs of one shard and their sync state.
+#[derive(Debug)]
+pub(super) struct Storage {
+    logs: RefCell<Logs>,
+    flush: Flush,
+    interval: Duration,
+    sync: RefCell<SyncState>,
+    /// Write errors so far (disk full, I/O errors).
+    pub(super) errors: Cell<u64>,
+}
+
+#[derive(Debug)]
+struct Logs {
+    state: Log,
+    offline: Log,
+    frame: Vec<u8>,
+    scratch: BytesMut,
+    state_segment_bytes: usize,
+    making_spare: bool,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Syncs asked for (each must start after it was asked).
+    requested: u64,
+    /// Syncs started.
+    started: u64,
+    /// Syncs finished.
+    done: u64,
+    task: Option<Waker>,
+    waiters: Vec<Waker>,
+    /// A snapshot starting at segment `.1` is on disk once sync `.0` is.
+    compacted: Option<(u64, u64)>,
+}
+
+/// What recovery found and how long it took, for the log line.
+#[derive(Debug)]
+pub(super) struct Recovered {
+    state: Opened,
+    offline: Opened,
+    counts: RestoreCounts,
+    took: Duration,
+}
+
+/// The directory of shard `index`'s logs.
+pub(super) fn shard_dir(config: &Config, index: usize) -> PathBuf {
+    config.data_dir.join(format!("shard-{index}"))
+}
+
+impl Storage {
+    /// Opens shard `index`'s logs and restores what they hold into
+    /// `broker`.
+    pub(super) fn open(
+        config: &Config,
+        index: usize,
+        broker: &mut Broker,
+    ) -> std::io::Result<(Storage, Recovered)> {
+        let started = Instant::now();
+        let dir = shard_dir(config, index);
+        let s = &config.storage;
+        let clock = Clock {
+            now: started,
+            now_millis: broker.unix_millis(started),
+        };
+        let mut replay = Replay::default();
+        let mut bad = 0u64;
+        let (state, state_opened) = Log::open(
+            &dir.join("state"),
+            s.state_segment_bytes,
+            |_, body| match record::decode(body, clock) {
+                Ok(e) => replay.apply(e),
+                Err(_) => bad += 1,
+            },
+        )?;
+        let mut seen = Vec::new();
+        let (mut offline, offline_opened) = Log::open(
+            &dir.join("offline"),
+            s.segment_bytes,
+            |segment, body| match record::decode(body, clock) {
+                Ok(e) => {
+                    if let Entry::Message { lsn, .. } = &e {
+                        seen.push((segment, *lsn));
+                    }
+                    replay.apply(e);
+                }
+                Err(_) => bad += 1,
+            },
+        )?;
+        if bad > 0 {
+            tracing::warn!(
+                shard = index,
+                records = bad,
+                "unreadable log records skipped"
+            );
+        }
+        for (segment, lsn) in seen {
+            offline.saw_message(segment, lsn);
+        }
+        let counts = broker.restore(replay, started);
+        for lsn in broker.held_lsns() {
+            offline.hold(lsn);
+        }
+        broker.journal.enabled = true;
+        broker.journal.hold_acks = broker.shards() > 1;
+        broker.journal.sync_acks = s.flush == Flush::Always;
+        let storage = Storage {
+            logs: RefCell::new(Logs {
+                state,
+                offline,
+                frame: Vec::with_capacity(4096),
+                scratch: BytesMut::new(),
+                state_segment_bytes: s.state_segment_bytes,
+                making_spare: false,
+            }),
+            flush: s.flush,
+            interval: Duration::from_millis(s.flush_interval_millis),
+            sync: RefCell::new(SyncState::default()),
+            errors: Cell::new(0),
+        };
+        let recovered = Recovered {
+            state: state_opened,
+            offline: offline_opened,
+            counts,
+            took: started.elapsed(),
+        };
+        Ok((storage, recovered))
+    }
+
+    /// Appends everything the broker journaled. Runs synchronously after
+    /// each batch of input.
+    pub(super) fn drain(&self, broker: &mut Broker, now: Instant) {
+        if broker.journal.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut broker.journal.entries);
+        let released = std::mem::take(&mut broker.journal.released);
+        let clock = Clock {
+            now,
+            now_millis: broker.unix_millis(now),
+        };
+        let mut logs = self.logs.borrow_mut();
+        for entry in &entries {
+            if let Err(e) = logs.append(entry, clock) {
+                self.write_failed(&e);
+            }
+        }
+        for lsn in released {
+            logs.offline.release(lsn);
+        }
+        logs.offline.reclaim();
+        if logs.state_needs_compaction() && self.sync.borrow().compacted.is_none() {
+            drop(logs);
+            self.compact(broker, clock);
+        }
+    }
+
+    fn write_failed(&self, e: &std::io::Error) {
+        let n = self.errors.get() + 1;
+        self.errors.set(n);
+        if n.is_power_of_two() {
+            tracing::error!(errors = n, "cannot write the log: {e}");
+        }
+    }
+
+    /// Rewrites the state log as a snapshot of what is live, from a fresh
+    /// segment on; the segments before it go once a sync has put the
+    /// snapshot on disk.
+    fn compact(&self, broker: &Broker, clock: Clock) {
+        let snapshot = broker.snapshot();
+        let mut logs = self.logs.borrow_mut();
+        if let Err(e) = logs.state.rotate(0) {
+            return self.write_failed(&e);
+        }
+        let first = logs.state.active_index();
+        for entry in &snapshot {
+            if let Err(e) = logs.append(entry, clock) {
+                return self.write_failed(&e);
+            }
+        }
+        drop(logs);
+        let mut s = self.sync.borrow_mut();
+        s.requested = s.started + 1;
+        s.compacted = Some((s.requested, first));
+        if let Some(w) = s.task.take() {
+            w.wake();
+        }
+        tracing::debug!(entries = snapshot.len(), "state log compacted");
+    }
+
+    /// Whether a spare offline segment should be created, and where.
+    pub(super) fn spare_wanted(&self) -> Option<(PathBuf, u64, usize)> {
+        let mut logs = self.logs.borrow_mut();
+        if logs.making_spare || !logs.offline.wants_spare() {
+            return None;
+        }
+        logs.making_spare = true;
+        Some(logs.offline.spare_plan())
+    }
+
+    /// A spare segment was created (or failed to be).
+    pub(super) fn spare_made(&self, made: std::io::Result<Segment>) {
+        let mut logs = self.logs.borrow_mut();
+        logs.making_spare = false;
+        match made {
+            Ok(s) => logs.offline.set_spare(s),
+            Err(e) => {
+                drop(logs);
+                self.write_failed(&e);
+            }
+        }
+    }
+
+    /// The policy.
+    pub(super) fn flush(&self) -> Flush {
+        self.flush
+    }
+
+    /// Period of `flush = interval`.
+    pub(super) fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Returns once a sync that started after this call has finished:
+    /// everything appended before it is on disk. Many callers share one
+    /// sync (group commit).
+    pub(super) async fn synced(&self) {
+        let target = {
+            let mut s = self.sync.borrow_mut();
+            s.requested = s.started + 1;
+            if let Some(w) = s.task.take() {
+                w.wake();
+            }
+            s.requested
+        };
+        poll_fn(|cx| {
+            let mut s = self.sync.borrow_mut();
+            if s.done >= target {
+                return Poll::Ready(());
+            }
+            s.waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+
+    /// The sync task's wait: until a sync is asked for, or `timeout`.
+    pub(super) async fn sync_asked(&self, timeout: Option<Duration>) {
+        let asked = poll_fn(|cx| {
+            let mut s = self.sync.borrow_mut();
+            if s.requested > s.started {
+                return Poll::Ready(());
+            }
+            s.task = Some(cx.waker().clone());
+            Poll::Pending
+        });
+        match timeout {
+            Some(t) => {
+                futures_lite::future::or(asked, async {
+                    glommio::timer::Timer::new(t).await;
+                })
+                .await
+            }
+            None => asked.await,
+        }
+    }
+
+    /// Starts a sync: what must be synced now.
+    pub(super) fn begin_sync(&self) -> (u64, Vec<Pending>) {
+        let epoch = {
+            let mut s = self.sync.borrow_mut();
+            s.started += 1;
+            s.started
+        };
+        let mut logs = self.logs.borrow_mut();
+        let mut pending = logs.state.take_pending();
+        pending.extend(logs.offline.take_pending());
+        (epoch, pending)
+    }
+
+    /// Sync `epoch` finished.
+    pub(super) fn end_sync(&self, epoch: u64, result: std::io::Result<()>) {
+        if let Err(e) = result {
+            self.write_failed(&e);
+        }
+        let mut s = self.sync.borrow_mut();
+        s.done = s.done.max(epoch);
+        for w in s.waiters.drain(..) {
+            w.wake();
+        }
+        if let Some((at, first)) = s.compacted {
+            if s.done >= at {
+                s.compacted = None;
+                self.logs.borrow_mut().state.drop_before(first);
+            }
+        }
+    }
+}
+
+impl Logs {
+    fn append(&mut self, entry: &Entry, clock: Clock) -> std::io::Result<()> {
+        self.frame.clear();
+        record::encode(entry, clock, &mut self.scratch, &mut self.frame);
+        match entry {
+            Entry::Message { lsn, targets, .. } => {
+                self.offline.append(&self.frame)?;
+                self.offline.add_message(*lsn, targets.len() as u64);
+            }
+            Entry::Ack { lsn, .. } => {
+                self.offline.append(&self.frame)?;
+                self.offline.release(*lsn);
+            }
+            _ => self.state.append(&self.frame)?,
+        }
+        Ok(())
+    }
+
+    fn state_needs_compaction(&self) -> bool {
+        self.state.older_bytes() >= 4 * self.state_segment_bytes
+    }
+}
+
+impl Recovered {
+    /// Logs what was recovered.
+    pub(super) fn report(&self, shard: usize, dir: &Path) {
+        tracing::info!(
+            shard,
+            dir = %dir.display(),
+            sessions = self.counts.sessions,
+            sessions_expired = self.counts.expired,
+            messages = self.counts.messages,
+            retained = self.counts.retained,
+            segments = self.state.segments + self.offline.segments,
+            records = self.state.frames + self.offline.frames,
+            bytes = self.state.bytes + self.offline.bytes,
+            corrupt_records = self.state.corrupt + self.offline.corrupt,
+            torn_tails = self.state.torn + self.offline.torn,
+            millis = self.took.as_millis() as u64,
+            "recovered"
+        );
+    }
+}
+
+/// Refuses a data directory written with another shard count: a session
+/// lives on shard `hash(client id) % shards`, and its state with it.
+pub(super) fn check_layout(config: &Config, shards: usize) -> Result<(), String> {
+    if !config.storage.enabled {
+        return Ok(());
+    }
+    let path = config.data_dir.join("shards");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(n) if n == shards => Ok(()),
+            Ok(n) => Err(format!(
+                "{} holds the state of {n} shards; start with --shards {n} (or move the directory away)",
+                config.data_dir.display()
+            )),
+            Err(_) => Err(format!("{}: not a shard count", path.display())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::write(&path, format!("{shards}\n"))
+            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Syncs the logs: every `flush_interval_millis` under `interval`, and
+/// whenever a sync is asked for (`always`, compaction, shutdown). Also
+/// creates the next offline segment ahead of need.
+pub(super) async fn sync_loop(shard: std::rc::Rc<super::context::Shard>) {
+    let Some(storage) = shard.storage.as_ref() else {
+        return;
+    };
+    let timeout = match storage.flush() {
+        Flush::Interval => storage.interval(),
+        Flush::Never | Flush::Always => Duration::from_millis(100),
+    };
+    loop {
+        storage.sync_asked(Some(timeout)).await;
+        if let Some((dir, index, bytes)) = storage.spare_wanted() {
+            let made = glommio::executor()
+                .spawn_blocking(move || Segment::create(&dir, index, bytes))
+                .await;
+            storage.spare_made(made);
+        }
+        let asked = {
+            let s = storage.sync.borrow();
+            s.requested > s.started
+        };
+        if storage.flush() != Flush::Interval && !asked {
+            continue;
+        }
+        let (epoch, pending) = storage.begin_sync();
+        let result = match pending.is_empty() {
+            true => Ok(()),
+            false => {
+                glommio::executor()
+                    .spawn_blocking(move || pending.iter().try_for_each(Pending::sync))
+                    .await
+            }
+        };
+        storage.end_sync(epoch, result);
+    }
+}

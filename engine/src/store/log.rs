@@ -1,0 +1,295 @@
+//! A log: numbered segment files in one directory, appended to in order.
+//! It knows which message lsns each segment holds and how many copies of
+//! them are still held by sessions, so that a segment whose messages are
+//! all acknowledged, expired or dropped is deleted whole (oldest first).
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::segment::{self, Pending, ScanEnd, Segment};
+
+/// What opening a log found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    /// Segment files read.
+    pub segments: usize,
+    /// Intact frames read.
+    pub frames: u64,
+    /// Corrupt frames skipped.
+    pub corrupt: u64,
+    /// Segments whose tail was torn (cut at the last intact frame).
+    pub torn: usize,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+#[derive(Debug)]
+struct Meta {
+    index: u64,
+    path: PathBuf,
+    /// Lsns of the messages in it (0, 0: none).
+    first_lsn: u64,
+    last_lsn: u64,
+    /// Copies of its messages still held by sessions.
+    live: u64,
+    /// Written and not yet synced, when it stopped being the active one.
+    unsynced: Option<Pending>,
+}
+
+/// One log directory.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    segment_bytes: usize,
+    active: Segment,
+    /// Every segment, oldest first; the last is `active`.
+    metas: VecDeque<Meta>,
+    spare: Option<Segment>,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, calling `f` with the segment
+    /// index and body of every intact frame, oldest first. A torn tail of
+    /// the last segment is cut off and zeroed.
+    pub fn open(
+        dir: &Path,
+        segment_bytes: usize,
+        mut f: impl FnMut(u64, &[u8]),
+    ) -> io::Result<(Log, Opened)> {
+        std::fs::create_dir_all(dir)?;
+        let mut opened = Opened::default();
+        let mut metas = VecDeque::new();
+        let mut last: Option<ScanEnd> = None;
+        for (index, path) in list(dir)? {
+            let bytes = std::fs::read(&path)?;
+            let end = segment::scan(&bytes, |body| {
+                opened.frames += 1;
+                f(index, body)
+            });
+            opened.segments += 1;
+            opened.corrupt += end.corrupt;
+            opened.torn += usize::from(end.torn);
+            opened.bytes += end.len as u64;
+            last = Some(end);
+            metas.push_back(Meta::new(index, path));
+        }
+        let active = match (metas.back(), last) {
+            (Some(m), Some(end)) => {
+                let mut s = Segment::open(&m.path, m.index, end.len)?;
+                if end.torn {
+                    s.zero_from(end.len);
+                }
+                s
+            }
+            _ => {
+                let s = Segment::create(dir, 1, segment_bytes)?;
+                metas.push_back(Meta::new(1, s.path.clone()));
+                s
+            }
+        };
+        let log = Log {
+            dir: dir.to_owned(),
+            segment_bytes,
+            active,
+            metas,
+            spare: None,
+        };
+        Ok((log, opened))
+    }
+
+    /// Appends one frame, moving to a new segment if it does not fit.
+    pub fn append(&mut self, frame: &[u8]) -> io::Result<()> {
+        if !self.active.fits(frame.len()) {
+            self.rotate(frame.len())?;
+        }
+        self.active.append(frame);
+        Ok(())
+    }
+
+    /// Starts a new segment (big enough for a frame of `need` bytes); the
+    /// old one's unsynced rest is kept for the next sync.
+    pub fn rotate(&mut self, need: usize) -> io::Result<()> {
+        let bytes = self
+            .segment_bytes
+            .max(need + 2 * super::record::FRAME_HEAD_BYTES);
+        let index = self.active.index + 1;
+        let next = match self.spare.take() {
+            Some(s) if s.capacity() >= bytes && s.index == index => s,
+            other => {
+                if let Some(s) = other {
+                    let _ = std::fs::remove_file(&s.path);
+                }
+                Segment::create(&self.dir, index, bytes)?
+            }
+        };
+        let old = std::mem::replace(&mut self.active, next);
+        if let Some(m) = self.metas.back_mut() {
+            m.unsynced = old.pending();
+        }
+        self.metas
+            .push_back(Meta::new(index, self.active.path.clone()));
+        Ok(())
+    }
+
+    /// Whether a spare segment should be made ready (the active one is
+    /// half full and none is ready).
+    pub fn wants_spare(&self) -> bool {
+        self.spare.is_none() && self.active.len * 2 >= self.active.capacity()
+    }
+
+    /// Where the next segment goes and its index and size, to create it
+    /// off the event loop.
+    pub fn spare_plan(&self) -> (PathBuf, u64, usize) {
+        (self.dir.clone(), self.active.index + 1, self.segment_bytes)
+    }
+
+    /// Hands over a spare segment created off the event loop.
+    pub fn set_spare(&mut self, s: Segment) {
+        match self.spare {
+            None if s.index == self.active.index + 1 => self.spare = Some(s),
+            _ => {
+                let _ = std::fs::remove_file(&s.path);
+            }
+        }
+    }
+
+    /// Everything written and not synced: the active segment's range and
+    /// the rest of the segments rotated away. Taking them marks them
+    /// synced; run the syncs off the event loop.
+    pub fn take_pending(&mut self) -> Vec<Pending> {
+        let mut out: Vec<Pending> = self
+            .metas
+            .iter_mut()
+            .filter_map(|m| m.unsynced.take())
+            .collect();
+        if let Some(p) = self.active.pending() {
+            self.active.synced = p.to;
+            out.push(p);
+        }
+        out
+    }
+
+    /// A message `lsn` with `copies` holders was just appended.
+    pub fn add_message(&mut self, lsn: u64, copies: u64) {
+        if let Some(m) = self.metas.back_mut() {
+            m.extend(lsn);
+            m.live += copies;
+        }
+    }
+
+    /// Recovery: message `lsn` was found in segment `index`.
+    pub fn saw_message(&mut self, index: u64, lsn: u64) {
+        if let Some(m) = self.metas.iter_mut().rev().find(|m| m.index == index) {
+            m.extend(lsn);
+        }
+    }
+
+    /// One more copy of `lsn` is held (recovery).
+    pub fn hold(&mut self, lsn: u64) {
+        if let Some(m) = self.meta_of(lsn) {
+            m.live += 1;
+        }
+    }
+
+    /// One copy of `lsn` is no longer held.
+    pub fn release(&mut self, lsn: u64) {
+        if let Some(m) = self.meta_of(lsn) {
+            m.live = m.live.saturating_sub(1);
+        }
+    }
+
+    fn meta_of(&mut self, lsn: u64) -> Option<&mut Meta> {
+        // Few segments, and acknowledgements are mostly for recent ones.
+        let m = self
+            .metas
+            .iter_mut()
+            .rev()
+            .find(|m| m.first_lsn != 0 && m.first_lsn <= lsn)?;
+        (lsn <= m.last_lsn).then_some(m)
+    }
+
+    /// Deletes the oldest segments that hold nothing live, up to the
+    /// active one. Returns how many.
+    pub fn reclaim(&mut self) -> usize {
+        let mut n = 0;
+        while self.metas.len() > 1 {
+            let Some(m) = self.metas.front() else { break };
+            if m.live > 0 || m.unsynced.is_some() {
+                break;
+            }
+            if let Err(e) = std::fs::remove_file(&m.path) {
+                tracing::warn!(path = %m.path.display(), "cannot delete a log segment: {e}");
+                break;
+            }
+            self.metas.pop_front();
+            n += 1;
+        }
+        n
+    }
+
+    /// Deletes every segment before segment `index` (a snapshot of
+    /// everything live starts there and is synced).
+    pub fn drop_before(&mut self, index: u64) {
+        while self.metas.len() > 1 && self.metas.front().is_some_and(|m| m.index < index) {
+            if let Some(m) = self.metas.pop_front() {
+                if let Err(e) = std::fs::remove_file(&m.path) {
+                    tracing::warn!(path = %m.path.display(), "cannot delete a log segment: {e}");
+                }
+            }
+        }
+    }
+
+    /// The index of the segment being written.
+    pub fn active_index(&self) -> u64 {
+        self.active.index
+    }
+
+    /// Segments on disk.
+    pub fn segments(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// Bytes written in the active segment.
+    pub fn active_len(&self) -> usize {
+        self.active.len
+    }
+
+    /// Bytes of the segments before the active one, roughly.
+    pub fn older_bytes(&self) -> usize {
+        (self.metas.len() - 1) * self.segment_bytes
+    }
+}
+
+impl Meta {
+    fn new(index: u64, path: PathBuf) -> Meta {
+        Meta {
+            index,
+            path,
+            first_lsn: 0,
+            last_lsn: 0,
+            live: 0,
+            unsynced: None,
+        }
+    }
+
+    fn extend(&mut self, lsn: u64) {
+        if self.first_lsn == 0 || lsn < self.first_lsn {
+            self.first_lsn = lsn;
+        }
+        self.last_lsn = self.last_lsn.max(lsn);
+    }
+}
+
+/// The segment files of `dir`, by index.
+fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if let Some(index) = e.file_name().to_str().and_then(segment::parse_name) {
+            out.push((index, e.path()));
+        }
+    }
+    out.sort_unstable_by_key(|(i, _)| *i);
+    Ok(out)
+}
