@@ -68,16 +68,20 @@ pub(super) async fn receive(shard: Rc<Shard>, from: usize, rx: ConnectedReceiver
 /// behind anything queued for `from` before.
 fn apply(shard: &Rc<Shard>, from: usize, batch: Vec<Remote>) {
     let now = Instant::now();
+    let mut synced_acks = Vec::new();
     let mut broker = shard.broker.borrow_mut();
     for remote in batch {
         match remote {
-            Remote::Barrier(token) if shard.sync_before_barrier_ack() => {
-                glommio::spawn_local(ack_when_synced(Rc::clone(shard), from, token)).detach();
-            }
+            Remote::Barrier(token) if shard.sync_before_barrier_ack() => synced_acks.push(token),
             Remote::Barrier(token) => broker.outbox[from].push(Remote::BarrierAck(token)),
             Remote::BarrierAck(token) => shard.barrier_acked(token),
             other => broker.apply_remote(from, other, now),
         }
+    }
+    drop(broker);
+    // Spawned tasks may run at once: the broker is no longer borrowed.
+    for token in synced_acks {
+        glommio::spawn_local(ack_when_synced(Rc::clone(shard), from, token)).detach();
     }
 }
 
