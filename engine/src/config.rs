@@ -62,6 +62,11 @@ pub struct Storage {
     /// compacted into a snapshot when its older segments pass this size
     /// times 4.
     pub state_segment_bytes: usize,
+    /// Bytes of offline-log segment files per instance, split over the
+    /// shards; 0: as much as the disk holds. When a shard's log can grow
+    /// no more (this cap, or the disk is full), QoS 1/2 publishes on it
+    /// are refused until acknowledgements free a segment.
+    pub disk_bytes_max: u64,
 }
 
 impl Default for Storage {
@@ -72,6 +77,7 @@ impl Default for Storage {
             flush_interval_millis: 10,
             segment_bytes: 8 << 20,
             state_segment_bytes: 1 << 20,
+            disk_bytes_max: 0,
         }
     }
 }

@@ -92,6 +92,8 @@ pub struct Broker {
     pub(super) drained: bool,
     /// When expired retained messages were last purged.
     pub(super) retained_purged_at: Instant,
+    /// When persistent sessions' queues were last checked for retention.
+    pub(super) retention_checked_at: Instant,
     /// Bytes of messages in each peer's outbox, for mesh flow control.
     pub outbox_bytes: Vec<usize>,
     /// Scratch for matching, kept to reuse its allocation.
@@ -129,6 +131,7 @@ impl Broker {
             congested: Vec::new(),
             drained: false,
             retained_purged_at: now,
+            retention_checked_at: now,
             outbox_bytes: vec![0; shards],
             matches: Vec::new(),
             next_generation: 1,

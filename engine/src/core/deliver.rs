@@ -360,6 +360,18 @@ fn enqueue(
     cap: Queue,
 ) {
     let weight = message.weight();
+    if session.logged {
+        // A persistent session keeps the newest: the oldest make room.
+        while !session.queue.is_empty()
+            && (session.queue.len() >= cap.msgs_max || session.queued_bytes + weight > cap.bytes_max)
+        {
+            if let Some(old) = session.queue.pop_front() {
+                session.queued_bytes -= old.message.weight();
+                journal.ack(session.uid, old.lsn);
+                stats.dropped_queue_full += 1;
+            }
+        }
+    }
     if session.queue.len() >= cap.msgs_max || session.queued_bytes + weight > cap.bytes_max {
         stats.dropped_queue_full += 1;
         tracing::debug!(client = %session.client_id.as_str(), "session queue full, message dropped");

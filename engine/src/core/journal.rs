@@ -101,6 +101,10 @@ pub struct Journal {
     pub released: Vec<u64>,
     /// PUBACK/PUBREC for publishes that must be durable first, in order.
     pub held_acks: Vec<(ConnId, Packet)>,
+    /// Logged copies held by sessions.
+    pub copies: u64,
+    /// The log cannot be written (disk full): QoS 1/2 publishes are refused.
+    pub unavailable: bool,
     /// Whether acknowledgements of publishes routed to other shards wait
     /// for them to have logged what they received.
     pub hold_acks: bool,
@@ -120,6 +124,7 @@ impl Journal {
     /// The lsn of the message being fanned out, recording `target` as one
     /// of its holders.
     pub(super) fn target(&mut self, target: Target) -> u64 {
+        self.copies += 1;
         match &mut self.fanout {
             Some((lsn, targets)) => {
                 targets.push(target);
@@ -147,6 +152,7 @@ impl Journal {
     /// Session `uid` is done with `lsn` (0: never logged).
     pub(super) fn ack(&mut self, uid: u64, lsn: u64) {
         if lsn != 0 {
+            self.copies = self.copies.saturating_sub(1);
             self.entries.push(Entry::Ack { uid, lsn });
         }
     }
@@ -154,6 +160,7 @@ impl Journal {
     /// `lsn` no longer counts (its session's end was logged).
     pub(super) fn release(&mut self, lsn: u64) {
         if lsn != 0 {
+            self.copies = self.copies.saturating_sub(1);
             self.released.push(lsn);
         }
     }

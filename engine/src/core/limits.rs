@@ -55,6 +55,13 @@ pub struct Limits {
     pub retained_topics_max: usize,
     /// Time a new connection has to send CONNECT, in seconds.
     pub connect_timeout_secs: u16,
+    /// Message copies held for persistent sessions (queued or in flight,
+    /// and logged), per instance, split evenly over the shards; beyond it
+    /// the oldest queued copies are dropped, and counted.
+    pub offline_messages_max: usize,
+    /// Age past which a message held for a persistent session is dropped,
+    /// in seconds (default 3 days).
+    pub offline_retention_secs: u64,
 }
 
 impl Default for Limits {
@@ -77,6 +84,8 @@ impl Default for Limits {
             retained_topics_max: 100_000,
             sessions_max: 1_000_000,
             connect_timeout_secs: 10,
+            offline_messages_max: 1_000_000,
+            offline_retention_secs: 3 * 24 * 3600,
         }
     }
 }

@@ -10,6 +10,7 @@ mod deliver;
 pub mod journal;
 pub mod limits;
 pub mod message;
+mod offline;
 mod persist;
 mod publish;
 pub mod restore;

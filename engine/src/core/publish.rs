@@ -49,6 +49,9 @@ impl Broker {
                 );
             }
         }
+        if p.qos != QoS::AtMostOnce && self.journal.unavailable {
+            return self.refuse_unloggable(id, p.qos, p.packet_id);
+        }
         let who = Principal {
             client_id: session.client_id.as_str(),
             username: session.username.as_ref().map(|u| u.as_str()),
@@ -74,6 +77,41 @@ impl Broker {
             ReasonCode::NotAuthorized
         };
         self.ack_publish(id, qos, pid, code, wait);
+    }
+
+    /// A QoS 1/2 PUBLISH while the log cannot be written (disk full): not
+    /// accepted. v5 gets PUBACK/PUBREC 0x97; a 3.1.1 client, which has no
+    /// negative acknowledgement, is disconnected [MQTT-3.3.5-2].
+    fn refuse_unloggable(&mut self, id: ConnId, qos: QoS, pid: Option<PacketId>) {
+        self.stats.refused_storage += 1;
+        let v5 = self
+            .session(id)
+            .and_then(|s| s.link.as_ref())
+            .is_some_and(|l| l.version == ProtocolVersion::V5);
+        if !v5 {
+            return self.fail(
+                id,
+                ReasonCode::QuotaExceeded,
+                "[MQTT-3.3.5-2] the log cannot be written (disk full): QoS 1/2 PUBLISH refused",
+            );
+        }
+        tracing::debug!("the log cannot be written (disk full): QoS 1/2 PUBLISH refused with 0x97");
+        let Some(pid) = pid else {
+            return;
+        };
+        let packet = match qos {
+            QoS::ExactlyOnce => {
+                let mut ack = PubRec::new(pid);
+                ack.reason_code = ReasonCode::QuotaExceeded;
+                Packet::PubRec(ack)
+            }
+            _ => {
+                let mut ack = PubAck::new(pid);
+                ack.reason_code = ReasonCode::QuotaExceeded;
+                Packet::PubAck(ack)
+            }
+        };
+        self.write(id, &packet);
     }
 
     /// Acknowledges a PUBLISH; with `wait`, only once the storage layer has

@@ -159,6 +159,7 @@ impl Broker {
             }
             let queue = queues.remove(&uid).unwrap_or_default();
             counts.messages += queue.len();
+            self.journal.copies += queue.len() as u64;
             counts.sessions += 1;
             self.install(uid, r, queue, left.map(|d| now + d));
         }

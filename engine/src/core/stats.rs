@@ -27,6 +27,13 @@ pub struct Stats {
     pub dropped_expired: u64,
     /// Shared-subscription copies whose group had no member left here.
     pub dropped_no_member: u64,
+    /// Copies for persistent sessions dropped, oldest first, because
+    /// `offline_messages_max` was reached.
+    pub dropped_offline_cap: u64,
+    /// Copies for persistent sessions dropped after `offline_retention_secs`.
+    pub dropped_offline_retention: u64,
+    /// QoS 1/2 PUBLISH refused because the log could not be written.
+    pub refused_storage: u64,
     /// Retained messages not stored because `retained_topics_max` was reached.
     pub dropped_retained: u64,
     /// PUBLISH or SUBSCRIBE refused by the authorizer.

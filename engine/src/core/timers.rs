@@ -198,5 +198,8 @@ impl Broker {
             self.retained_purged_at = now;
             self.retained.purge_expired(now);
         }
+        if self.journal.enabled {
+            self.enforce_offline_caps(now);
+        }
     }
 }

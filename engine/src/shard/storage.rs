@@ -31,6 +31,8 @@ pub(super) struct Storage {
     sync: RefCell<SyncState>,
     /// Write errors so far (disk full, I/O errors).
     pub(super) errors: Cell<u64>,
+    /// A write failed: the log takes nothing until it can grow again.
+    full: Cell<bool>,
 }
 
 #[derive(Debug)]
@@ -97,7 +99,7 @@ impl Storage {
             },
         )?;
         let mut seen = Vec::new();
-        let (mut offline, offline_opened) = Log::open(
+        let (mut offline, offline_opened): (Log, Opened) = Log::open(
             &dir.join("offline"),
             s.segment_bytes,
             |segment, body| match record::decode(body, clock) {
@@ -120,6 +122,7 @@ impl Storage {
         for (segment, lsn) in seen {
             offline.saw_message(segment, lsn);
         }
+        offline.set_bytes_max(s.disk_bytes_max.div_ceil(broker.shards() as u64));
         let counts = broker.restore(replay, started);
         for lsn in broker.held_lsns() {
             offline.hold(lsn);
@@ -140,6 +143,7 @@ impl Storage {
             interval: Duration::from_millis(s.flush_interval_millis),
             sync: RefCell::new(SyncState::default()),
             errors: Cell::new(0),
+            full: Cell::new(false),
         };
         let recovered = Recovered {
             state: state_opened,
@@ -166,6 +170,8 @@ impl Storage {
         for entry in &entries {
             if let Err(e) = logs.append(entry, clock) {
                 self.write_failed(&e);
+                self.full.set(true);
+                broker.journal.unavailable = true;
             }
         }
         for lsn in released {
@@ -209,6 +215,32 @@ impl Storage {
             w.wake();
         }
         tracing::debug!(entries = snapshot.len(), "state log compacted");
+    }
+
+    /// After a failed write: whether both logs can grow again (a segment
+    /// was freed, or the disk has room). Then QoS 1/2 publishes are taken
+    /// again, and the state log is rewritten whole, since entries may have
+    /// been lost meanwhile.
+    pub(super) fn retry_full(&self, broker: &mut Broker) {
+        if !self.full.get() {
+            return;
+        }
+        let mut logs = self.logs.borrow_mut();
+        logs.offline.reclaim();
+        if logs.offline.rotate(0).is_err() || logs.state.rotate(0).is_err() {
+            return;
+        }
+        drop(logs);
+        self.full.set(false);
+        broker.journal.unavailable = false;
+        tracing::warn!("the log can be written again: QoS 1/2 publishes are accepted");
+        let clock = Clock {
+            now: Instant::now(),
+            now_millis: broker.unix_millis(Instant::now()),
+        };
+        if self.sync.borrow().compacted.is_none() {
+            self.compact(broker, clock);
+        }
     }
 
     /// Whether a spare offline segment should be created, and where.
@@ -330,8 +362,10 @@ impl Logs {
                 self.offline.add_message(*lsn, targets.len() as u64);
             }
             Entry::Ack { lsn, .. } => {
-                self.offline.append(&self.frame)?;
+                // Released even if the ack is not logged: after a crash the
+                // copy is delivered again, which QoS 1 allows.
                 self.offline.release(*lsn);
+                self.offline.append(&self.frame)?;
             }
             _ => self.state.append(&self.frame)?,
         }
@@ -399,6 +433,7 @@ pub(super) async fn sync_loop(shard: std::rc::Rc<super::context::Shard>) {
     };
     loop {
         storage.sync_asked(Some(timeout)).await;
+        storage.retry_full(&mut shard.broker.borrow_mut());
         if let Some((dir, index, bytes)) = storage.spare_wanted() {
             let made = glommio::executor()
                 .spawn_blocking(move || Segment::create(&dir, index, bytes))

@@ -35,6 +35,8 @@ struct Meta {
     live: u64,
     /// Written and not yet synced, when it stopped being the active one.
     unsynced: Option<Pending>,
+    /// Size of the file.
+    bytes: u64,
 }
 
 /// One log directory.
@@ -46,6 +48,8 @@ pub struct Log {
     /// Every segment, oldest first; the last is `active`.
     metas: VecDeque<Meta>,
     spare: Option<Segment>,
+    /// Most bytes of segment files (0: no cap but the disk's).
+    bytes_max: u64,
 }
 
 impl Log {
@@ -72,7 +76,9 @@ impl Log {
             opened.torn += usize::from(end.torn);
             opened.bytes += end.len as u64;
             last = Some(end);
-            metas.push_back(Meta::new(index, path));
+            let mut meta = Meta::new(index, path);
+            meta.bytes = bytes.len() as u64;
+            metas.push_back(meta);
         }
         let active = match (metas.back(), last) {
             (Some(m), Some(end)) => {
@@ -84,7 +90,9 @@ impl Log {
             }
             _ => {
                 let s = Segment::create(dir, 1, segment_bytes)?;
-                metas.push_back(Meta::new(1, s.path.clone()));
+                let mut meta = Meta::new(1, s.path.clone());
+                meta.bytes = s.capacity() as u64;
+                metas.push_back(meta);
                 s
             }
         };
@@ -94,8 +102,21 @@ impl Log {
             active,
             metas,
             spare: None,
+            bytes_max: 0,
         };
         Ok((log, opened))
+    }
+
+    /// Caps the bytes of segment files: past it, a new segment is refused
+    /// as if the disk were full (ENOSPC).
+    pub fn set_bytes_max(&mut self, bytes_max: u64) {
+        self.bytes_max = bytes_max;
+    }
+
+    /// Bytes of segment files (the spare included).
+    pub fn bytes(&self) -> u64 {
+        let spare = self.spare.as_ref().map_or(0, |s| s.capacity() as u64);
+        self.metas.iter().map(|m| m.bytes).sum::<u64>() + spare
     }
 
     /// Appends one frame, moving to a new segment if it does not fit.
@@ -114,6 +135,11 @@ impl Log {
             .segment_bytes
             .max(need + 2 * super::record::FRAME_HEAD_BYTES);
         let index = self.active.index + 1;
+        let spare = self.spare.as_ref().map_or(0, |s| s.capacity() as u64);
+        let after = self.bytes() - spare + bytes as u64;
+        if self.bytes_max > 0 && after > self.bytes_max {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         let next = match self.spare.take() {
             Some(s) if s.capacity() >= bytes && s.index == index => s,
             other => {
@@ -127,15 +153,18 @@ impl Log {
         if let Some(m) = self.metas.back_mut() {
             m.unsynced = old.pending();
         }
-        self.metas
-            .push_back(Meta::new(index, self.active.path.clone()));
+        let mut meta = Meta::new(index, self.active.path.clone());
+        meta.bytes = self.active.capacity() as u64;
+        self.metas.push_back(meta);
         Ok(())
     }
 
     /// Whether a spare segment should be made ready (the active one is
     /// half full and none is ready).
     pub fn wants_spare(&self) -> bool {
-        self.spare.is_none() && self.active.len * 2 >= self.active.capacity()
+        let room =
+            self.bytes_max == 0 || self.bytes() + self.segment_bytes as u64 <= self.bytes_max;
+        room && self.spare.is_none() && self.active.len * 2 >= self.active.capacity()
     }
 
     /// Where the next segment goes and its index and size, to create it
@@ -270,6 +299,7 @@ impl Meta {
             last_lsn: 0,
             live: 0,
             unsynced: None,
+            bytes: 0,
         }
     }
 

@@ -1,0 +1,106 @@
+//! The caps on what persistent sessions hold: `offline_messages_max`
+//! copies per instance (split over the shards) and `offline_retention_secs`
+//! of age. Past either, the oldest queued copies go first; every drop is
+//! counted and acknowledged in the log.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use super::broker::Broker;
+
+/// How often queues are scanned for copies past their retention.
+pub(super) const RETENTION_CHECK_PERIOD: Duration = Duration::from_secs(10);
+
+/// Bits of milliseconds in a message id (see `Broker::new_message_id`).
+const ID_MILLIS_MASK: u64 = (1 << 40) - 1;
+
+/// Age of message `id` at `now_millis`, in milliseconds (the id holds its
+/// arrival time modulo 2^40 ms, about 34 years).
+pub(super) fn age_millis(id: u64, now_millis: u64) -> u64 {
+    let arrived = (id >> 16) & ID_MILLIS_MASK;
+    (now_millis & ID_MILLIS_MASK).wrapping_sub(arrived) & ID_MILLIS_MASK
+}
+
+impl Broker {
+    /// Applies both caps; called from the clock.
+    pub(super) fn enforce_offline_caps(&mut self, now: Instant) {
+        let per_shard = self.limits.offline_messages_max.div_ceil(self.shards.max(1));
+        let over = self.journal.copies.saturating_sub(per_shard as u64);
+        if over > 0 {
+            let dropped = self.drop_oldest(over as usize);
+            self.stats.dropped_offline_cap += dropped;
+            tracing::warn!(
+                dropped,
+                offline_messages_max = self.limits.offline_messages_max,
+                "offline_messages_max reached: oldest messages dropped"
+            );
+        }
+        if now.saturating_duration_since(self.retention_checked_at) >= RETENTION_CHECK_PERIOD {
+            self.retention_checked_at = now;
+            let dropped = self.drop_retired(now);
+            if dropped > 0 {
+                self.stats.dropped_offline_retention += dropped;
+                tracing::info!(
+                    dropped,
+                    offline_retention_secs = self.limits.offline_retention_secs,
+                    "messages past their retention dropped"
+                );
+            }
+        }
+    }
+
+    /// Drops the `n` oldest queued copies of logged sessions: a merge of
+    /// the session queues, each in log order.
+    fn drop_oldest(&mut self, n: usize) -> u64 {
+        let mut heads: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::new();
+        for (slot, s) in self.sessions.iter().enumerate() {
+            let Some(s) = s.as_ref().filter(|s| s.logged) else {
+                continue;
+            };
+            if let Some(q) = s.queue.front().filter(|q| q.lsn != 0) {
+                heads.push(Reverse((q.lsn, slot as u32)));
+            }
+        }
+        let mut dropped = 0;
+        while dropped < n as u64 {
+            let Some(Reverse((_, slot))) = heads.pop() else {
+                break;
+            };
+            let Some(Some(s)) = self.sessions.get_mut(slot as usize) else {
+                continue;
+            };
+            let Some(q) = s.queue.pop_front() else {
+                continue;
+            };
+            s.queued_bytes -= q.message.weight();
+            self.journal.ack(s.uid, q.lsn);
+            dropped += 1;
+            if let Some(next) = s.queue.front().filter(|q| q.lsn != 0) {
+                heads.push(Reverse((next.lsn, slot)));
+            }
+        }
+        dropped
+    }
+
+    /// Drops queued copies older than `offline_retention_secs`.
+    fn drop_retired(&mut self, now: Instant) -> u64 {
+        let now_millis = self.unix_millis(now);
+        let max = self.limits.offline_retention_secs.saturating_mul(1000);
+        let mut dropped = 0;
+        for s in self.sessions.iter_mut().flatten().filter(|s| s.logged) {
+            while let Some(q) = s.queue.front() {
+                if q.lsn == 0 || age_millis(q.message.id, now_millis) <= max {
+                    break;
+                }
+                let weight = q.message.weight();
+                let lsn = q.lsn;
+                s.queue.pop_front();
+                s.queued_bytes -= weight;
+                self.journal.ack(s.uid, lsn);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+}
