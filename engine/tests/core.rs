@@ -2,192 +2,19 @@
 //! threads; time moves only when a test says so.
 
 use std::num::{NonZeroU16, NonZeroU32};
-use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ringmq_engine::core::auth::Auth;
-use ringmq_engine::core::timers::Output;
-use ringmq_engine::core::{Broker, ConnId, Flow, Limits};
-use ringmq_protocol::properties::{ConnectProperties, WillProperties};
+use ringmq_engine::core::{Broker, Flow, Limits};
 use ringmq_protocol::{
-    Connect, Decoder, Disconnect, LastWill, MqttString, Packet, PacketId, ProtocolVersion, PubAck,
-    PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions, TopicFilter,
-    TopicName,
+    Disconnect, MqttString, Packet, ProtocolVersion, PubAck, PubComp, PubRec, PubRel, QoS,
+    ReasonCode, SubscriptionOptions,
 };
 
-/// A client of the broker under test, on a virtual clock.
-struct Client {
-    id: ConnId,
-    version: ProtocolVersion,
-    decoder: Decoder,
-    closed: bool,
-    /// Packets that arrived with the CONNACK (a resumed session's messages).
-    early: Vec<Packet>,
-}
+mod support;
 
-fn connect_packet(client_id: &str, v: ProtocolVersion, clean: bool) -> Connect {
-    Connect {
-        protocol: v,
-        clean_start: clean,
-        keep_alive: 0,
-        properties: ConnectProperties::default(),
-        client_id: MqttString::new(client_id.to_owned()).expect("valid id"),
-        will: None,
-        username: None,
-        password: None,
-    }
-}
-
-fn connect(b: &mut Broker, c: Connect, now: Instant) -> Client {
-    let version = c.protocol;
-    let id = b.connect(c, false, now).expect("accepted").id;
-    let mut client = Client::attach(id, version);
-    let mut got = client.recv(b).into_iter();
-    match got.next() {
-        Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::Success),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
-    client.early = got.collect();
-    client
-}
-
-/// Connects a client with a plain CONNECT (keep-alive off).
-fn join(b: &mut Broker, client_id: &str, v: ProtocolVersion, clean: bool, now: Instant) -> Client {
-    connect(b, connect_packet(client_id, v, clean), now)
-}
-
-/// A SUBSCRIBE of one filter with default options.
-fn subscribe_packet(id: u16, filter: &str) -> Packet {
-    Packet::Subscribe(Subscribe {
-        packet_id: pid(id),
-        properties: Default::default(),
-        filters: vec![(
-            TopicFilter::new(filter.to_owned()).expect("filter"),
-            SubscriptionOptions::default(),
-        )],
-    })
-}
-
-fn pid(n: u16) -> PacketId {
-    PacketId::new(n).expect("non-zero")
-}
-
-fn publish(topic: &str, payload: &str, qos: QoS, id: Option<u16>) -> Packet {
-    let mut p = Publish::new(
-        TopicName::new(topic.to_owned()).expect("topic"),
-        Bytes::from(payload.to_owned()),
-    );
-    p.qos = qos;
-    p.packet_id = id.map(pid);
-    Packet::Publish(p)
-}
-
-impl Client {
-    /// The test's side of connection `id`.
-    fn attach(id: ConnId, version: ProtocolVersion) -> Client {
-        Client {
-            id,
-            version,
-            decoder: Decoder::with_version(version, 1 << 20),
-            closed: false,
-            early: Vec::new(),
-        }
-    }
-
-    /// Everything the broker has written to this client, decoded.
-    fn recv(&mut self, b: &mut Broker) -> Vec<Packet> {
-        let mut frames = Vec::new();
-        match b.take_output(self.id, &mut frames, Waker::noop()) {
-            Output::Ready { close } => self.closed |= close,
-            Output::Idle => {}
-            Output::Gone => self.closed = true,
-        }
-        let mut buf = BytesMut::new();
-        for f in frames {
-            buf.extend_from_slice(&f);
-        }
-        let mut out = std::mem::take(&mut self.early);
-        while let Some(p) = self
-            .decoder
-            .decode(&mut buf)
-            .expect("broker output decodes")
-        {
-            out.push(p);
-        }
-        assert!(buf.is_empty(), "partial packet in output");
-        out
-    }
-
-    fn send(&self, b: &mut Broker, p: Packet, now: Instant) {
-        if let Flow::Barrier(pending) = b.handle(self.id, p, now) {
-            b.finish_subscribe(pending, now);
-        }
-    }
-
-    fn subscribe(&mut self, b: &mut Broker, filter: &str, qos: QoS, now: Instant) {
-        self.subscribe_with(b, filter, SubscriptionOptions::qos(qos), None, now);
-    }
-
-    fn subscribe_with(
-        &mut self,
-        b: &mut Broker,
-        filter: &str,
-        options: SubscriptionOptions,
-        sub_id: Option<u32>,
-        now: Instant,
-    ) {
-        let mut s = Subscribe {
-            packet_id: pid(1),
-            properties: Default::default(),
-            filters: vec![(
-                TopicFilter::new(filter.to_owned()).expect("filter"),
-                options,
-            )],
-        };
-        s.properties.subscription_identifier =
-            sub_id.and_then(ringmq_protocol::SubscriptionId::new);
-        self.send(b, Packet::Subscribe(s), now);
-        let got = self.recv(b);
-        assert!(
-            matches!(got.first(), Some(Packet::SubAck(_))),
-            "expected SUBACK, got {got:?}"
-        );
-    }
-
-    fn publishes(&mut self, b: &mut Broker) -> Vec<Publish> {
-        self.recv(b)
-            .into_iter()
-            .filter_map(|p| match p {
-                Packet::Publish(p) => Some(p),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-fn broker(now: Instant) -> Broker {
-    Broker::new(0, 1, Limits::default(), Auth::default(), now)
-}
-
-fn v5_connect(client_id: &str, expiry: u32) -> Connect {
-    let mut c = connect_packet(client_id, ProtocolVersion::V5, expiry == 0);
-    c.properties.session_expiry_interval = Some(expiry);
-    c
-}
-
-fn will(topic: &str, delay: Option<u32>) -> LastWill {
-    LastWill {
-        topic: TopicName::new(topic.to_owned()).expect("topic"),
-        payload: Bytes::from_static(b"gone"),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        properties: WillProperties {
-            will_delay_interval: delay,
-            ..Default::default()
-        },
-    }
-}
+use support::client::*;
 
 #[test]
 fn keep_alive_expiry_closes_the_connection_and_publishes_the_will() {

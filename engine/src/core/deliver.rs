@@ -252,7 +252,7 @@ impl Broker {
                 &q.message,
                 &copy,
                 Some(packet_id),
-                false,
+                q.dup,
                 &mut enc,
                 now,
             ) {
@@ -363,7 +363,8 @@ fn enqueue(
     if session.logged {
         // A persistent session keeps the newest: the oldest make room.
         while !session.queue.is_empty()
-            && (session.queue.len() >= cap.msgs_max || session.queued_bytes + weight > cap.bytes_max)
+            && (session.queue.len() >= cap.msgs_max
+                || session.queued_bytes + weight > cap.bytes_max)
         {
             if let Some(old) = session.queue.pop_front() {
                 session.queued_bytes -= old.message.weight();
@@ -381,6 +382,7 @@ fn enqueue(
     let lsn = log_copy(journal, session, &copy);
     session.queue.push_back(Queued {
         message: Arc::clone(message),
+        dup: false,
         qos: copy.qos,
         retain: copy.retain,
         sub_ids: copy.sub_ids,

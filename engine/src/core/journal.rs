@@ -33,6 +33,8 @@ pub enum Entry {
         uid: u64,
         /// When, in milliseconds since the Unix epoch.
         at_millis: u64,
+        /// The messages sent and not acknowledged: DUP when sent again.
+        inflight: Vec<u64>,
     },
     /// The session ended; everything logged for it is void.
     SessionEnd {

@@ -25,7 +25,10 @@ pub(super) fn age_millis(id: u64, now_millis: u64) -> u64 {
 impl Broker {
     /// Applies both caps; called from the clock.
     pub(super) fn enforce_offline_caps(&mut self, now: Instant) {
-        let per_shard = self.limits.offline_messages_max.div_ceil(self.shards.max(1));
+        let per_shard = self
+            .limits
+            .offline_messages_max
+            .div_ceil(self.shards.max(1));
         let over = self.journal.copies.saturating_sub(per_shard as u64);
         if over > 0 {
             let dropped = self.drop_oldest(over as usize);

@@ -17,6 +17,13 @@ impl Broker {
         self.start_millis + now.saturating_duration_since(self.start).as_millis() as u64
     }
 
+    /// Sets the wall clock: `now` is `unix_millis` milliseconds after the
+    /// Unix epoch (tests move it; a broker reads it once at start).
+    pub fn set_wall_clock(&mut self, now: Instant, unix_millis: u64) {
+        self.start = now;
+        self.start_millis = unix_millis;
+    }
+
     /// After CONNECT: a persistent session is logged (again, with its
     /// current expiry); one that stopped being persistent leaves the log.
     pub(super) fn log_session(&mut self, slot: u32) {
@@ -70,7 +77,12 @@ impl Broker {
         };
         if session.logged && session.expiry_secs > 0 {
             let uid = session.uid;
-            self.journal.push(Entry::Detached { uid, at_millis });
+            let inflight = session.inflight.iter().map(|m| m.lsn).collect();
+            self.journal.push(Entry::Detached {
+                uid,
+                at_millis,
+                inflight,
+            });
         }
     }
 
@@ -130,9 +142,11 @@ impl Broker {
             if let (None, Some(at)) = (&s.link, s.expires_at) {
                 let ends = self.unix_millis(at);
                 let at_millis = ends.saturating_sub(u64::from(s.expiry_secs) * 1000);
+                let inflight = s.inflight.iter().map(|m| m.lsn).collect();
                 out.push(Entry::Detached {
                     uid: s.uid,
                     at_millis,
+                    inflight,
                 });
             }
             for (filter, sub) in &s.subs {

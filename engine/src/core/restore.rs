@@ -33,6 +33,8 @@ struct Restored {
     username: Option<MqttString>,
     expiry_secs: u32,
     detached_at_millis: Option<u64>,
+    /// Messages in flight when it detached: sent once already.
+    inflight: Vec<u64>,
     subs: Vec<(Box<str>, Subscription)>,
 }
 
@@ -65,6 +67,7 @@ impl Replay {
                     username: None,
                     expiry_secs,
                     detached_at_millis: None,
+                    inflight: Vec::new(),
                     subs: Vec::new(),
                 });
                 s.client_id = client_id;
@@ -72,9 +75,14 @@ impl Replay {
                 s.expiry_secs = expiry_secs;
                 s.detached_at_millis = None;
             }
-            Entry::Detached { uid, at_millis } => {
+            Entry::Detached {
+                uid,
+                at_millis,
+                inflight,
+            } => {
                 if let Some(s) = self.sessions.get_mut(&uid) {
                     s.detached_at_millis = Some(at_millis);
+                    s.inflight = inflight;
                 }
             }
             Entry::SessionEnd { uid } => {
@@ -189,10 +197,19 @@ impl Broker {
         session.expiry_secs = r.expiry_secs;
         session.expires_at = expires_at;
         session.logged = true;
-        for (lsn, message, t) in queue {
+        // Connected when the broker stopped: its first window of messages
+        // may have been sent. Detached: exactly those it had in flight.
+        let window = usize::from(self.limits.inflight_count_max);
+        let crashed = r.detached_at_millis.is_none();
+        for (i, (lsn, message, t)) in queue.into_iter().enumerate() {
             session.queued_bytes += message.weight();
+            let dup = match crashed {
+                true => i < window,
+                false => r.inflight.contains(&lsn),
+            };
             session.queue.push_back(Queued {
                 message,
+                dup,
                 qos: t.qos,
                 retain: t.retain,
                 sub_ids: None,

@@ -53,6 +53,8 @@ pub struct Inflight {
 pub struct Queued {
     /// The message.
     pub message: Arc<Message>,
+    /// It may have been sent before (restored from the log): DUP is set.
+    pub dup: bool,
     /// QoS of this copy.
     pub qos: QoS,
     /// RETAIN flag of this copy.

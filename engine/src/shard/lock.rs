@@ -4,8 +4,10 @@
 //! before any shard starts.
 
 use std::fs::{File, OpenOptions};
-use std::net::TcpListener;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use super::RunError;
 use crate::config::Config;
@@ -44,10 +46,32 @@ pub(super) fn acquire(config: &Config) -> Result<DataLock, RunError> {
         )));
     }
     for addr in &config.listeners.tcp {
-        // A plain bind (no SO_REUSEPORT) fails if anyone listens there.
-        if let Err(e) = TcpListener::bind(addr) {
-            return Err(RunError::Busy(format!("cannot listen on {addr}: {e}")));
-        }
+        port_free(addr)?;
     }
     Ok(DataLock { _file: file })
+}
+
+/// How long a listen address may stay taken before start-up gives up.
+const PORT_WAIT: Duration = Duration::from_secs(3);
+
+/// A plain bind (no SO_REUSEPORT) fails if anyone listens there. A broker
+/// killed a moment ago can still hold its port briefly (its io_uring
+/// instances release their sockets after the process is gone), so a busy
+/// port is tried again for up to [`PORT_WAIT`].
+fn port_free(addr: &SocketAddr) -> Result<(), RunError> {
+    let deadline = Instant::now() + PORT_WAIT;
+    let mut logged = false;
+    loop {
+        match TcpListener::bind(addr) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::AddrInUse && Instant::now() < deadline => {
+                if !logged {
+                    tracing::info!(%addr, "address in use; waiting up to 3 s for it");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(RunError::Busy(format!("cannot listen on {addr}: {e}"))),
+        }
+    }
 }

@@ -445,6 +445,10 @@ pub(super) async fn sync_loop(shard: std::rc::Rc<super::context::Shard>) {
             s.requested > s.started
         };
         if storage.flush() != Flush::Interval && !asked {
+            if storage.flush() == Flush::Never {
+                // Nothing to sync; the mappings of full segments can go.
+                drop(storage.begin_sync());
+            }
             continue;
         }
         let (epoch, pending) = storage.begin_sync();

@@ -244,7 +244,8 @@ impl Log {
         let mut n = 0;
         while self.metas.len() > 1 {
             let Some(m) = self.metas.front() else { break };
-            if m.live > 0 || m.unsynced.is_some() {
+            // Unsynced or not: nothing in it is needed any more.
+            if m.live > 0 {
                 break;
             }
             if let Err(e) = std::fs::remove_file(&m.path) {

@@ -103,10 +103,18 @@ fn encode_body(entry: &Entry, clock: Clock, scratch: &mut BytesMut, out: &mut Ve
             out.push(u8::from(username.is_some()));
             put_str(out, username.as_ref().map_or("", |u| u.as_str()));
         }
-        Entry::Detached { uid, at_millis } => {
+        Entry::Detached {
+            uid,
+            at_millis,
+            inflight,
+        } => {
             out.push(DETACHED);
             out.put_u64_le(*uid);
             out.put_u64_le(*at_millis);
+            out.put_u32_le(inflight.len() as u32);
+            for lsn in inflight {
+                out.put_u64_le(*lsn);
+            }
         }
         Entry::SessionEnd { uid } => {
             out.push(SESSION_END);
@@ -210,10 +218,19 @@ pub fn decode_logged(body: &[u8], clock: Clock) -> Result<(Entry, u64), RecordEr
                 expiry_secs,
             }
         }
-        DETACHED => Entry::Detached {
-            uid: r.u64()?,
-            at_millis: r.u64()?,
-        },
+        DETACHED => {
+            let (uid, at_millis) = (r.u64()?, r.u64()?);
+            let n = r.u32()? as usize;
+            let mut inflight = Vec::with_capacity(n.min(r.0.len() / 8));
+            for _ in 0..n {
+                inflight.push(r.u64()?);
+            }
+            Entry::Detached {
+                uid,
+                at_millis,
+                inflight,
+            }
+        }
         SESSION_END => Entry::SessionEnd { uid: r.u64()? },
         SUBSCRIBE => {
             let uid = r.u64()?;

@@ -1,6 +1,8 @@
 //! A real `ringmq` process on a free loopback port, for end-to-end tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod client;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -75,8 +77,12 @@ impl Broker {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if TcpStream::connect(self.addr).is_ok() {
-                return;
+            // A port in the ephemeral range can connect to itself when
+            // nothing listens (TCP simultaneous open): that is not ready.
+            if let Ok(s) = TcpStream::connect(self.addr) {
+                if s.local_addr().ok() != s.peer_addr().ok() {
+                    return;
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -113,11 +119,18 @@ impl Broker {
         }
     }
 
-    /// Kills the process with SIGKILL.
+    /// Kills the process with SIGKILL; returns once its port is free (a
+    /// killed process's io_uring instances let go of its listening sockets
+    /// a moment after it is gone).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpListener::bind(self.addr).is_err() {
+            assert!(Instant::now() < deadline, "port {} still taken", self.addr);
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }

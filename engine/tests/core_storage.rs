@@ -1,0 +1,350 @@
+//! What a broker journals for persistent sessions and retained messages,
+//! and what a new broker restores from it, on a virtual clock: entries go
+//! through the record codec (as the storage layer writes them) into a
+//! replay, as after a crash.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ringmq_engine::core::auth::Auth;
+use ringmq_engine::core::restore::{Replay, RestoreCounts};
+use ringmq_engine::core::{Broker, Limits};
+use ringmq_engine::store::record::{self, Clock};
+use ringmq_engine::store::segment;
+use ringmq_protocol::{Packet, ProtocolVersion, PubAck, QoS, ReasonCode};
+
+mod support;
+
+use support::client::*;
+
+/// A Unix time for the virtual clock's start.
+const T0_MILLIS: u64 = 1_790_000_000_000;
+
+/// A broker that journals, its wall clock at `T0_MILLIS` + `after`.
+fn logging_broker(t0: Instant, after: Duration, limits: Limits) -> Broker {
+    let now = t0 + after;
+    let mut b = Broker::new(0, 1, limits, Auth::default(), now);
+    b.set_wall_clock(now, T0_MILLIS + after.as_millis() as u64);
+    b.journal.enabled = true;
+    b
+}
+
+/// The frames of everything `b` journaled so far (what the storage layer
+/// appends), added to `log`.
+fn persist(b: &mut Broker, log: &mut Vec<u8>, now: Instant) {
+    let clock = Clock {
+        now,
+        now_millis: b.unix_millis(now),
+    };
+    let mut scratch = BytesMut::new();
+    for e in std::mem::take(&mut b.journal.entries) {
+        record::encode(&e, clock, &mut scratch, log);
+    }
+    b.journal.released.clear();
+}
+
+/// A new broker restored from `log`, `after` the start of the clock.
+fn restart(log: &[u8], t0: Instant, after: Duration, limits: Limits) -> (Broker, RestoreCounts) {
+    let mut b = logging_broker(t0, after, limits);
+    let now = t0 + after;
+    let clock = Clock {
+        now,
+        now_millis: b.unix_millis(now),
+    };
+    let mut replay = Replay::default();
+    let end = segment::scan(log, |body| {
+        replay.apply(record::decode(body, clock).expect("a logged record decodes"));
+    });
+    assert!(!end.torn && end.corrupt == 0);
+    let counts = b.restore(replay, now);
+    (b, counts)
+}
+
+fn payloads(got: &[ringmq_protocol::Publish]) -> Vec<String> {
+    got.iter()
+        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+        .collect()
+}
+
+fn publish_n(b: &mut Broker, from: &Client, topic: &str, n: u16, qos: QoS, now: Instant) {
+    for i in 1..=n {
+        from.send(b, publish(topic, &format!("m{i}"), qos, Some(i)), now);
+    }
+}
+
+#[test]
+fn a_persistent_session_comes_back_with_its_subscription_and_unacknowledged_messages_in_order() {
+    let t0 = Instant::now();
+    let mut log = Vec::new();
+    let mut b = logging_broker(t0, Duration::ZERO, Limits::default());
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
+    sub.subscribe(&mut b, "a/#", QoS::AtLeastOnce, t0);
+    b.disconnected(sub.id, t0);
+    let mut publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
+    publish_n(&mut b, &publisher, "a/b", 5, QoS::AtLeastOnce, t0);
+    assert_eq!(publisher.recv(&mut b).len(), 5, "five PUBACKs");
+    persist(&mut b, &mut log, t0);
+    drop(b);
+
+    let later = Duration::from_secs(5);
+    let (mut b, counts) = restart(&log, t0, later, Limits::default());
+    assert_eq!((counts.sessions, counts.messages), (1, 5));
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0 + later);
+    let got = sub.publishes(&mut b);
+    assert_eq!(payloads(&got), ["m1", "m2", "m3", "m4", "m5"]);
+    assert!(got.iter().all(|p| p.qos == QoS::AtLeastOnce && !p.dup));
+    // The subscription came back too: a live message arrives.
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0 + later);
+    publisher.send(
+        &mut b,
+        publish("a/c", "live", QoS::AtLeastOnce, Some(9)),
+        t0 + later,
+    );
+    assert_eq!(payloads(&sub.publishes(&mut b)), ["live"]);
+}
+
+#[test]
+fn acknowledged_messages_are_not_restored_and_those_in_flight_come_back_with_dup() {
+    let t0 = Instant::now();
+    let mut log = Vec::new();
+    let mut b = logging_broker(t0, Duration::ZERO, Limits::default());
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
+    sub.subscribe(&mut b, "a/#", QoS::AtLeastOnce, t0);
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
+    publish_n(&mut b, &publisher, "a/b", 4, QoS::AtLeastOnce, t0);
+    let got = sub.publishes(&mut b);
+    assert_eq!(got.len(), 4);
+    for p in &got[..2] {
+        let id = p.packet_id.expect("QoS 1 has an id");
+        sub.send(&mut b, Packet::PubAck(PubAck::new(id)), t0);
+    }
+    b.disconnected(sub.id, t0);
+    persist(&mut b, &mut log, t0);
+
+    let (mut b, counts) = restart(&log, t0, Duration::from_secs(1), Limits::default());
+    assert_eq!(counts.messages, 2);
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
+    let got = sub.publishes(&mut b);
+    assert_eq!(payloads(&got), ["m3", "m4"]);
+    assert!(
+        got.iter().all(|p| p.dup),
+        "sent before the restart: DUP set"
+    );
+}
+
+#[test]
+fn retained_messages_survive_and_a_cleared_topic_stays_cleared() {
+    let t0 = Instant::now();
+    let mut log = Vec::new();
+    let mut b = logging_broker(t0, Duration::ZERO, Limits::default());
+    let p = join(&mut b, "pub", ProtocolVersion::V5, true, t0);
+    for (topic, payload) in [("r/1", "one"), ("r/2", "two"), ("r/2", "")] {
+        let mut packet = publish(topic, payload, QoS::AtMostOnce, None);
+        if let Packet::Publish(p) = &mut packet {
+            p.retain = true;
+        }
+        p.send(&mut b, packet, t0);
+    }
+    persist(&mut b, &mut log, t0);
+
+    let (mut b, counts) = restart(&log, t0, Duration::from_secs(1), Limits::default());
+    assert_eq!(counts.retained, 1);
+    let mut s = join(&mut b, "s", ProtocolVersion::V5, true, t0);
+    s.send(&mut b, subscribe_packet(1, "r/#"), t0);
+    let got = s.publishes(&mut b);
+    assert_eq!(payloads(&got), ["one"]);
+    assert!(got[0].retain);
+}
+
+#[test]
+fn a_session_ended_by_clean_start_is_not_restored() {
+    let t0 = Instant::now();
+    let mut log = Vec::new();
+    let mut b = logging_broker(t0, Duration::ZERO, Limits::default());
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
+    sub.subscribe(&mut b, "a/#", QoS::AtLeastOnce, t0);
+    b.disconnected(sub.id, t0);
+    let again = join(&mut b, "sub", ProtocolVersion::V311, true, t0);
+    b.disconnected(again.id, t0);
+    persist(&mut b, &mut log, t0);
+
+    let (b, counts) = restart(&log, t0, Duration::from_secs(1), Limits::default());
+    assert_eq!(counts.sessions, 0);
+    assert_eq!(b.session_count(), 0);
+}
+
+#[test]
+fn a_session_that_expired_while_the_broker_was_down_is_ended() {
+    let t0 = Instant::now();
+    let mut log = Vec::new();
+    let mut b = logging_broker(t0, Duration::ZERO, Limits::default());
+    let mut short = connect(&mut b, v5_connect("short", 10), t0);
+    short.subscribe(&mut b, "a/#", QoS::AtLeastOnce, t0);
+    let long = connect(&mut b, v5_connect("long", 3600), t0);
+    b.disconnected(short.id, t0);
+    b.disconnected(long.id, t0);
+    persist(&mut b, &mut log, t0);
+
+    let (mut b, counts) = restart(&log, t0, Duration::from_secs(20), Limits::default());
+    assert_eq!((counts.sessions, counts.expired), (1, 1));
+    let mut c = v5_connect("short", 10);
+    c.clean_start = false;
+    let _ = connect(&mut b, c, t0 + Duration::from_secs(20));
+    assert_eq!(b.session_count(), 2, "long is back; short starts anew");
+}
+
+#[test]
+fn offline_messages_max_drops_the_oldest_and_counts_them() {
+    let t0 = Instant::now();
+    let limits = Limits {
+        offline_messages_max: 10,
+        ..Limits::default()
+    };
+    let mut b = logging_broker(t0, Duration::ZERO, limits.clone());
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
+    sub.subscribe(&mut b, "a/#", QoS::AtLeastOnce, t0);
+    b.disconnected(sub.id, t0);
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
+    publish_n(&mut b, &publisher, "a/b", 15, QoS::AtLeastOnce, t0);
+    b.tick(t0 + Duration::from_millis(250));
+    assert_eq!(b.stats.dropped_offline_cap, 5);
+    let mut log = Vec::new();
+    persist(&mut b, &mut log, t0);
+
+    let (mut b, counts) = restart(&log, t0, Duration::from_secs(1), limits);
+    assert_eq!(counts.messages, 10, "the drops were logged");
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
+    let got = payloads(&sub.publishes(&mut b));
+    let want: Vec<String> = (6..=15).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn messages_past_offline_retention_secs_are_dropped_and_counted() {
+    let t0 = Instant::now();
+    let limits = Limits {
+        offline_retention_secs: 60,
+        ..Limits::default()
+    };
+    let mut b = logging_broker(t0, Duration::ZERO, limits);
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
+    sub.subscribe(&mut b, "a/#", QoS::AtLeastOnce, t0);
+    b.disconnected(sub.id, t0);
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
+    publish_n(&mut b, &publisher, "a/old", 3, QoS::AtLeastOnce, t0);
+    let t1 = t0 + Duration::from_secs(50);
+    publisher.send(
+        &mut b,
+        publish("a/new", "new", QoS::AtLeastOnce, Some(9)),
+        t1,
+    );
+    b.tick(t0 + Duration::from_secs(59));
+    assert_eq!(b.stats.dropped_offline_retention, 0);
+    b.tick(t0 + Duration::from_secs(71));
+    assert_eq!(b.stats.dropped_offline_retention, 3);
+    let mut sub = join(
+        &mut b,
+        "sub",
+        ProtocolVersion::V311,
+        false,
+        t0 + Duration::from_secs(71),
+    );
+    assert_eq!(payloads(&sub.publishes(&mut b)), ["new"]);
+}
+
+#[test]
+fn a_full_persistent_queue_drops_its_oldest_message() {
+    let t0 = Instant::now();
+    let limits = Limits {
+        session_queue_messages_max: 3,
+        ..Limits::default()
+    };
+    let mut b = logging_broker(t0, Duration::ZERO, limits);
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
+    sub.subscribe(&mut b, "a/#", QoS::AtLeastOnce, t0);
+    b.disconnected(sub.id, t0);
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
+    publish_n(&mut b, &publisher, "a/b", 5, QoS::AtLeastOnce, t0);
+    assert_eq!(b.stats.dropped_queue_full, 2);
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
+    assert_eq!(payloads(&sub.publishes(&mut b)), ["m3", "m4", "m5"]);
+}
+
+#[test]
+fn qos2_persistent_sessions_are_restored_at_qos2() {
+    let t0 = Instant::now();
+    let mut log = Vec::new();
+    let mut b = logging_broker(t0, Duration::ZERO, Limits::default());
+    let mut sub = connect(&mut b, v5_connect("sub", 3600), t0);
+    sub.subscribe(&mut b, "a/#", QoS::ExactlyOnce, t0);
+    b.disconnected(sub.id, t0);
+    let mut publisher = join(&mut b, "pub", ProtocolVersion::V5, true, t0);
+    publisher.send(&mut b, publish("a/b", "two", QoS::ExactlyOnce, Some(1)), t0);
+    assert!(matches!(
+        publisher.recv(&mut b).as_slice(),
+        [Packet::PubRec(_)]
+    ));
+    persist(&mut b, &mut log, t0);
+
+    let (mut b, _) = restart(&log, t0, Duration::from_secs(1), Limits::default());
+    let mut c = v5_connect("sub", 3600);
+    c.clean_start = false;
+    let mut sub = connect(&mut b, c, t0);
+    let got = sub.publishes(&mut b);
+    assert_eq!(payloads(&got), ["two"]);
+    assert_eq!(got[0].qos, QoS::ExactlyOnce);
+}
+
+#[test]
+fn while_the_log_cannot_be_written_qos1_is_refused_with_0x97_or_a_disconnect() {
+    let t0 = Instant::now();
+    let mut b = logging_broker(t0, Duration::ZERO, Limits::default());
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
+    sub.subscribe(&mut b, "a/#", QoS::AtLeastOnce, t0);
+    b.journal.unavailable = true;
+    let mut v5 = join(&mut b, "v5", ProtocolVersion::V5, true, t0);
+    v5.send(&mut b, publish("a/b", "x", QoS::AtLeastOnce, Some(1)), t0);
+    match v5.recv(&mut b).as_slice() {
+        [Packet::PubAck(a)] => assert_eq!(a.reason_code, ReasonCode::QuotaExceeded),
+        other => panic!("expected PUBACK 0x97, got {other:?}"),
+    }
+    v5.send(&mut b, publish("a/b", "qos0", QoS::AtMostOnce, None), t0);
+    let mut v3 = join(&mut b, "v3", ProtocolVersion::V311, true, t0);
+    v3.send(&mut b, publish("a/b", "y", QoS::AtLeastOnce, Some(1)), t0);
+    assert!(
+        v3.recv(&mut b).is_empty() && v3.closed,
+        "3.1.1: disconnected"
+    );
+    assert_eq!(
+        payloads(&sub.publishes(&mut b)),
+        ["qos0"],
+        "QoS 0 still flows"
+    );
+    assert_eq!(b.stats.refused_storage, 2);
+    b.journal.unavailable = false;
+    v5.send(&mut b, publish("a/b", "z", QoS::AtLeastOnce, Some(2)), t0);
+    match v5.recv(&mut b).as_slice() {
+        [Packet::PubAck(a)] => assert_eq!(a.reason_code, ReasonCode::Success),
+        other => panic!("expected PUBACK 0x00, got {other:?}"),
+    }
+}
+
+#[test]
+fn held_acknowledgements_are_written_only_when_released() {
+    let t0 = Instant::now();
+    let mut b = logging_broker(t0, Duration::ZERO, Limits::default());
+    b.journal.sync_acks = true;
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
+    sub.subscribe(&mut b, "a/#", QoS::AtLeastOnce, t0);
+    let mut publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
+    publish_n(&mut b, &publisher, "a/b", 2, QoS::AtLeastOnce, t0);
+    assert!(publisher.recv(&mut b).is_empty(), "held until synced");
+    let acks = std::mem::take(&mut b.journal.held_acks);
+    assert_eq!(acks.len(), 2);
+    b.release_acks(acks);
+    let got = publisher.recv(&mut b);
+    assert!(
+        matches!(got.as_slice(), [Packet::PubAck(a), Packet::PubAck(b)]
+        if a.packet_id.get() == 1 && b.packet_id.get() == 2)
+    );
+}
