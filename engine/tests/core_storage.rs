@@ -11,7 +11,7 @@ use ringmq_engine::core::restore::{Replay, RestoreCounts};
 use ringmq_engine::core::{Broker, Limits};
 use ringmq_engine::store::record::{self, Clock};
 use ringmq_engine::store::segment;
-use ringmq_protocol::{Packet, ProtocolVersion, PubAck, QoS, ReasonCode};
+use ringmq_protocol::{Packet, PacketId, ProtocolVersion, PubAck, PubRel, QoS, ReasonCode};
 
 mod support;
 
@@ -114,6 +114,7 @@ fn acknowledged_messages_are_not_restored_and_those_in_flight_come_back_with_dup
     publish_n(&mut b, &publisher, "a/b", 4, QoS::AtLeastOnce, t0);
     let got = sub.publishes(&mut b);
     assert_eq!(got.len(), 4);
+    let ids: Vec<_> = got[2..].iter().map(|p| p.packet_id).collect();
     for p in &got[..2] {
         let id = p.packet_id.expect("QoS 1 has an id");
         sub.send(&mut b, Packet::PubAck(PubAck::new(id)), t0);
@@ -130,6 +131,51 @@ fn acknowledged_messages_are_not_restored_and_those_in_flight_come_back_with_dup
         got.iter().all(|p| p.dup),
         "sent before the restart: DUP set"
     );
+    let again: Vec<_> = got.iter().map(|p| p.packet_id).collect();
+    assert_eq!(again, ids, "with their packet ids [MQTT-4.4.0-1]");
+}
+
+#[test]
+fn a_qos2_message_received_before_a_restart_is_not_delivered_again() {
+    let t0 = Instant::now();
+    let mut log = Vec::new();
+    let mut b = logging_broker(t0, Duration::ZERO, Limits::default());
+    let mut publisher = connect(&mut b, v5_connect("pub", 3600), t0);
+    publisher.send(
+        &mut b,
+        publish("q/2", "once", QoS::ExactlyOnce, Some(7)),
+        t0,
+    );
+    assert!(matches!(
+        publisher.recv(&mut b).as_slice(),
+        [Packet::PubRec(_)]
+    ));
+    b.disconnected(publisher.id, t0);
+    persist(&mut b, &mut log, t0);
+
+    let (mut b, _) = restart(&log, t0, Duration::from_secs(1), Limits::default());
+    let mut watcher = join(&mut b, "watcher", ProtocolVersion::V5, true, t0);
+    watcher.subscribe(&mut b, "q/#", QoS::ExactlyOnce, t0);
+    let mut c = v5_connect("pub", 3600);
+    c.clean_start = false;
+    let mut publisher = connect(&mut b, c, t0);
+    // The client did not see the PUBREC: it sends the PUBLISH again.
+    let mut again = publish("q/2", "once", QoS::ExactlyOnce, Some(7));
+    if let Packet::Publish(p) = &mut again {
+        p.dup = true;
+    }
+    publisher.send(&mut b, again, t0);
+    assert!(matches!(
+        publisher.recv(&mut b).as_slice(),
+        [Packet::PubRec(_)]
+    ));
+    assert!(watcher.publishes(&mut b).is_empty(), "not delivered twice");
+    let rel = Packet::PubRel(PubRel::new(PacketId::new(7).expect("id")));
+    publisher.send(&mut b, rel, t0);
+    match publisher.recv(&mut b).as_slice() {
+        [Packet::PubComp(c)] => assert_eq!(c.reason_code, ReasonCode::Success),
+        other => panic!("expected PUBCOMP 0x00, got {other:?}"),
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ringmq_engine::core::journal::{Entry, Target};
+use ringmq_engine::core::journal::{Entry, InflightRef, Target};
 use ringmq_engine::core::message::Message;
 use ringmq_engine::core::session::Subscription;
 use ringmq_engine::store::log::Log;
@@ -106,7 +106,16 @@ fn every_entry_reads_back_as_written() {
         Entry::Detached {
             uid: 3,
             at_millis: 123,
-            inflight: vec![5, 6],
+            inflight: vec![InflightRef {
+                lsn: 5,
+                packet_id: 65535,
+                released: true,
+            }],
+        },
+        Entry::Qos2In {
+            uid: 3,
+            packet_id: 17,
+            received: true,
         },
         Entry::SessionEnd { uid: 3 },
         Entry::Subscribe {

@@ -33,8 +33,9 @@ pub enum Entry {
         uid: u64,
         /// When, in milliseconds since the Unix epoch.
         at_millis: u64,
-        /// The messages sent and not acknowledged: DUP when sent again.
-        inflight: Vec<u64>,
+        /// The messages sent and not acknowledged, sent again with DUP
+        /// and the same packet id.
+        inflight: Vec<InflightRef>,
     },
     /// The session ended; everything logged for it is void.
     SessionEnd {
@@ -57,6 +58,16 @@ pub enum Entry {
         /// The filter.
         filter: Box<str>,
     },
+    /// A QoS 2 PUBLISH from the session's client was received (PUBREC
+    /// sent: a resend must not be delivered again), or released (PUBREL).
+    Qos2In {
+        /// The session.
+        uid: u64,
+        /// Its packet identifier.
+        packet_id: u16,
+        /// Received (`true`) or released.
+        received: bool,
+    },
     /// A retained message stored; an empty payload clears the topic.
     Retain(Arc<Message>),
     /// A message held for persistent sessions, logged once per shard.
@@ -76,6 +87,17 @@ pub enum Entry {
         /// The message.
         lsn: u64,
     },
+}
+
+/// A logged message in a session's window when its connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InflightRef {
+    /// The message.
+    pub lsn: u64,
+    /// The packet identifier it was sent with.
+    pub packet_id: u16,
+    /// QoS 2: PUBREC received, PUBREL sent.
+    pub released: bool,
 }
 
 /// A session's copy of a logged message.

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use super::broker::Broker;
 use super::connect::home_shard;
-use super::journal::Entry;
+use super::journal::{Entry, InflightRef};
 use super::message::Message;
-use super::session::Subscription;
+use super::session::{Session, Subscription};
 
 impl Broker {
     /// Milliseconds since the Unix epoch at `now`.
@@ -77,7 +77,7 @@ impl Broker {
         };
         if session.logged && session.expiry_secs > 0 {
             let uid = session.uid;
-            let inflight = session.inflight.iter().map(|m| m.lsn).collect();
+            let inflight = inflight_refs(session);
             self.journal.push(Entry::Detached {
                 uid,
                 at_millis,
@@ -105,6 +105,22 @@ impl Broker {
         if session.logged {
             let (uid, filter) = (session.uid, filter.into());
             self.journal.push(Entry::Unsubscribe { uid, filter });
+        }
+    }
+
+    /// Session `slot`'s client sent QoS 2 PUBLISH `packet_id` (received)
+    /// or released it with PUBREL.
+    pub(super) fn log_qos2_in(&mut self, slot: u32, packet_id: u16, received: bool) {
+        let Some(Some(session)) = self.sessions.get(slot as usize) else {
+            return;
+        };
+        if session.logged {
+            let uid = session.uid;
+            self.journal.push(Entry::Qos2In {
+                uid,
+                packet_id,
+                received,
+            });
         }
     }
 
@@ -142,7 +158,7 @@ impl Broker {
             if let (None, Some(at)) = (&s.link, s.expires_at) {
                 let ends = self.unix_millis(at);
                 let at_millis = ends.saturating_sub(u64::from(s.expiry_secs) * 1000);
-                let inflight = s.inflight.iter().map(|m| m.lsn).collect();
+                let inflight = inflight_refs(s);
                 out.push(Entry::Detached {
                     uid: s.uid,
                     at_millis,
@@ -152,6 +168,14 @@ impl Broker {
             for (filter, sub) in &s.subs {
                 let (uid, filter, sub) = (s.uid, filter.clone(), *sub);
                 out.push(Entry::Subscribe { uid, filter, sub });
+            }
+            for &packet_id in &s.qos2_in {
+                let uid = s.uid;
+                out.push(Entry::Qos2In {
+                    uid,
+                    packet_id,
+                    received: true,
+                });
             }
         }
         for m in self.retained.iter() {
@@ -166,4 +190,16 @@ impl Broker {
     pub fn owns_topic(&self, topic: &str) -> bool {
         home_shard(topic.as_bytes(), self.shards) == self.shard
     }
+}
+
+/// The logged messages in `session`'s window.
+fn inflight_refs(session: &Session) -> Vec<InflightRef> {
+    let logged = session.inflight.iter().filter(|m| m.lsn != 0);
+    logged
+        .map(|m| InflightRef {
+            lsn: m.lsn,
+            packet_id: m.packet_id.get(),
+            released: m.released,
+        })
+        .collect()
 }

@@ -141,6 +141,7 @@ impl Broker {
                     if let Some(s) = self.session_mut(id) {
                         s.qos2_in.insert(pid.get());
                     }
+                    self.log_qos2_in(id.session, pid.get(), true);
                 }
                 let mut ack = PubRec::new(pid);
                 ack.reason_code = code;
@@ -286,6 +287,12 @@ impl Broker {
             return;
         };
         let known = session.qos2_in.remove(&pid.get());
+        if known {
+            self.log_qos2_in(id.session, pid.get(), false);
+        }
+        let Some(session) = self.session_mut(id) else {
+            return;
+        };
         let v5 = session
             .link
             .as_ref()

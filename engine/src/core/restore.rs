@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 use ringmq_protocol::MqttString;
+use ringmq_protocol::PacketId;
 
 use super::broker::{Broker, Remote};
-use super::journal::{Entry, Target};
+use super::journal::{Entry, InflightRef, Target};
 use super::message::Message;
-use super::session::{Queued, Session, Subscription};
+use super::session::{Inflight, Queued, Session, Subscription};
 use super::Sub;
 
 /// Everything replayed so far.
@@ -34,7 +35,9 @@ struct Restored {
     expiry_secs: u32,
     detached_at_millis: Option<u64>,
     /// Messages in flight when it detached: sent once already.
-    inflight: Vec<u64>,
+    inflight: Vec<InflightRef>,
+    /// QoS 2 packet ids received from its client and not yet released.
+    qos2_in: AHashSet<u16>,
     subs: Vec<(Box<str>, Subscription)>,
 }
 
@@ -68,6 +71,7 @@ impl Replay {
                     expiry_secs,
                     detached_at_millis: None,
                     inflight: Vec::new(),
+                    qos2_in: AHashSet::new(),
                     subs: Vec::new(),
                 });
                 s.client_id = client_id;
@@ -88,6 +92,18 @@ impl Replay {
             Entry::SessionEnd { uid } => {
                 self.see_uid(uid);
                 self.ended += u64::from(self.sessions.remove(&uid).is_some());
+            }
+            Entry::Qos2In {
+                uid,
+                packet_id,
+                received,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&uid) {
+                    match received {
+                        true => s.qos2_in.insert(packet_id),
+                        false => s.qos2_in.remove(&packet_id),
+                    };
+                }
             }
             Entry::Subscribe { uid, filter, sub } => {
                 if let Some(s) = self.sessions.get_mut(&uid) {
@@ -197,26 +213,42 @@ impl Broker {
         session.expiry_secs = r.expiry_secs;
         session.expires_at = expires_at;
         session.logged = true;
-        // Connected when the broker stopped: its first window of messages
-        // may have been sent. Detached: exactly those it had in flight.
+        session.qos2_in = r.qos2_in;
+        // Detached: its window comes back as it was (same packet ids, sent
+        // again with DUP). Connected when the broker stopped: its first
+        // window of messages may have been sent, so they carry DUP.
         let window = usize::from(self.limits.inflight_count_max);
         let crashed = r.detached_at_millis.is_none();
-        for (i, (lsn, message, t)) in queue.into_iter().enumerate() {
+        let mut queued = 0;
+        for (lsn, message, t) in queue {
+            if let Some(i) = r.inflight.iter().find(|i| i.lsn == lsn) {
+                if let Some(packet_id) = PacketId::new(i.packet_id) {
+                    session.push_inflight(Inflight {
+                        packet_id,
+                        message,
+                        qos: t.qos,
+                        retain: t.retain,
+                        sub_ids: None,
+                        released: i.released,
+                        shared: None,
+                        lsn,
+                    });
+                    continue;
+                }
+            }
             session.queued_bytes += message.weight();
-            let dup = match crashed {
-                true => i < window,
-                false => r.inflight.contains(&lsn),
-            };
             session.queue.push_back(Queued {
                 message,
-                dup,
+                dup: crashed && queued < window,
                 qos: t.qos,
                 retain: t.retain,
                 sub_ids: None,
                 shared: None,
                 lsn,
             });
+            queued += 1;
         }
+        session.track_packet_ids();
         let slot = match self.free_slots.pop() {
             Some(slot) => slot,
             None => {

@@ -233,6 +233,14 @@ impl Session {
         Some(m)
     }
 
+    /// Keeps the id bitmap from now on (the window holds ids that were
+    /// not assigned by this session's counter: restored from the log).
+    pub fn track_packet_ids(&mut self) {
+        if !self.inflight.is_empty() {
+            self.rebuild_ids_in_use_from_scratch();
+        }
+    }
+
     /// Recomputes the id bitmap after `inflight` was changed wholesale.
     pub fn rebuild_ids_in_use(&mut self) {
         if self.ids_in_use.is_some() {

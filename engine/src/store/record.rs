@@ -19,7 +19,7 @@ use ringmq_protocol::{
     SubscriptionOptions,
 };
 
-use crate::core::journal::{Entry, Target};
+use crate::core::journal::{Entry, InflightRef, Target};
 use crate::core::message::Message;
 use crate::core::session::Subscription;
 
@@ -34,6 +34,7 @@ const UNSUBSCRIBE: u8 = 5;
 const RETAIN: u8 = 6;
 const MESSAGE: u8 = 7;
 const ACK: u8 = 8;
+const QOS2_IN: u8 = 9;
 
 /// Why a body could not be read back.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -112,9 +113,21 @@ fn encode_body(entry: &Entry, clock: Clock, scratch: &mut BytesMut, out: &mut Ve
             out.put_u64_le(*uid);
             out.put_u64_le(*at_millis);
             out.put_u32_le(inflight.len() as u32);
-            for lsn in inflight {
-                out.put_u64_le(*lsn);
+            for i in inflight {
+                out.put_u64_le(i.lsn);
+                out.put_u16_le(i.packet_id);
+                out.push(u8::from(i.released));
             }
+        }
+        Entry::Qos2In {
+            uid,
+            packet_id,
+            received,
+        } => {
+            out.push(QOS2_IN);
+            out.put_u64_le(*uid);
+            out.put_u16_le(*packet_id);
+            out.push(u8::from(*received));
         }
         Entry::SessionEnd { uid } => {
             out.push(SESSION_END);
@@ -221,9 +234,13 @@ pub fn decode_logged(body: &[u8], clock: Clock) -> Result<(Entry, u64), RecordEr
         DETACHED => {
             let (uid, at_millis) = (r.u64()?, r.u64()?);
             let n = r.u32()? as usize;
-            let mut inflight = Vec::with_capacity(n.min(r.0.len() / 8));
+            let mut inflight = Vec::with_capacity(n.min(r.0.len() / 11));
             for _ in 0..n {
-                inflight.push(r.u64()?);
+                inflight.push(InflightRef {
+                    lsn: r.u64()?,
+                    packet_id: r.u16()?,
+                    released: r.u8()? != 0,
+                });
             }
             Entry::Detached {
                 uid,
@@ -276,6 +293,11 @@ pub fn decode_logged(body: &[u8], clock: Clock) -> Result<(Entry, u64), RecordEr
             uid: r.u64()?,
             lsn: r.u64()?,
         },
+        QOS2_IN => Entry::Qos2In {
+            uid: r.u64()?,
+            packet_id: r.u16()?,
+            received: r.u8()? != 0,
+        },
         _ => return Err(RecordError::Invalid("unknown record kind")),
     };
     Ok((entry, 0))
@@ -318,6 +340,11 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self) -> Result<u8, RecordError> {
         Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, RecordError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
     }
 
     fn u32(&mut self) -> Result<u32, RecordError> {
