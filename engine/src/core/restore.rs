@@ -78,6 +78,7 @@ impl Replay {
                 s.username = username;
                 s.expiry_secs = expiry_secs;
                 s.detached_at_millis = None;
+                s.inflight.clear();
             }
             Entry::Detached {
                 uid,
