@@ -394,3 +394,41 @@ fn held_acknowledgements_are_written_only_when_released() {
         if a.packet_id.get() == 1 && b.packet_id.get() == 2)
     );
 }
+
+#[test]
+fn offline_messages_max_holds_for_the_instance_across_shards() {
+    let t0 = Instant::now();
+    let limits = Limits {
+        offline_messages_max: 10,
+        ..Limits::default()
+    };
+    let counts: std::sync::Arc<[std::sync::atomic::AtomicU64]> =
+        (0..2).map(|_| Default::default()).collect();
+    let mut shards: Vec<Broker> = (0..2)
+        .map(|i| {
+            let mut b = Broker::new(i, 2, limits.clone(), Auth::default(), t0);
+            b.journal.enabled = true;
+            b.offline_counts = Some(std::sync::Arc::clone(&counts));
+            b
+        })
+        .collect();
+    for (b, n) in shards.iter_mut().zip([9u16, 3]) {
+        let mut sub = join(b, "sub", ProtocolVersion::V311, false, t0);
+        sub.subscribe(b, "a/#", QoS::AtLeastOnce, t0);
+        b.disconnected(sub.id, t0);
+        let publisher = join(b, "pub", ProtocolVersion::V311, true, t0);
+        publish_n(b, &publisher, "a/b", n, QoS::AtLeastOnce, t0);
+    }
+    // 12 held, 10 allowed: each shard gives up its share of the excess,
+    // oldest first, once it has seen the other's count.
+    for round in 1..=2 {
+        for b in shards.iter_mut() {
+            b.tick(t0 + Duration::from_millis(250 * round));
+        }
+    }
+    let held: u64 = shards.iter().map(|b| b.journal.copies).sum();
+    let dropped: u64 = shards.iter().map(|b| b.stats.dropped_offline_cap).sum();
+    assert!((9..=10).contains(&held), "{held} held");
+    assert_eq!(held + dropped, 12);
+    assert!(shards[0].stats.dropped_offline_cap >= 1 && shards[1].stats.dropped_offline_cap >= 1);
+}

@@ -5,6 +5,7 @@
 //!
 //! [`Tx`]: super::tx::Tx
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -84,6 +85,10 @@ pub struct Broker {
     pub stats: Stats,
     /// What the storage layer must log, drained after every batch.
     pub journal: Journal,
+    /// Logged copies held on each shard, shared by all shards (each writes
+    /// its own, on the clock) so that `offline_messages_max` holds for the
+    /// instance.
+    pub offline_counts: Option<Arc<[AtomicU64]>>,
     /// Output of connections taken over, until their writer flushes it.
     pub(super) detached: AHashMap<ConnId, super::tx::Tx>,
     /// Connections whose backlog pauses publishers.
@@ -127,6 +132,7 @@ impl Broker {
             outbox: (0..shards).map(|_| Vec::new()).collect(),
             stats: Stats::default(),
             journal: Journal::default(),
+            offline_counts: None,
             detached: AHashMap::new(),
             congested: Vec::new(),
             drained: false,

@@ -38,9 +38,10 @@ pub struct Message {
     pub encoded: Encodings,
 }
 
-/// Lazily built encodings of one message.
+/// Lazily built encodings of one message, boxed: a message waiting in a
+/// queue, never encoded yet, carries two pointers instead of two encodings.
 #[derive(Debug, Clone, Default)]
-pub struct Encodings([OnceLock<EncodedPublish>; 2]);
+pub struct Encodings([OnceLock<Box<EncodedPublish>>; 2]);
 
 impl Message {
     /// Seconds of life left at `now`, rounded up; `None` without expiry,
@@ -77,12 +78,12 @@ impl Message {
         self.encoded.0[usize::from(v == ProtocolVersion::V5)].get_or_init(|| {
             let mut publish = Publish::new(self.topic.clone(), self.payload.clone());
             publish.properties = self.properties.clone();
-            EncodedPublish::new(&publish, v).unwrap_or_else(|_| {
+            Box::new(EncodedPublish::new(&publish, v).unwrap_or_else(|_| {
                 // Properties that decoded always encode; keep the message deliverable.
                 let bare = Publish::new(self.topic.clone(), self.payload.clone());
                 EncodedPublish::new(&bare, ProtocolVersion::V311)
                     .unwrap_or_else(|_| unreachable!("a bare PUBLISH encodes"))
-            })
+            }))
         })
     }
 

@@ -5,6 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::broker::Broker;
@@ -23,16 +24,34 @@ pub(super) fn age_millis(id: u64, now_millis: u64) -> u64 {
 }
 
 impl Broker {
+    /// How many of this shard's copies must go for the instance to be
+    /// within `offline_messages_max`. With the shards' shared counts, the
+    /// excess is split in proportion to what each shard holds; without,
+    /// each shard keeps its even share.
+    fn offline_excess(&self) -> u64 {
+        let max = self.limits.offline_messages_max as u64;
+        let mine = self.journal.copies;
+        let Some(counts) = &self.offline_counts else {
+            return mine.saturating_sub(max.div_ceil(self.shards.max(1) as u64));
+        };
+        counts[self.shard].store(mine, Ordering::Relaxed);
+        let total: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let over = total.saturating_sub(max);
+        if over == 0 || total == 0 {
+            return 0;
+        }
+        (u128::from(over) * u128::from(mine)).div_ceil(u128::from(total)) as u64
+    }
+
     /// Applies both caps; called from the clock.
     pub(super) fn enforce_offline_caps(&mut self, now: Instant) {
-        let per_shard = self
-            .limits
-            .offline_messages_max
-            .div_ceil(self.shards.max(1));
-        let over = self.journal.copies.saturating_sub(per_shard as u64);
+        let over = self.offline_excess();
         if over > 0 {
             let dropped = self.drop_oldest(over as usize);
             self.stats.dropped_offline_cap += dropped;
+            if let Some(counts) = &self.offline_counts {
+                counts[self.shard].store(self.journal.copies, Ordering::Relaxed);
+            }
             tracing::warn!(
                 dropped,
                 offline_messages_max = self.limits.offline_messages_max,

@@ -3,7 +3,6 @@
 //! log (messages and acknowledgements) replay independently, since session
 //! ids are never reused.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,9 @@ use super::Sub;
 pub struct Replay {
     sessions: AHashMap<u64, Restored>,
     ended: u64,
-    messages: BTreeMap<u64, (Arc<Message>, Vec<Target>)>,
+    /// Messages in lsn order (the order of the log), with the sessions
+    /// still holding them.
+    messages: Vec<(u64, Arc<Message>, Vec<Target>)>,
     retained: AHashMap<Box<str>, Arc<Message>>,
     last_lsn: u64,
     last_uid: u64,
@@ -129,18 +130,17 @@ impl Replay {
                 message,
                 targets,
             } => {
-                self.last_lsn = self.last_lsn.max(lsn);
                 for t in &targets {
                     self.see_uid(t.uid);
                 }
-                self.messages.insert(lsn, (message, targets));
+                if lsn > self.last_lsn {
+                    self.last_lsn = lsn;
+                    self.messages.push((lsn, message, targets));
+                }
             }
             Entry::Ack { uid, lsn } => {
-                if let Some((_, targets)) = self.messages.get_mut(&lsn) {
-                    targets.retain(|t| t.uid != uid);
-                    if targets.is_empty() {
-                        self.messages.remove(&lsn);
-                    }
+                if let Ok(at) = self.messages.binary_search_by_key(&lsn, |m| m.0) {
+                    self.messages[at].2.retain(|t| t.uid != uid);
                 }
             }
         }
@@ -167,7 +167,7 @@ impl Broker {
         self.journal.set_next_lsn(replay.last_lsn);
         let now_millis = self.unix_millis(now);
         let mut queues: AHashMap<u64, Vec<(u64, Arc<Message>, Target)>> = AHashMap::new();
-        for (lsn, (message, targets)) in replay.messages {
+        for (lsn, message, targets) in replay.messages {
             for t in targets {
                 queues
                     .entry(t.uid)

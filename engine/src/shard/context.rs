@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -239,8 +239,9 @@ pub(super) async fn shard_main(
     config: Arc<Config>,
     mesh: MeshBuilder<ShardMsg, Full>,
     wake: Wake,
-    ready: Arc<AtomicUsize>,
+    shared: Shared,
 ) -> Result<(), String> {
+    let Shared { ready, counts } = shared;
     let (senders, mut receivers) = mesh
         .join()
         .await
@@ -252,6 +253,7 @@ pub(super) async fn shard_main(
         auth(&config)?,
         Instant::now(),
     );
+    broker.offline_counts = Some(counts);
     let storage = match config.storage.enabled {
         true => Some(open_storage(&config, index, &mut broker)?),
         false => None,
@@ -304,6 +306,15 @@ pub(super) async fn shard_main(
     let stats = shard.broker.borrow().stats.clone();
     tracing::info!(shard = index, ?stats, "shard stopped");
     Ok(())
+}
+
+/// What every shard shares with the others, set up before they start.
+#[derive(Debug)]
+pub(super) struct Shared {
+    /// Shards that have restored their state and announced their routes.
+    pub(super) ready: Arc<AtomicUsize>,
+    /// Logged copies held by each shard (see `Broker::offline_counts`).
+    pub(super) counts: Arc<[AtomicU64]>,
 }
 
 /// Opens and recovers shard `index`'s logs into `broker`.

@@ -12,6 +12,7 @@ mod mesh;
 mod storage;
 mod writer;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let shards = config.shard_count();
     storage::check_layout(&config, shards).map_err(RunError::Data)?;
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let offline_counts: Arc<[AtomicU64]> = (0..shards).map(|_| AtomicU64::new(0)).collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let config = Arc::new(config);
     let mesh = MeshBuilder::<ShardMsg, Full>::full(shards, config.runtime.mesh_queue_batches_max);
@@ -69,11 +71,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let config = Arc::clone(&config);
         let mesh = mesh.clone();
         let ready = Arc::clone(&ready);
+        let counts = Arc::clone(&offline_counts);
         let handle = LocalExecutorBuilder::new(Placement::Fixed(index % cores))
             .name(&format!("shard-{index}"))
             .io_memory(config.runtime.io_memory_bytes)
             .spin_before_park(Duration::from_micros(0))
-            .spawn(move || context::shard_main(index, shards, config, mesh, wake, ready))
+            .spawn(move || {
+                let shared = context::Shared { ready, counts };
+                context::shard_main(index, shards, config, mesh, wake, shared)
+            })
             .map_err(|e| RunError::Shard(index, e.to_string()))?;
         handles.push(handle);
     }

@@ -66,7 +66,11 @@ impl Log {
         let mut metas = VecDeque::new();
         let mut last: Option<ScanEnd> = None;
         for (index, path) in list(dir)? {
-            let bytes = std::fs::read(&path)?;
+            let file = std::fs::File::open(&path)?;
+            // SAFETY: read-only, private to this call; no other process
+            // writes the data directory (it is locked).
+            let bytes = unsafe { memmap2::Mmap::map(&file)? };
+            let _ = bytes.advise(memmap2::Advice::Sequential);
             let end = segment::scan(&bytes, |body| {
                 opened.frames += 1;
                 f(index, body)
