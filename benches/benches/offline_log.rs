@@ -86,7 +86,7 @@ fn append(c: &mut Criterion) {
                 record::encode(&Entry::Ack { uid: 7, lsn }, clock, &mut scratch, &mut frame);
                 log.append(&frame).expect("append");
                 log.release(lsn);
-                if lsn % 4096 == 0 {
+                if lsn.is_multiple_of(4096) {
                     log.reclaim();
                 }
             })
