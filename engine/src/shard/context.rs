@@ -305,6 +305,9 @@ pub(super) async fn shard_main(
     }
     let stats = shard.broker.borrow().stats.clone();
     tracing::info!(shard = index, ?stats, "shard stopped");
+    if let Some(storage) = &shard.storage {
+        storage.report(index);
+    }
     Ok(())
 }
 

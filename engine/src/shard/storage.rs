@@ -33,6 +33,8 @@ pub(super) struct Storage {
     pub(super) errors: Cell<u64>,
     /// A write failed: the log takes nothing until it can grow again.
     full: Cell<bool>,
+    /// Syncs that wrote something, their total and longest time.
+    syncs: Cell<(u64, Duration, Duration)>,
 }
 
 #[derive(Debug)]
@@ -144,6 +146,7 @@ impl Storage {
             sync: RefCell::new(SyncState::default()),
             errors: Cell::new(0),
             full: Cell::new(false),
+            syncs: Cell::new((0, Duration::ZERO, Duration::ZERO)),
         };
         let recovered = Recovered {
             state: state_opened,
@@ -333,6 +336,26 @@ impl Storage {
         (epoch, pending)
     }
 
+    /// A sync that wrote something took `took`.
+    fn count_sync(&self, took: Duration) {
+        let (n, total, max) = self.syncs.get();
+        self.syncs.set((n + 1, total + took, max.max(took)));
+    }
+
+    /// Logs the syncs' count and times (at shutdown).
+    pub(super) fn report(&self, shard: usize) {
+        let (n, total, max) = self.syncs.get();
+        let mean = total.checked_div(n.max(1) as u32).unwrap_or_default();
+        tracing::info!(
+            shard,
+            syncs = n,
+            sync_mean_micros = mean.as_micros() as u64,
+            sync_max_micros = max.as_micros() as u64,
+            write_errors = self.errors.get(),
+            "storage stopped"
+        );
+    }
+
     /// Sync `epoch` finished.
     pub(super) fn end_sync(&self, epoch: u64, result: std::io::Result<()>) {
         if let Err(e) = result {
@@ -455,9 +478,12 @@ pub(super) async fn sync_loop(shard: std::rc::Rc<super::context::Shard>) {
         let result = match pending.is_empty() {
             true => Ok(()),
             false => {
-                glommio::executor()
+                let started = Instant::now();
+                let r = glommio::executor()
                     .spawn_blocking(move || pending.iter().try_for_each(Pending::sync))
-                    .await
+                    .await;
+                storage.count_sync(started.elapsed());
+                r
             }
         };
         storage.end_sync(epoch, result);
