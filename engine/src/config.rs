@@ -60,7 +60,7 @@ pub struct Storage {
     pub segment_bytes: usize,
     /// Size of one state-log segment file, in bytes; the state log is
     /// compacted into a snapshot when its older segments pass this size
-    /// times 4.
+    /// times 4 plus twice the last snapshot.
     pub state_segment_bytes: usize,
     /// Bytes of offline-log segment files per instance, split over the
     /// shards; 0: as much as the disk holds. When a shard's log can grow

@@ -291,3 +291,65 @@ async fn a_full_log_refuses_qos1_until_acknowledgements_free_a_segment() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+fn subscribe_packet(id: u16, filter: &str) -> Packet {
+    Packet::Subscribe(ringmq_protocol::Subscribe {
+        packet_id: PacketId::new(id).expect("id"),
+        properties: Default::default(),
+        filters: vec![(
+            ringmq_protocol::TopicFilter::new(filter.to_owned()).expect("filter"),
+            ringmq_protocol::SubscriptionOptions::qos(ringmq_protocol::QoS::AtLeastOnce),
+        )],
+    })
+}
+
+fn unsubscribe_packet(id: u16, filter: &str) -> Packet {
+    Packet::Unsubscribe(ringmq_protocol::Unsubscribe {
+        packet_id: PacketId::new(id).expect("id"),
+        properties: Default::default(),
+        filters: vec![ringmq_protocol::TopicFilter::new(filter.to_owned()).expect("filter")],
+    })
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_state_log_is_compacted_and_what_it_held_survives_kill_9() {
+    let dir = support::temp_dir("compact");
+    let cfg = support::write_file(
+        &dir,
+        "ringmq.toml",
+        "[storage]\nstate_segment_bytes = 65536\n",
+    );
+    let cfg = cfg.to_string_lossy().into_owned();
+    let extra = ["--config", cfg.as_str()];
+    let mut broker = Broker::start_in(dir, support::free_port(), &extra);
+    let id = id_on_shard("csub", 0);
+    let v = ProtocolVersion::V311;
+    let mut c = support::connect(v, &id);
+    c.clean_start = false;
+    let mut raw = Raw::connect(broker.addr, v);
+    raw.send(&Packet::Connect(Box::new(c)), v);
+    assert!(matches!(raw.recv(), Some(Packet::ConnAck(_))));
+    // 20,000 subscription changes (≈ 40 bytes each) would fill 13 state
+    // segments of 64 KiB; what is live at the end is one subscription.
+    for i in 0..10_000u16 {
+        raw.send(&subscribe_packet(i % 60_000 + 1, "c/kept/#"), v);
+        raw.send(&unsubscribe_packet(i % 60_000 + 1, "c/kept/#"), v);
+    }
+    raw.send(&subscribe_packet(1, "c/kept/#"), v);
+    let acks = (0..20_001)
+        .filter_map(|_| raw.recv())
+        .filter(|p| matches!(p, Packet::SubAck(_) | Packet::UnsubAck(_)))
+        .count();
+    assert_eq!(acks, 20_001);
+    drop(raw);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let state = broker.dir.join("data/shard-0/state");
+    let segments = std::fs::read_dir(&state).expect("state dir").count();
+    assert!(segments <= 5, "{segments} state segments: not compacted");
+    assert!(broker.log().contains("state log compacted"));
+
+    let broker = kill_and_restart(&mut broker, &extra);
+    publish_acked(broker.port(), &id_on_shard("cpub", 1), "c/kept/1", 1, false).await;
+    let got = resume_and_receive(broker.port(), &id, 1).await;
+    assert_eq!(got, ["0"]);
+}

@@ -89,11 +89,17 @@ fn shared_group_gets_each_message_once_across_its_members() {
     );
     assert!(run.ok(), "{}", run.stdout());
     let r = &run.summary().results;
+    // The group's members are checked as one subscriber: a message two
+    // members got would count as duplicated. (`delivered` counts only the
+    // measured window, so a message sent at its end may arrive after it.)
     assert_eq!(
         (r.checks.expected, r.checks.lost, r.checks.duplicated),
         (2000, 0, 0)
     );
-    assert_eq!(r.delivered, r.published, "one delivery per message");
+    assert!(
+        r.delivered <= r.published,
+        "at most one delivery per message"
+    );
 }
 
 #[test]

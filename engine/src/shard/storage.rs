@@ -44,6 +44,8 @@ struct Logs {
     frame: Vec<u8>,
     scratch: BytesMut,
     state_segment_bytes: usize,
+    /// Bytes of the last snapshot of the state log.
+    snapshot_bytes: usize,
     making_spare: bool,
 }
 
@@ -139,6 +141,7 @@ impl Storage {
                 frame: Vec::with_capacity(4096),
                 scratch: BytesMut::new(),
                 state_segment_bytes: s.state_segment_bytes,
+                snapshot_bytes: 0,
                 making_spare: false,
             }),
             flush: s.flush,
@@ -205,11 +208,14 @@ impl Storage {
             return self.write_failed(&e);
         }
         let first = logs.state.active_index();
+        let mut bytes = 0;
         for entry in &snapshot {
             if let Err(e) = logs.append(entry, clock) {
                 return self.write_failed(&e);
             }
+            bytes += logs.frame.len();
         }
+        logs.snapshot_bytes = bytes;
         drop(logs);
         let mut s = self.sync.borrow_mut();
         s.requested = s.started + 1;
@@ -395,8 +401,11 @@ impl Logs {
         Ok(())
     }
 
+    /// Whether the state log has grown well past what is live: four
+    /// segments of changes beyond twice the last snapshot (a large live
+    /// state does not compact again and again).
     fn state_needs_compaction(&self) -> bool {
-        self.state.older_bytes() >= 4 * self.state_segment_bytes
+        self.state.older_bytes() >= 4 * self.state_segment_bytes + 2 * self.snapshot_bytes
     }
 }
 
