@@ -461,7 +461,7 @@ pub(super) async fn sync_loop(shard: std::rc::Rc<super::context::Shard>) {
     };
     let timeout = match storage.flush() {
         Flush::Interval => storage.interval(),
-        Flush::Never | Flush::Always => Duration::from_millis(100),
+        Flush::Never | Flush::Always => Duration::from_millis(10),
     };
     loop {
         storage.sync_asked(Some(timeout)).await;
@@ -476,25 +476,38 @@ pub(super) async fn sync_loop(shard: std::rc::Rc<super::context::Shard>) {
             let s = storage.sync.borrow();
             s.requested > s.started
         };
-        if storage.flush() != Flush::Interval && !asked {
-            if storage.flush() == Flush::Never {
-                // Nothing to sync; the mappings of full segments can go.
-                drop(storage.begin_sync());
-            }
+        if storage.flush() == Flush::Never && !asked {
+            // Nothing to sync: written pages leave the RSS, and the
+            // mappings of full segments go.
+            let (_, pending) = storage.begin_sync();
+            pending.iter().for_each(Pending::release);
             continue;
         }
-        let (epoch, pending) = storage.begin_sync();
-        let result = match pending.is_empty() {
-            true => Ok(()),
-            false => {
-                let started = Instant::now();
-                let r = glommio::executor()
-                    .spawn_blocking(move || pending.iter().try_for_each(Pending::sync))
-                    .await;
-                storage.count_sync(started.elapsed());
-                r
-            }
-        };
-        storage.end_sync(epoch, result);
+        if storage.flush() == Flush::Always && !asked {
+            continue;
+        }
+        sync_once(storage).await;
     }
+}
+
+/// One sync of everything written: msync, then the synced pages leave the
+/// RSS; on the blocking thread.
+async fn sync_once(storage: &Storage) {
+    let (epoch, pending) = storage.begin_sync();
+    let result = match pending.is_empty() {
+        true => Ok(()),
+        false => {
+            let started = Instant::now();
+            let r = glommio::executor()
+                .spawn_blocking(move || {
+                    let r = pending.iter().try_for_each(Pending::sync);
+                    pending.iter().for_each(Pending::release);
+                    r
+                })
+                .await;
+            storage.count_sync(started.elapsed());
+            r
+        }
+    };
+    storage.end_sync(epoch, result);
 }

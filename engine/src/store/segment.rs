@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::{Advice, MmapRaw};
+use memmap2::{Advice, MmapRaw, UncheckedAdvice};
 
 use super::record::FRAME_HEAD_BYTES;
 
@@ -137,6 +137,29 @@ impl Pending {
     pub fn sync(&self) -> io::Result<()> {
         self.map.flush_range(self.from, self.to - self.from)
     }
+
+    /// Lets go of the range's pages: they stay in the page cache (and are
+    /// written back as usual) but no longer count in the broker's RSS. The
+    /// page the writer is in comes back on its next write.
+    pub fn release(&self) {
+        let page = page_size();
+        let (from, to) = (self.from / page * page, self.to / page * page);
+        if to > from {
+            // SAFETY: a shared file mapping: dropped pages are read back
+            // from the page cache, never zeroed; nothing borrows them (the
+            // writer copies in through a raw pointer).
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(UncheckedAdvice::DontNeed, from, to - from)
+            };
+        }
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096).max(1)
 }
 
 fn allocate(file: &File, bytes: usize) -> io::Result<()> {
