@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use ringmq_engine::core::auth::Auth;
 use ringmq_engine::core::restore::{Replay, RestoreCounts};
-use ringmq_engine::core::{Broker, Limits};
+use ringmq_engine::core::{Broker, Flow, Limits};
 use ringmq_engine::store::record::{self, Clock};
 use ringmq_engine::store::segment;
 use ringmq_protocol::{Packet, PacketId, ProtocolVersion, PubAck, PubRel, QoS, ReasonCode};
@@ -431,4 +431,81 @@ fn offline_messages_max_holds_for_the_instance_across_shards() {
     assert!((9..=10).contains(&held), "{held} held");
     assert_eq!(held + dropped, 12);
     assert!(shards[0].stats.dropped_offline_cap >= 1 && shards[1].stats.dropped_offline_cap >= 1);
+}
+
+/// Applies everything each of two shards sent the other.
+fn exchange(shards: &mut [Broker], t0: Instant) {
+    for from in 0..2 {
+        let to = 1 - from;
+        for r in std::mem::take(&mut shards[from].outbox[to]) {
+            shards[to].apply_remote(from, r, t0);
+        }
+    }
+}
+
+#[test]
+fn a_publish_waits_for_another_shard_only_when_a_persistent_session_there_logs_it() {
+    let t0 = Instant::now();
+    let mut shards: Vec<Broker> = (0..2)
+        .map(|i| {
+            let mut b = Broker::new(i, 2, Limits::default(), Auth::default(), t0);
+            b.journal.enabled = true;
+            b.journal.hold_acks = true;
+            b
+        })
+        .collect();
+    let mut clean = join(&mut shards[1], "clean", ProtocolVersion::V311, true, t0);
+    let sub = subscribe_packet(1, "x/#");
+    if let Flow::Barrier(p) = shards[1].handle(clean.id, sub, t0) {
+        shards[1].finish_subscribe(p, t0);
+    }
+    let _ = clean.recv(&mut shards[1]);
+    exchange(&mut shards, t0);
+    let mut publisher = join(&mut shards[0], "pub", ProtocolVersion::V311, true, t0);
+    publisher.send(
+        &mut shards[0],
+        publish("x/1", "a", QoS::AtLeastOnce, Some(1)),
+        t0,
+    );
+    assert!(
+        matches!(
+            publisher.recv(&mut shards[0]).as_slice(),
+            [Packet::PubAck(_)]
+        ),
+        "only a clean session there: acknowledged at once"
+    );
+
+    let mut durable = join(&mut shards[1], "durable", ProtocolVersion::V311, false, t0);
+    if let Flow::Barrier(p) = shards[1].handle(durable.id, subscribe_packet(1, "x/+"), t0) {
+        shards[1].finish_subscribe(p, t0);
+    }
+    let _ = durable.recv(&mut shards[1]);
+    exchange(&mut shards, t0);
+    publisher.send(
+        &mut shards[0],
+        publish("x/2", "b", QoS::AtLeastOnce, Some(2)),
+        t0,
+    );
+    assert!(
+        publisher.recv(&mut shards[0]).is_empty(),
+        "held for shard 1's log"
+    );
+    assert_eq!(shards[0].journal.held_acks.len(), 1);
+    let acks = std::mem::take(&mut shards[0].journal.held_acks);
+    shards[0].release_acks(acks);
+    let _ = publisher.recv(&mut shards[0]);
+
+    // The persistent session ends: acknowledgements no longer wait.
+    shards[1].disconnected(durable.id, t0);
+    let _ = join(&mut shards[1], "durable", ProtocolVersion::V311, true, t0);
+    exchange(&mut shards, t0);
+    publisher.send(
+        &mut shards[0],
+        publish("x/3", "c", QoS::AtLeastOnce, Some(3)),
+        t0,
+    );
+    assert!(matches!(
+        publisher.recv(&mut shards[0]).as_slice(),
+        [Packet::PubAck(_)]
+    ));
 }

@@ -33,6 +33,9 @@ pub enum Remote {
     Retain(Arc<Message>),
     /// The sender now has (`true`) or no longer has subscribers on a filter.
     Route(Box<str>, bool),
+    /// The sender now has (`true`) or no longer has a persistent session
+    /// subscribed to a filter.
+    Durable(Box<str>, bool),
     /// Deliver to one local member of this shared group.
     Shared(Arc<Message>, Arc<SharedKey>),
     /// The sender now has (`true`) or no longer has members of the group
@@ -89,6 +92,8 @@ pub struct Broker {
     /// its own, on the clock) so that `offline_messages_max` holds for the
     /// instance.
     pub offline_counts: Option<Arc<[AtomicU64]>>,
+    /// Plain subscriptions of logged sessions, per filter.
+    pub(super) durable_counts: AHashMap<Box<str>, u32>,
     /// Output of connections taken over, until their writer flushes it.
     pub(super) detached: AHashMap<ConnId, super::tx::Tx>,
     /// Connections whose backlog pauses publishers.
@@ -133,6 +138,7 @@ impl Broker {
             stats: Stats::default(),
             journal: Journal::default(),
             offline_counts: None,
+            durable_counts: AHashMap::new(),
             detached: AHashMap::new(),
             congested: Vec::new(),
             drained: false,

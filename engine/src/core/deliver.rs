@@ -46,7 +46,9 @@ fn vi(v: ProtocolVersion) -> usize {
 impl Broker {
     /// Sends `message` wherever it is subscribed: other shards through the
     /// outbox, this shard's sessions directly. A retained message is also
-    /// stored on every shard. Returns whether it went to another shard.
+    /// stored on every shard. Returns whether another shard it went to logs
+    /// it (a persistent session there, a shared group, the retained store
+    /// of a topic it owns): the publisher's acknowledgement waits for it.
     pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) -> bool {
         if message.retain {
             let stored = Arc::new(retained::compact(&message));
@@ -63,9 +65,11 @@ impl Broker {
                 tracing::debug!(topic = %message.topic.as_str(), "retained_topics_max reached: not retained");
             }
         }
-        let mut mask = 0u64;
-        self.routes
-            .for_each_match(message.topic.as_str(), |r| mask |= r.shards);
+        let (mut mask, mut durable) = (0u64, 0u64);
+        self.routes.for_each_match(message.topic.as_str(), |r| {
+            mask |= r.shards;
+            durable |= r.durable;
+        });
         mask &= !(1 << self.shard);
         for peer in self.peers() {
             if mask & (1 << peer) != 0 {
@@ -75,7 +79,8 @@ impl Broker {
         }
         self.deliver_local(&message, now);
         let shared = self.route_shared(&message, now);
-        mask != 0 || shared || message.retain && self.shards > 1
+        let retained_elsewhere = message.retain && !self.owns_topic(message.topic.as_str());
+        durable & mask != 0 || shared || retained_elsewhere
     }
 
     fn peers(&self) -> impl Iterator<Item = usize> {
@@ -110,6 +115,7 @@ impl Broker {
                 }
             }
             Remote::Shared(m, key) => self.deliver_shared(&key, &m, now),
+            Remote::Durable(filter, add) => self.apply_durable_route(from, &filter, add),
             Remote::Group(filter, group, add) => self.apply_group_route(from, &filter, &group, add),
             Remote::Barrier(_) | Remote::BarrierAck(_) => {}
         }

@@ -7,6 +7,7 @@ mod backpressure;
 pub mod broker;
 pub mod connect;
 mod deliver;
+mod durable;
 pub mod journal;
 pub mod limits;
 pub mod message;

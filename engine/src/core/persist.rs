@@ -36,7 +36,7 @@ impl Broker {
         if session.expiry_secs == 0 {
             return self.unlog_session(slot);
         }
-        session.logged = true;
+        let was_logged = std::mem::replace(&mut session.logged, true);
         let entry = Entry::Session {
             uid: session.uid,
             client_id: session.client_id.clone(),
@@ -44,6 +44,9 @@ impl Broker {
             expiry_secs: session.expiry_secs,
         };
         self.journal.push(entry);
+        if !was_logged {
+            self.durable_session(slot, true);
+        }
     }
 
     /// Takes session `slot` out of the log: its logged copies stay in
@@ -67,6 +70,7 @@ impl Broker {
         }
         let uid = session.uid;
         self.journal.push(Entry::SessionEnd { uid });
+        self.durable_session(slot, false);
     }
 
     /// The connection of logged session `slot` ended at `now`.

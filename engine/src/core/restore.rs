@@ -264,6 +264,7 @@ impl Broker {
         self.sessions[slot as usize] = Some(session);
         for (filter, sub) in r.subs {
             self.restore_subscription(slot, uid, &filter, sub);
+            self.durable_sub(&filter, true);
         }
     }
 

@@ -40,6 +40,8 @@ pub struct GroupRoute {
 pub struct RouteSlot {
     /// Other shards with at least one plain subscription on this filter.
     pub shards: u64,
+    /// Other shards with a persistent (logged) session subscribed to it.
+    pub durable: u64,
     /// Shared groups on this filter, with the shards (this one included)
     /// that have members.
     pub groups: Vec<GroupRoute>,
@@ -47,7 +49,7 @@ pub struct RouteSlot {
 
 impl Slot for RouteSlot {
     fn is_empty(&self) -> bool {
-        self.shards == 0 && self.groups.is_empty()
+        self.shards == 0 && self.durable == 0 && self.groups.is_empty()
     }
 }
 

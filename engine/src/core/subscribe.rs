@@ -96,12 +96,16 @@ impl Broker {
             return ReasonCode::UnspecifiedError;
         };
         session.subs.insert(key.into(), sub);
+        let counts = session.logged && !existed;
         let entry = Sub {
             slot: id.session,
             uid: session.uid,
             sub,
         };
         self.log_subscribe(id.session, key, sub);
+        if counts {
+            self.durable_sub(key, true);
+        }
         if let Some(shared) = filter.shared() {
             // Retained messages are not sent to shared subscriptions [MQTT §4.8.2].
             self.join_group(shared.group, shared.filter, entry);
@@ -205,6 +209,9 @@ impl Broker {
         };
         if session.subs.remove(filter).is_none() {
             return false;
+        }
+        if session.logged {
+            self.durable_sub(filter, false);
         }
         self.log_unsubscribe(slot, filter);
         if let Some(shared) = ringmq_protocol::topic::parse_shared(filter) {
