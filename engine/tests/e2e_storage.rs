@@ -353,3 +353,22 @@ async fn the_state_log_is_compacted_and_what_it_held_survives_kill_9() {
     let got = resume_and_receive(broker.port(), &id, 1).await;
     assert_eq!(got, ["0"]);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn past_offline_messages_max_the_oldest_are_dropped_and_counted() {
+    let dir = support::temp_dir("cap");
+    let cfg = support::write_file(&dir, "ringmq.toml", "[limits]\noffline_messages_max = 50\n");
+    let cfg = cfg.to_string_lossy().into_owned();
+    let broker = Broker::start_in(dir, support::free_port(), &["--config", &cfg]);
+    let sub = id_on_shard("capsub", 0);
+    subscribe_and_leave(broker.port(), &sub, "cap/#").await;
+    publish_acked(broker.port(), &id_on_shard("cappub", 1), "cap/1", 80, false).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !broker.log().contains("oldest messages dropped dropped=30") {
+        assert!(std::time::Instant::now() < deadline, "{}", broker.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = resume_and_receive(broker.port(), &sub, 50).await;
+    let want: Vec<String> = (30..80).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "the newest 50");
+}
