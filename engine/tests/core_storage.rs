@@ -60,6 +60,15 @@ fn restart(log: &[u8], t0: Instant, after: Duration, limits: Limits) -> (Broker,
     (b, counts)
 }
 
+/// A persistent 3.1.1 session `sub` on `a/#` that has left, and a clean
+/// publisher `pub`.
+fn offline_subscriber_and_publisher(b: &mut Broker, t0: Instant) -> Client {
+    let mut sub = join(b, "sub", ProtocolVersion::V311, false, t0);
+    sub.subscribe(b, "a/#", QoS::AtLeastOnce, t0);
+    b.disconnected(sub.id, t0);
+    join(b, "pub", ProtocolVersion::V311, true, t0)
+}
+
 fn payloads(got: &[ringmq_protocol::Publish]) -> Vec<String> {
     got.iter()
         .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
@@ -77,10 +86,7 @@ fn a_persistent_session_comes_back_with_its_subscription_and_unacknowledged_mess
     let t0 = Instant::now();
     let mut log = Vec::new();
     let mut b = logging_broker(t0, Duration::ZERO, Limits::default());
-    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
-    sub.subscribe(&mut b, "a/#", QoS::AtLeastOnce, t0);
-    b.disconnected(sub.id, t0);
-    let mut publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
+    let mut publisher = offline_subscriber_and_publisher(&mut b, t0);
     publish_n(&mut b, &publisher, "a/b", 5, QoS::AtLeastOnce, t0);
     assert_eq!(publisher.recv(&mut b).len(), 5, "five PUBACKs");
     persist(&mut b, &mut log, t0);
@@ -247,10 +253,7 @@ fn offline_messages_max_drops_the_oldest_and_counts_them() {
         ..Limits::default()
     };
     let mut b = logging_broker(t0, Duration::ZERO, limits.clone());
-    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
-    sub.subscribe(&mut b, "a/#", QoS::AtLeastOnce, t0);
-    b.disconnected(sub.id, t0);
-    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
+    let publisher = offline_subscriber_and_publisher(&mut b, t0);
     publish_n(&mut b, &publisher, "a/b", 15, QoS::AtLeastOnce, t0);
     b.tick(t0 + Duration::from_millis(250));
     assert_eq!(b.stats.dropped_offline_cap, 5);
@@ -273,10 +276,7 @@ fn messages_past_offline_retention_secs_are_dropped_and_counted() {
         ..Limits::default()
     };
     let mut b = logging_broker(t0, Duration::ZERO, limits);
-    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
-    sub.subscribe(&mut b, "a/#", QoS::AtLeastOnce, t0);
-    b.disconnected(sub.id, t0);
-    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
+    let publisher = offline_subscriber_and_publisher(&mut b, t0);
     publish_n(&mut b, &publisher, "a/old", 3, QoS::AtLeastOnce, t0);
     let t1 = t0 + Duration::from_secs(50);
     publisher.send(
@@ -306,10 +306,7 @@ fn a_full_persistent_queue_drops_its_oldest_message() {
         ..Limits::default()
     };
     let mut b = logging_broker(t0, Duration::ZERO, limits);
-    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
-    sub.subscribe(&mut b, "a/#", QoS::AtLeastOnce, t0);
-    b.disconnected(sub.id, t0);
-    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
+    let publisher = offline_subscriber_and_publisher(&mut b, t0);
     publish_n(&mut b, &publisher, "a/b", 5, QoS::AtLeastOnce, t0);
     assert_eq!(b.stats.dropped_queue_full, 2);
     let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);

@@ -192,15 +192,19 @@ fn last_segment(dir: &Path) -> std::path::PathBuf {
     files.pop().expect("a segment")
 }
 
-#[test]
-fn a_torn_tail_is_cut_at_the_last_intact_frame() {
-    let dir = support::temp_dir("store-torn");
-    let (_, _, mut log) = reopen(&dir);
-    let one = frame(&ack(1), clock()).len();
+/// Writes acks 1 to 10 in a fresh log in `dir`; returns a frame's size.
+fn ten_acks(dir: &Path) -> usize {
+    let (_, _, mut log) = reopen(dir);
     for lsn in 1..=10 {
         log.append(&frame(&ack(lsn), clock())).expect("append");
     }
-    drop(log);
+    frame(&ack(1), clock()).len()
+}
+
+#[test]
+fn a_torn_tail_is_cut_at_the_last_intact_frame() {
+    let dir = support::temp_dir("store-torn");
+    let one = ten_acks(&dir);
     // The tenth frame was half written when the machine stopped.
     let path = last_segment(&dir);
     let mut bytes = std::fs::read(&path).expect("read");
@@ -224,12 +228,7 @@ fn a_torn_tail_is_cut_at_the_last_intact_frame() {
 #[test]
 fn a_corrupt_frame_in_the_middle_is_skipped_and_counted() {
     let dir = support::temp_dir("store-corrupt");
-    let (_, _, mut log) = reopen(&dir);
-    let one = frame(&ack(1), clock()).len();
-    for lsn in 1..=10 {
-        log.append(&frame(&ack(lsn), clock())).expect("append");
-    }
-    drop(log);
+    let one = ten_acks(&dir);
     let path = last_segment(&dir);
     let mut bytes = std::fs::read(&path).expect("read");
     bytes[3 * one + record::FRAME_HEAD_BYTES + 2] ^= 0xFF;
