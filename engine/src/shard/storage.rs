@@ -252,23 +252,30 @@ impl Storage {
         }
     }
 
-    /// Whether a spare offline segment should be created, and where.
-    pub(super) fn spare_wanted(&self) -> Option<(PathBuf, u64, usize)> {
+    /// A spare segment to create ahead of need, for the state log
+    /// (`true`) or the offline log, and where.
+    pub(super) fn spare_wanted(&self) -> Option<(bool, (PathBuf, u64, usize))> {
         let mut logs = self.logs.borrow_mut();
-        if logs.making_spare || !logs.offline.wants_spare() {
+        if logs.making_spare {
             return None;
         }
+        let plan = match (logs.state.wants_spare(), logs.offline.wants_spare()) {
+            (true, _) => (true, logs.state.spare_plan()),
+            (false, true) => (false, logs.offline.spare_plan()),
+            (false, false) => return None,
+        };
         logs.making_spare = true;
-        Some(logs.offline.spare_plan())
+        Some(plan)
     }
 
     /// A spare segment was created (or failed to be).
-    pub(super) fn spare_made(&self, made: std::io::Result<Segment>) {
+    pub(super) fn spare_made(&self, state: bool, made: std::io::Result<Segment>) {
         let mut logs = self.logs.borrow_mut();
         logs.making_spare = false;
-        match made {
-            Ok(s) => logs.offline.set_spare(s),
-            Err(e) => {
+        match (made, state) {
+            (Ok(s), true) => logs.state.set_spare(s),
+            (Ok(s), false) => logs.offline.set_spare(s),
+            (Err(e), _) => {
                 drop(logs);
                 self.write_failed(&e);
             }
@@ -454,7 +461,7 @@ pub(super) fn check_layout(config: &Config, shards: usize) -> Result<(), String>
 
 /// Syncs the logs: every `flush_interval_millis` under `interval`, and
 /// whenever a sync is asked for (`always`, compaction, shutdown). Also
-/// creates the next offline segment ahead of need.
+/// creates each log's next segment ahead of need.
 pub(super) async fn sync_loop(shard: std::rc::Rc<super::context::Shard>) {
     let Some(storage) = shard.storage.as_ref() else {
         return;
@@ -466,11 +473,11 @@ pub(super) async fn sync_loop(shard: std::rc::Rc<super::context::Shard>) {
     loop {
         storage.sync_asked(Some(timeout)).await;
         storage.retry_full(&mut shard.broker.borrow_mut());
-        if let Some((dir, index, bytes)) = storage.spare_wanted() {
+        if let Some((state, (dir, index, bytes))) = storage.spare_wanted() {
             let made = glommio::executor()
                 .spawn_blocking(move || Segment::create(&dir, index, bytes))
                 .await;
-            storage.spare_made(made);
+            storage.spare_made(state, made);
         }
         let asked = {
             let s = storage.sync.borrow();
