@@ -299,3 +299,34 @@ fn past_its_byte_cap_the_log_refuses_a_new_segment_as_a_full_disk() {
     assert!(log.bytes() <= 2 * SEGMENT_BYTES as u64);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_rotation_while_the_spare_is_being_made_skips_its_number() {
+    let dir = support::temp_dir("store-spare");
+    let (_, _, mut log) = reopen(&dir);
+    // The spare (segment 2) is being created off the event loop...
+    let (spare_dir, index, bytes) = log.spare_plan();
+    assert_eq!(index, 2);
+    let spare =
+        ringmq_engine::store::segment::Segment::create(&spare_dir, index, bytes).expect("spare");
+    // ...when the writer fills segment 1.
+    let big = frame(
+        &Entry::Retain(message(&"x".repeat(20_000), None, clock().now)),
+        clock(),
+    );
+    while log.segments() < 2 {
+        log.append(&big).expect("append");
+    }
+    log.set_spare(spare);
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["0000000000000001.log", "0000000000000003.log"]);
+    drop(log);
+    let (bodies, opened, _) = reopen(&dir);
+    assert_eq!((opened.segments, opened.torn), (2, 0));
+    assert!(bodies.len() >= 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -275,7 +275,11 @@ impl Storage {
         match (made, state) {
             (Ok(s), true) => logs.state.set_spare(s),
             (Ok(s), false) => logs.offline.set_spare(s),
-            (Err(e), _) => {
+            (Err(e), state) => {
+                match state {
+                    true => logs.state.spare_failed(),
+                    false => logs.offline.spare_failed(),
+                }
                 drop(logs);
                 self.write_failed(&e);
             }

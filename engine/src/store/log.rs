@@ -48,6 +48,8 @@ pub struct Log {
     /// Every segment, oldest first; the last is `active`.
     metas: VecDeque<Meta>,
     spare: Option<Segment>,
+    /// The index of a spare being created off the event loop.
+    spare_pending: Option<u64>,
     /// Most bytes of segment files (0: no cap but the disk's).
     bytes_max: u64,
 }
@@ -106,6 +108,7 @@ impl Log {
             active,
             metas,
             spare: None,
+            spare_pending: None,
             bytes_max: 0,
         };
         Ok((log, opened))
@@ -138,7 +141,12 @@ impl Log {
         let bytes = self
             .segment_bytes
             .max(need + 2 * super::record::FRAME_HEAD_BYTES);
-        let index = self.active.index + 1;
+        let mut index = self.active.index + 1;
+        if self.spare.is_none() && self.spare_pending == Some(index) {
+            // That file is being created right now: skip its number (the
+            // spare, too late, is deleted when it arrives).
+            index += 1;
+        }
         let spare = self.spare.as_ref().map_or(0, |s| s.capacity() as u64);
         let after = self.bytes() - spare + bytes as u64;
         if self.bytes_max > 0 && after > self.bytes_max {
@@ -166,6 +174,9 @@ impl Log {
     /// Whether a spare segment should be made ready (the active one is
     /// half full and none is ready).
     pub fn wants_spare(&self) -> bool {
+        if self.spare_pending.is_some() {
+            return false;
+        }
         let room =
             self.bytes_max == 0 || self.bytes() + self.segment_bytes as u64 <= self.bytes_max;
         room && self.spare.is_none() && self.active.len * 2 >= self.active.capacity()
@@ -173,12 +184,20 @@ impl Log {
 
     /// Where the next segment goes and its index and size, to create it
     /// off the event loop.
-    pub fn spare_plan(&self) -> (PathBuf, u64, usize) {
-        (self.dir.clone(), self.active.index + 1, self.segment_bytes)
+    pub fn spare_plan(&mut self) -> (PathBuf, u64, usize) {
+        let index = self.active.index + 1;
+        self.spare_pending = Some(index);
+        (self.dir.clone(), index, self.segment_bytes)
+    }
+
+    /// Creating the spare failed.
+    pub fn spare_failed(&mut self) {
+        self.spare_pending = None;
     }
 
     /// Hands over a spare segment created off the event loop.
     pub fn set_spare(&mut self, s: Segment) {
+        self.spare_pending = None;
         match self.spare {
             None if s.index == self.active.index + 1 => self.spare = Some(s),
             _ => {
