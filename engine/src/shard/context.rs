@@ -277,7 +277,7 @@ pub(super) async fn shard_main(
     for peer in (0..shards).filter(|&p| p != index) {
         glommio::spawn_local(send_loop(Rc::clone(&shard), peer)).detach();
     }
-    glommio::spawn_local(storage::sync_loop(Rc::clone(&shard))).detach();
+    glommio::spawn_local(super::sync::sync_loop(Rc::clone(&shard))).detach();
     all_ready(&shard, &ready, shards).await;
     let mut accepts = Vec::new();
     for addr in &config.listeners.tcp {

@@ -10,6 +10,7 @@ mod control;
 mod lock;
 mod mesh;
 mod storage;
+mod sync;
 mod writer;
 
 use std::sync::atomic::AtomicU64;

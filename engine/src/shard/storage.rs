@@ -7,9 +7,8 @@
 //! creation run on the executor's blocking thread.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
 use std::path::{Path, PathBuf};
-use std::task::{Poll, Waker};
+
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -20,47 +19,35 @@ use crate::core::restore::{Replay, RestoreCounts};
 use crate::core::Broker;
 use crate::store::log::{Log, Opened};
 use crate::store::record::{self, Clock};
-use crate::store::segment::{Pending, Segment};
+use crate::store::segment::Segment;
+
+use super::sync::SyncState;
 
 /// The logs of one shard and their sync state.
 #[derive(Debug)]
 pub(super) struct Storage {
-    logs: RefCell<Logs>,
+    pub(super) logs: RefCell<Logs>,
     flush: Flush,
     interval: Duration,
-    sync: RefCell<SyncState>,
+    pub(super) sync: RefCell<SyncState>,
     /// Write errors so far (disk full, I/O errors).
     pub(super) errors: Cell<u64>,
     /// A write failed: the log takes nothing until it can grow again.
     full: Cell<bool>,
     /// Syncs that wrote something, their total and longest time.
-    syncs: Cell<(u64, Duration, Duration)>,
+    pub(super) syncs: Cell<(u64, Duration, Duration)>,
 }
 
 #[derive(Debug)]
-struct Logs {
-    state: Log,
-    offline: Log,
+pub(super) struct Logs {
+    pub(super) state: Log,
+    pub(super) offline: Log,
     frame: Vec<u8>,
     scratch: BytesMut,
     state_segment_bytes: usize,
     /// Bytes of the last snapshot of the state log.
     snapshot_bytes: usize,
     making_spare: bool,
-}
-
-#[derive(Debug, Default)]
-struct SyncState {
-    /// Syncs asked for (each must start after it was asked).
-    requested: u64,
-    /// Syncs started.
-    started: u64,
-    /// Syncs finished.
-    done: u64,
-    task: Option<Waker>,
-    waiters: Vec<Waker>,
-    /// A snapshot starting at segment `.1` is on disk once sync `.0` is.
-    compacted: Option<(u64, u64)>,
 }
 
 /// What recovery found and how long it took, for the log line.
@@ -190,7 +177,7 @@ impl Storage {
         }
     }
 
-    fn write_failed(&self, e: &std::io::Error) {
+    pub(super) fn write_failed(&self, e: &std::io::Error) {
         let n = self.errors.get() + 1;
         self.errors.set(n);
         if n.is_power_of_two() {
@@ -295,101 +282,6 @@ impl Storage {
     pub(super) fn interval(&self) -> Duration {
         self.interval
     }
-
-    /// Returns once a sync that started after this call has finished:
-    /// everything appended before it is on disk. Many callers share one
-    /// sync (group commit).
-    pub(super) async fn synced(&self) {
-        let target = {
-            let mut s = self.sync.borrow_mut();
-            s.requested = s.started + 1;
-            if let Some(w) = s.task.take() {
-                w.wake();
-            }
-            s.requested
-        };
-        poll_fn(|cx| {
-            let mut s = self.sync.borrow_mut();
-            if s.done >= target {
-                return Poll::Ready(());
-            }
-            s.waiters.push(cx.waker().clone());
-            Poll::Pending
-        })
-        .await;
-    }
-
-    /// The sync task's wait: until a sync is asked for, or `timeout`.
-    pub(super) async fn sync_asked(&self, timeout: Option<Duration>) {
-        let asked = poll_fn(|cx| {
-            let mut s = self.sync.borrow_mut();
-            if s.requested > s.started {
-                return Poll::Ready(());
-            }
-            s.task = Some(cx.waker().clone());
-            Poll::Pending
-        });
-        match timeout {
-            Some(t) => {
-                futures_lite::future::or(asked, async {
-                    glommio::timer::Timer::new(t).await;
-                })
-                .await
-            }
-            None => asked.await,
-        }
-    }
-
-    /// Starts a sync: what must be synced now.
-    pub(super) fn begin_sync(&self) -> (u64, Vec<Pending>) {
-        let epoch = {
-            let mut s = self.sync.borrow_mut();
-            s.started += 1;
-            s.started
-        };
-        let mut logs = self.logs.borrow_mut();
-        let mut pending = logs.state.take_pending();
-        pending.extend(logs.offline.take_pending());
-        (epoch, pending)
-    }
-
-    /// A sync that wrote something took `took`.
-    fn count_sync(&self, took: Duration) {
-        let (n, total, max) = self.syncs.get();
-        self.syncs.set((n + 1, total + took, max.max(took)));
-    }
-
-    /// Logs the syncs' count and times (at shutdown).
-    pub(super) fn report(&self, shard: usize) {
-        let (n, total, max) = self.syncs.get();
-        let mean = total.checked_div(n.max(1) as u32).unwrap_or_default();
-        tracing::info!(
-            shard,
-            syncs = n,
-            sync_mean_micros = mean.as_micros() as u64,
-            sync_max_micros = max.as_micros() as u64,
-            write_errors = self.errors.get(),
-            "storage stopped"
-        );
-    }
-
-    /// Sync `epoch` finished.
-    pub(super) fn end_sync(&self, epoch: u64, result: std::io::Result<()>) {
-        if let Err(e) = result {
-            self.write_failed(&e);
-        }
-        let mut s = self.sync.borrow_mut();
-        s.done = s.done.max(epoch);
-        for w in s.waiters.drain(..) {
-            w.wake();
-        }
-        if let Some((at, first)) = s.compacted {
-            if s.done >= at {
-                s.compacted = None;
-                self.logs.borrow_mut().state.drop_before(first);
-            }
-        }
-    }
 }
 
 impl Logs {
@@ -461,64 +353,4 @@ pub(super) fn check_layout(config: &Config, shards: usize) -> Result<(), String>
             .map_err(|e| format!("cannot write {}: {e}", path.display())),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
-}
-
-/// Syncs the logs: every `flush_interval_millis` under `interval`, and
-/// whenever a sync is asked for (`always`, compaction, shutdown). Also
-/// creates each log's next segment ahead of need.
-pub(super) async fn sync_loop(shard: std::rc::Rc<super::context::Shard>) {
-    let Some(storage) = shard.storage.as_ref() else {
-        return;
-    };
-    let timeout = match storage.flush() {
-        Flush::Interval => storage.interval(),
-        Flush::Never | Flush::Always => Duration::from_millis(10),
-    };
-    loop {
-        storage.sync_asked(Some(timeout)).await;
-        storage.retry_full(&mut shard.broker.borrow_mut());
-        if let Some((state, (dir, index, bytes))) = storage.spare_wanted() {
-            let made = glommio::executor()
-                .spawn_blocking(move || Segment::create(&dir, index, bytes))
-                .await;
-            storage.spare_made(state, made);
-        }
-        let asked = {
-            let s = storage.sync.borrow();
-            s.requested > s.started
-        };
-        if storage.flush() == Flush::Never && !asked {
-            // Nothing to sync: written pages leave the RSS, and the
-            // mappings of full segments go.
-            let (_, pending) = storage.begin_sync();
-            pending.iter().for_each(Pending::release);
-            continue;
-        }
-        if storage.flush() == Flush::Always && !asked {
-            continue;
-        }
-        sync_once(storage).await;
-    }
-}
-
-/// One sync of everything written: msync, then the synced pages leave the
-/// RSS; on the blocking thread.
-async fn sync_once(storage: &Storage) {
-    let (epoch, pending) = storage.begin_sync();
-    let result = match pending.is_empty() {
-        true => Ok(()),
-        false => {
-            let started = Instant::now();
-            let r = glommio::executor()
-                .spawn_blocking(move || {
-                    let r = pending.iter().try_for_each(Pending::sync);
-                    pending.iter().for_each(Pending::release);
-                    r
-                })
-                .await;
-            storage.count_sync(started.elapsed());
-            r
-        }
-    };
-    storage.end_sync(epoch, result);
 }
