@@ -3,12 +3,11 @@
 //! `data/shard-<i>/offline` (messages held for persistent sessions, and
 //! their acknowledgements). The broker's journal is appended right after
 //! every batch of input, before the shard yields — so before any
-//! acknowledgement it caused reaches a socket. Syncs (msync) and segment
-//! creation run on the executor's blocking thread.
+//! acknowledgement it caused reaches a socket. When the logs reach the disk
+//! is `sync.rs`'s part.
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
-
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
