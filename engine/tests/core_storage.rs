@@ -506,3 +506,61 @@ fn a_publish_waits_for_another_shard_only_when_a_persistent_session_there_logs_i
         [Packet::PubAck(_)]
     ));
 }
+
+#[test]
+fn an_acknowledgement_never_overtakes_a_held_one_of_the_same_connection() {
+    let t0 = Instant::now();
+    let mut shards: Vec<Broker> = (0..2)
+        .map(|i| {
+            let mut b = Broker::new(i, 2, Limits::default(), Auth::default(), t0);
+            b.journal.enabled = true;
+            b.journal.hold_acks = true;
+            b
+        })
+        .collect();
+    let mut durable = join(&mut shards[1], "durable", ProtocolVersion::V311, false, t0);
+    if let Flow::Barrier(p) = shards[1].handle(durable.id, subscribe_packet(1, "x/#"), t0) {
+        shards[1].finish_subscribe(p, t0);
+    }
+    let _ = durable.recv(&mut shards[1]);
+    exchange(&mut shards, t0);
+    let mut publisher = join(&mut shards[0], "pub", ProtocolVersion::V311, true, t0);
+    let other = join(&mut shards[0], "other", ProtocolVersion::V311, true, t0);
+    // 1 goes to the persistent session on shard 1 (held); 2 has no
+    // subscriber at all, yet must not be acknowledged before 1.
+    publisher.send(
+        &mut shards[0],
+        publish("x/1", "a", QoS::AtLeastOnce, Some(1)),
+        t0,
+    );
+    publisher.send(
+        &mut shards[0],
+        publish("y/1", "b", QoS::AtLeastOnce, Some(2)),
+        t0,
+    );
+    other.send(
+        &mut shards[0],
+        publish("y/2", "c", QoS::AtLeastOnce, Some(7)),
+        t0,
+    );
+    assert!(
+        publisher.recv(&mut shards[0]).is_empty(),
+        "both held [MQTT-4.6.0-2]"
+    );
+    let acks = shards[0].take_held_acks(publisher.id);
+    assert_eq!(acks.len(), 2);
+    assert!(
+        shards[0].journal.held_acks.is_empty(),
+        "other connections' are not held"
+    );
+    shards[0].release_acks(acks);
+    let ids: Vec<u16> = publisher
+        .recv(&mut shards[0])
+        .iter()
+        .filter_map(|p| match p {
+            Packet::PubAck(a) => Some(a.packet_id.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [1, 2]);
+}

@@ -34,7 +34,7 @@ impl Broker {
         if let (QoS::ExactlyOnce, Some(pid)) = (p.qos, p.packet_id) {
             if session.qos2_in.contains(&pid.get()) {
                 // A resent QoS 2 PUBLISH: acknowledged again, never delivered twice.
-                return self.write(id, &Packet::PubRec(PubRec::new(pid)));
+                return self.send_ack(id, Packet::PubRec(PubRec::new(pid)), false);
             }
             let v5 = session
                 .link
@@ -111,7 +111,7 @@ impl Broker {
                 Packet::PubAck(ack)
             }
         };
-        self.write(id, &packet);
+        self.send_ack(id, packet, false);
     }
 
     /// Acknowledges a PUBLISH; with `wait`, only once the storage layer has
@@ -148,11 +148,35 @@ impl Broker {
                 Packet::PubRec(ack)
             }
         };
-        if wait {
-            self.journal.held_acks.push((id, packet));
+        self.send_ack(id, packet, wait);
+    }
+
+    /// Writes a PUBACK/PUBREC, or holds it (see [`Journal::held_acks`])
+    /// when it must `wait` or when an earlier one of the same connection is
+    /// held: acknowledgements keep the order of their PUBLISHes
+    /// [MQTT-4.6.0-2].
+    ///
+    /// [`Journal::held_acks`]: super::journal::Journal::held_acks
+    fn send_ack(&mut self, id: ConnId, packet: Packet, wait: bool) {
+        let held = &mut self.journal.held_acks;
+        if wait || held.iter().any(|(c, _)| *c == id) {
+            held.push((id, packet));
         } else {
             self.write(id, &packet);
         }
+    }
+
+    /// Takes connection `id`'s held acknowledgements, in order.
+    pub fn take_held_acks(&mut self, id: ConnId) -> Vec<(ConnId, Packet)> {
+        let held = &mut self.journal.held_acks;
+        if !held.iter().any(|(c, _)| *c == id) {
+            return Vec::new();
+        }
+        let (mine, rest) = std::mem::take(held)
+            .into_iter()
+            .partition(|(c, _)| *c == id);
+        *held = rest;
+        mine
     }
 
     /// Writes acknowledgements taken from [`Journal::held_acks`] once what

@@ -273,9 +273,7 @@ async fn read_loop(
                 return End::Closing;
             }
         }
-        if shard.has_held_acks() {
-            shard.commit().await;
-        }
+        shard.commit(id).await;
         shard.kick();
         shard.wake_paused();
         if buf.is_empty() {

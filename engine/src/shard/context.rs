@@ -57,7 +57,7 @@ impl Shard {
     /// any acknowledgement it wrote reaches a socket.
     pub(super) fn kick(&self) {
         if let Some(storage) = &self.storage {
-            storage.drain(&mut self.broker.borrow_mut(), Instant::now());
+            storage.drain(&mut self.broker.borrow_mut());
         }
         let broker = self.broker.borrow();
         let mut wakers = self.sender_wakers.borrow_mut();
@@ -165,11 +165,13 @@ impl Shard {
         .await;
     }
 
-    /// Writes the acknowledgements held until what they acknowledge is
-    /// durable: logged by every shard it went to (a barrier: a peer logs
-    /// a batch as it applies it) and, under `flush = always`, synced.
-    pub(super) async fn commit(&self) {
-        let acks = std::mem::take(&mut self.broker.borrow_mut().journal.held_acks);
+    /// Writes connection `id`'s acknowledgements held until what they
+    /// acknowledge is durable: logged by every shard it went to (a barrier:
+    /// a peer logs a batch as it applies it) and, under `flush = always`,
+    /// synced. The connection reads nothing more meanwhile, so its
+    /// acknowledgements keep their order.
+    pub(super) async fn commit(&self, id: crate::core::ConnId) {
+        let acks = self.broker.borrow_mut().take_held_acks(id);
         if acks.is_empty() {
             return;
         }
@@ -179,11 +181,6 @@ impl Shard {
             storage.synced().await;
         }
         self.broker.borrow_mut().release_acks(acks);
-    }
-
-    /// Whether acknowledgements wait for [`Shard::commit`].
-    pub(super) fn has_held_acks(&self) -> bool {
-        !self.broker.borrow().journal.held_acks.is_empty()
     }
 
     /// Under `flush = always`, a barrier from a peer is answered once this

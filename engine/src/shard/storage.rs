@@ -148,10 +148,11 @@ impl Storage {
 
     /// Appends everything the broker journaled. Runs synchronously after
     /// each batch of input.
-    pub(super) fn drain(&self, broker: &mut Broker, now: Instant) {
+    pub(super) fn drain(&self, broker: &mut Broker) {
         if broker.journal.is_empty() {
             return;
         }
+        let now = Instant::now();
         let entries = std::mem::take(&mut broker.journal.entries);
         let released = std::mem::take(&mut broker.journal.released);
         let clock = Clock {
