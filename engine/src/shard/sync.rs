@@ -54,7 +54,7 @@ impl Storage {
     }
 
     /// The sync task's wait: until a sync is asked for, or `timeout`.
-    pub(super) async fn sync_asked(&self, timeout: Option<Duration>) {
+    pub(super) async fn sync_asked(&self, timeout: Duration) {
         let asked = poll_fn(|cx| {
             let mut s = self.sync.borrow_mut();
             if s.requested > s.started {
@@ -63,15 +63,10 @@ impl Storage {
             s.task = Some(cx.waker().clone());
             Poll::Pending
         });
-        match timeout {
-            Some(t) => {
-                futures_lite::future::or(asked, async {
-                    glommio::timer::Timer::new(t).await;
-                })
-                .await
-            }
-            None => asked.await,
-        }
+        futures_lite::future::or(asked, async {
+            glommio::timer::Timer::new(timeout).await;
+        })
+        .await
     }
 
     /// Starts a sync: what must be synced now.
@@ -138,7 +133,7 @@ pub(super) async fn sync_loop(shard: Rc<Shard>) {
         Flush::Never | Flush::Always => Duration::from_millis(10),
     };
     loop {
-        storage.sync_asked(Some(timeout)).await;
+        storage.sync_asked(timeout).await;
         storage.retry_full(&mut shard.broker.borrow_mut());
         if let Some((state, (dir, index, bytes))) = storage.spare_wanted() {
             let made = glommio::executor()
