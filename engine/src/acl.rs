@@ -143,7 +143,7 @@ impl AclFile {
             };
             match write {
                 true => topic::matches(&filter, subject),
-                false => covers(&filter, subject),
+                false => ringmq_protocol::topic::covers(&filter, subject),
             }
         })
     }
@@ -155,21 +155,6 @@ fn parse_access(s: &str) -> Option<Access> {
         "write" => Some(Access::Write),
         "readwrite" => Some(Access::ReadWrite),
         _ => None,
-    }
-}
-
-/// Whether every topic `filter` can match is matched by `rule`.
-pub fn covers(rule: &str, filter: &str) -> bool {
-    let mut r = rule.split('/');
-    let mut f = filter.split('/');
-    loop {
-        match (r.next(), f.next()) {
-            (Some("#"), _) => return true,
-            (None, None) => return true,
-            (Some("+"), Some(level)) if level != "#" => {}
-            (Some(a), Some(b)) if a == b && a != "+" && a != "#" => {}
-            _ => return false,
-        }
     }
 }
 

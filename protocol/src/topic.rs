@@ -88,6 +88,23 @@ pub fn matches(filter: &str, name: &str) -> bool {
     }
 }
 
+/// Whether every topic that `filter` can match is matched by `rule` (both
+/// valid, non-shared filters): `a/#` covers `a/+/b` and `a`; `a/+` does not
+/// cover `a/#`.
+pub fn covers(rule: &str, filter: &str) -> bool {
+    let mut r = rule.split('/');
+    let mut f = filter.split('/');
+    loop {
+        match (r.next(), f.next()) {
+            (Some("#"), _) => return true,
+            (None, None) => return true,
+            (Some("+"), Some(level)) if level != "#" => {}
+            (Some(a), Some(b)) if a == b && a != "+" && a != "#" => {}
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

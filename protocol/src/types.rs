@@ -97,8 +97,21 @@ impl From<NonZeroU16> for PacketId {
 
 /// A UTF-8 string as MQTT defines it: well-formed, without U+0000, at most
 /// 65,535 bytes [MQTT-1.5.4-1] [MQTT-1.5.4-2]. Cloning shares the bytes.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+/// It hashes as its `str`, so maps keyed by it are searched with a `&str`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct MqttString(ByteString);
+
+impl std::hash::Hash for MqttString {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for MqttString {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
 
 impl MqttString {
     /// Validates `s`.
