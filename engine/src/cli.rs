@@ -83,7 +83,7 @@ pub fn main() -> ExitCode {
         }
     }
     init_logging(&config.log_level);
-    match crate::shard::run(config) {
+    match crate::instance::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

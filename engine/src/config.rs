@@ -7,12 +7,28 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::aliyun::AliyunConfig;
+use crate::core::trace::TraceConfig;
 use crate::core::Limits;
+
+/// Which rules the broker follows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Plain MQTT 3.1.1 / 5.0: any standard client works.
+    #[default]
+    Standard,
+    /// Alibaba Cloud MQTT: its names, limits, sign-in modes, P2P topics,
+    /// notifications and traces (see the `[aliyun]` table).
+    Aliyun,
+}
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// `standard` or `aliyun`.
+    pub profile: Profile,
     /// Shards (executors, one per core); 0 means one per available core.
     pub shards: usize,
     /// Where persistent state lives; also locked so that one broker owns it.
@@ -29,6 +45,28 @@ pub struct Config {
     pub runtime: Runtime,
     /// The logs that keep persistent sessions and retained messages.
     pub storage: Storage,
+    /// The admin HTTP endpoint.
+    pub admin: Admin,
+    /// The Alibaba Cloud MQTT profile's instance and limits.
+    pub aliyun: AliyunConfig,
+    /// The message and device trace store.
+    pub trace: TraceConfig,
+}
+
+/// The admin HTTP endpoint (OpenAPI, metrics).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// Address to serve on; empty: no endpoint.
+    pub listen: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: "127.0.0.1:18083".into(),
+        }
+    }
 }
 
 /// When the logs are synced to disk (msync). Every policy survives a
@@ -140,6 +178,7 @@ pub struct Runtime {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            profile: Profile::Standard,
             shards: 0,
             data_dir: PathBuf::from("data"),
             log_level: "info".into(),
@@ -148,6 +187,9 @@ impl Default for Config {
             limits: Limits::default(),
             runtime: Runtime::default(),
             storage: Storage::default(),
+            admin: Admin::default(),
+            aliyun: AliyunConfig::default(),
+            trace: TraceConfig::default(),
         }
     }
 }
@@ -243,6 +285,52 @@ impl Config {
         }
         if s.flush == Flush::Interval && s.flush_interval_millis == 0 {
             return bad("storage.flush_interval_millis: at least 1");
+        }
+        if !self.admin.listen.is_empty() && self.admin.listen.parse::<SocketAddr>().is_err() {
+            return bad("admin.listen: an address such as 127.0.0.1:18083, or empty");
+        }
+        if self.profile == Profile::Aliyun {
+            self.validate_aliyun()?;
+        }
+        Ok(())
+    }
+
+    fn validate_aliyun(&self) -> Result<(), ConfigError> {
+        use crate::core::aliyun::names;
+        let a = &self.aliyun;
+        let bad = |what: String| Err(ConfigError::Invalid(what));
+        if a.instance_id.is_empty() {
+            return bad("aliyun.instance_id: needed by the aliyun profile".into());
+        }
+        if self.auth.password_file.is_some() || self.auth.acl_file.is_some() {
+            return bad("auth.password_file and auth.acl_file: not used by the aliyun profile, which signs clients in with access keys and tokens".into());
+        }
+        for t in &a.parent_topics {
+            if let Err(e) = names::check_parent_topic(t) {
+                return bad(format!("aliyun.parent_topics: {t}: {e}"));
+            }
+        }
+        if a.parent_topics.len() > a.parent_topics_max {
+            return bad(format!(
+                "aliyun.parent_topics: at most {} (aliyun.parent_topics_max)",
+                a.parent_topics_max
+            ));
+        }
+        for g in &a.group_ids {
+            if let Err(e) = names::check_group_id(g) {
+                return bad(format!("aliyun.group_ids: {g}: {e}"));
+            }
+        }
+        if a.access_keys
+            .iter()
+            .any(|k| k.id.is_empty() || k.secret.is_empty() || k.id.contains('|'))
+        {
+            return bad(
+                "aliyun.access_keys: every key needs an id (without `|`) and a secret".into(),
+            );
+        }
+        if a.token_life_secs_min > a.token_life_secs_max {
+            return bad("aliyun.token_life_secs_min: at most token_life_secs_max".into());
         }
         Ok(())
     }

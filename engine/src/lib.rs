@@ -8,6 +8,7 @@ pub mod acl;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod instance;
 pub mod passwd;
 pub mod shard;
 pub mod store;

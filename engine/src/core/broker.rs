@@ -13,6 +13,7 @@ use ahash::AHashMap;
 use ringmq_protocol::properties::DisconnectProperties;
 use ringmq_protocol::{Disconnect, MqttString, Packet, ProtocolVersion, ReasonCode};
 
+use super::aliyun::Aliyun;
 use super::auth::Auth;
 use super::journal::Journal;
 use super::limits::Limits;
@@ -21,6 +22,7 @@ use super::retained::Retained;
 use super::session::Session;
 use super::shared::{LocalGroup, RouteSlot, SharedKey};
 use super::stats::Stats;
+use super::trace::{Naming, Traces};
 use super::trie::Trie;
 use super::Sub;
 
@@ -38,6 +40,9 @@ pub enum Remote {
     Durable(Box<str>, bool),
     /// Deliver to one local member of this shared group.
     Shared(Arc<Message>, Arc<SharedKey>),
+    /// Deliver to the session of this client id (P2P), whose home is the
+    /// receiving shard.
+    P2p(Arc<Message>, Box<str>),
     /// The sender now has (`true`) or no longer has members of the group
     /// (filter, group).
     Group(Box<str>, Box<str>, bool),
@@ -86,6 +91,14 @@ pub struct Broker {
     pub outbox: Vec<Vec<Remote>>,
     /// Counters.
     pub stats: Stats,
+    /// The trace store.
+    pub traces: Traces,
+    /// The Alibaba Cloud profile, when it is on.
+    pub aliyun: Option<Box<Aliyun>>,
+    /// Identifies the instance in message ids.
+    pub instance_tag: u64,
+    /// Offset of trace `Time` strings from UTC, in minutes.
+    pub trace_offset_minutes: i32,
     /// What the storage layer must log, drained after every batch.
     pub journal: Journal,
     /// Logged copies held on each shard, shared by all shards (each writes
@@ -112,6 +125,8 @@ pub struct Broker {
     pub(super) next_uid: u64,
     pub(super) start: Instant,
     pub(super) start_millis: u64,
+    /// When the broker started (ms since the Unix epoch); never moved.
+    boot_millis: u64,
     msg_seq: u16,
     last_millis: u64,
 }
@@ -136,6 +151,10 @@ impl Broker {
             retained: Retained::default(),
             outbox: (0..shards).map(|_| Vec::new()).collect(),
             stats: Stats::default(),
+            traces: Traces::default(),
+            aliyun: None,
+            instance_tag: 0,
+            trace_offset_minutes: 0,
             journal: Journal::default(),
             offline_counts: None,
             durable_counts: AHashMap::new(),
@@ -150,6 +169,7 @@ impl Broker {
             next_uid: 1,
             start: now,
             start_millis,
+            boot_millis: start_millis,
             msg_seq: 0,
             last_millis: 0,
         }
@@ -209,14 +229,39 @@ impl Broker {
     pub(super) fn new_message_id(&mut self, now: Instant) -> u64 {
         let millis =
             self.start_millis + now.saturating_duration_since(self.start).as_millis() as u64;
-        if millis != self.last_millis {
+        if millis > self.last_millis {
             self.last_millis = millis;
             self.msg_seq = 0;
         }
-        self.msg_seq = self.msg_seq.wrapping_add(1);
+        // Past 65,535 ids in one millisecond (or a clock stepping back),
+        // the next millisecond is borrowed: ids stay unique and ordered.
+        self.msg_seq = match self.msg_seq.checked_add(1) {
+            Some(seq) => seq,
+            None => {
+                self.last_millis += 1;
+                1
+            }
+        };
         (self.shard as u64 & 0xFF) << 56
-            | (millis & ((1 << 40) - 1)) << 16
+            | (self.last_millis & ((1 << 40) - 1)) << 16
             | u64::from(self.msg_seq)
+    }
+
+    /// How this shard names connections and messages in traces and
+    /// events, at `now`.
+    pub fn naming(&self, now: Instant) -> Naming {
+        Naming {
+            shard: self.shard,
+            boot_ms: self.boot_millis,
+            instance_tag: self.instance_tag,
+            now_ms: self.unix_millis(now),
+            offset_minutes: self.trace_offset_minutes,
+        }
+    }
+
+    /// The shard's index.
+    pub fn shard(&self) -> usize {
+        self.shard
     }
 
     /// Handles one packet from connection `id`.
@@ -279,6 +324,7 @@ impl Broker {
         let Some(link) = session.link.as_mut() else {
             return;
         };
+        link.end.get_or_insert(super::trace::Info::InvalidParam);
         if link.version == ProtocolVersion::V5 {
             let mut packet = Disconnect::new(code);
             if link.problem_info {
@@ -298,6 +344,7 @@ impl Broker {
     pub fn shutdown(&mut self) {
         for session in self.sessions.iter_mut().flatten() {
             if let Some(link) = session.link.as_mut() {
+                link.end.get_or_insert(super::trace::Info::ClosedByServer);
                 if link.version == ProtocolVersion::V5 {
                     let packet = Disconnect::new(ReasonCode::ServerShuttingDown);
                     let _ = link

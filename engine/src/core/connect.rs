@@ -1,18 +1,23 @@
 //! CONNECT: validation, authentication, session take-over and resumption,
 //! and the CONNACK.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ringmq_protocol::properties::{ConnAckProperties, PublishProperties};
 use ringmq_protocol::{
-    ConnAck, Connect, Disconnect, LastWill, Packet, ProtocolVersion, ReasonCode,
+    ConnAck, Connect, Disconnect, LastWill, MqttString, Packet, ProtocolVersion, ReasonCode,
 };
 
+use super::aliyun::notices::Event;
+use super::aliyun::token::Grant;
+use super::aliyun::LinkAliyun;
 use super::auth::Principal;
 use super::broker::{Broker, ConnId};
 use super::message::Message;
 use super::session::{Link, Session, Will};
+use super::trace::{Action, Info};
 use super::tx::Tx;
 
 /// Seeds of the client-id hash. Fixed, so that a client's home shard (and
@@ -76,16 +81,34 @@ impl Broker {
         assigned: bool,
         now: Instant,
     ) -> Result<Accepted, Refused> {
+        self.connect_from(connect, assigned, None, now)
+    }
+
+    /// [`Broker::connect`] of a client at address `peer`.
+    pub fn connect_from(
+        &mut self,
+        connect: Connect,
+        assigned: bool,
+        peer: Option<SocketAddr>,
+        now: Instant,
+    ) -> Result<Accepted, Refused> {
         let version = connect.protocol;
-        if let Err(code) = self.check_connect(&connect, assigned) {
-            self.stats.connects_refused += 1;
-            tracing::info!(client = %connect.client_id.as_str(), ?code, "CONNECT refused");
-            return Err(refusal(version, code));
-        }
-        let (slot, session_present) = self.resume_or_create(&connect, now);
         let generation = self.next_generation;
         self.next_generation += 1;
-        let (link, props) = self.new_link(&connect, generation, assigned, now);
+        let grant = match self.check_connect(&connect, assigned, now) {
+            Ok(grant) => grant,
+            Err((code, info)) => {
+                self.stats.connects_refused += 1;
+                tracing::info!(client = %connect.client_id.as_str(), ?code, "CONNECT refused");
+                self.trace_device(now, Action::Close, info, &connect.client_id, generation);
+                return Err(refusal(version, code));
+            }
+        };
+        let (slot, session_present) = self.resume_or_create(&connect, now);
+        let (mut link, props) = self.new_link(&connect, generation, assigned, now);
+        if self.aliyun.is_some() {
+            link.aliyun = Some(Box::new(LinkAliyun { grant, peer }));
+        }
         let id = ConnId {
             session: slot,
             generation,
@@ -107,19 +130,43 @@ impl Broker {
         self.write(id, &connack);
         self.stats.connects += 1;
         tracing::debug!(client = %connect.client_id.as_str(), ?version, session_present, "connected");
+        let client = &connect.client_id;
+        self.trace_device(now, Action::Connect, Info::Accepted, client, generation);
+        self.notify(Event::Connect, client.as_str(), generation, peer, now);
         self.resend_inflight(id, now);
         self.drain(id, now);
         Ok(Accepted { id })
     }
 
-    fn check_connect(&self, c: &Connect, assigned: bool) -> Result<(), ReasonCode> {
-        let v311 = c.protocol == ProtocolVersion::V311;
+    /// Records a device event in the trace store.
+    pub(super) fn trace_device(
+        &mut self,
+        now: Instant,
+        action: Action,
+        info: Info,
+        client: &MqttString,
+        generation: u64,
+    ) {
+        if self.traces.is_on() {
+            let time_ms = self.unix_millis(now);
+            self.traces
+                .record(time_ms, action, info, client, generation, 0);
+        }
+    }
+
+    fn check_connect(
+        &self,
+        c: &Connect,
+        assigned: bool,
+        now: Instant,
+    ) -> Result<Option<Grant>, (ReasonCode, Info)> {
+        let invalid = |code| (code, Info::InvalidParam);
         if c.client_id.is_empty() && !assigned {
             // [MQTT-3.1.3-8]: an empty id needs Clean Session in 3.1.1.
-            return Err(ReasonCode::ClientIdentifierNotValid);
+            return Err(invalid(ReasonCode::ClientIdentifierNotValid));
         }
         if c.client_id.len() > self.limits.client_id_bytes_max {
-            return Err(ReasonCode::ClientIdentifierNotValid);
+            return Err(invalid(ReasonCode::ClientIdentifierNotValid));
         }
         let per_shard = self.limits.sessions_max.div_ceil(self.shards.max(1));
         if self.by_client.len() >= per_shard && !self.by_client.contains_key(&c.client_id) {
@@ -127,12 +174,24 @@ impl Broker {
                 sessions = self.by_client.len(),
                 "sessions_max reached: CONNECT refused"
             );
-            return Err(ReasonCode::QuotaExceeded);
+            return Err(invalid(ReasonCode::QuotaExceeded));
         }
         if c.properties.authentication_method.is_some() {
-            return Err(ReasonCode::BadAuthenticationMethod);
+            return Err(invalid(ReasonCode::BadAuthenticationMethod));
         }
-        self.auth.authenticator.authenticate(c)?;
+        if self.aliyun.is_some() {
+            return self.aliyun_connect(c, now);
+        }
+        self.auth
+            .authenticator
+            .authenticate(c)
+            .map_err(|code| (code, Info::NotAuthorized))?;
+        self.check_will(c).map_err(invalid)?;
+        Ok(None)
+    }
+
+    fn check_will(&self, c: &Connect) -> Result<(), ReasonCode> {
+        let v311 = c.protocol == ProtocolVersion::V311;
         if let Some(will) = &c.will {
             if !self.topic_within_limits(will.topic.as_str()) {
                 return Err(match v311 {
@@ -235,6 +294,16 @@ impl Broker {
         };
         self.detached.insert(old, link.tx);
         self.stats.takeovers += 1;
+        let client = session_client(self, slot);
+        self.trace_device(
+            now,
+            Action::Close,
+            Info::ClientIdConflict,
+            &client,
+            link.generation,
+        );
+        let peer = link.aliyun.as_ref().and_then(|a| a.peer);
+        self.notify(Event::TcpClean, client.as_str(), link.generation, peer, now);
         if let Some(will) = link.will.take().filter(|_| !link.graceful) {
             if will.delay_secs == 0 || !resume {
                 self.publish_will(will.message, now);
@@ -294,10 +363,19 @@ impl Broker {
             will: c.will.as_ref().map(will_message),
             graceful: false,
             problem_info: c.properties.request_problem_information.unwrap_or(true),
+            end: None,
+            aliyun: None,
             tx: Tx::default(),
         };
         (link, props)
     }
+}
+
+/// The client id of session `slot` (shared bytes, no copy).
+fn session_client(b: &mut Broker, slot: u32) -> MqttString {
+    b.slot(slot)
+        .map(|s| s.client_id.clone())
+        .unwrap_or_default()
 }
 
 fn will_message(w: &LastWill) -> Will {

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ringmq_protocol::properties::id as prop_id;
-use ringmq_protocol::{Delivery, PacketId, ProtocolVersion, QoS, SubscriptionId};
+use ringmq_protocol::{Delivery, MqttString, PacketId, ProtocolVersion, QoS, SubscriptionId};
 
 use super::broker::{Broker, ConnId, Remote};
 use super::journal::{Journal, Target};
@@ -17,6 +17,7 @@ use super::message::Message;
 use super::retained;
 use super::session::{Inflight, Link, Queued, Session, SubIds};
 use super::stats::Stats;
+use super::trace::{Action, Info, Traces};
 use super::trie::Slot;
 use super::Sub;
 
@@ -35,6 +36,9 @@ pub(super) struct Encoded {
 #[derive(Debug)]
 pub(super) struct Outgoing {
     pub(super) qos: QoS,
+    /// The highest QoS of the subscriptions it came through (the
+    /// message's own for P2P).
+    pub(super) sub_qos: QoS,
     pub(super) retain: bool,
     pub(super) sub_ids: SubIds,
 }
@@ -102,7 +106,11 @@ impl Broker {
                     self.stats.dropped_retained += 1;
                 }
             }
+            Remote::P2p(m, target) => self.deliver_p2p(&m, &target, now),
             Remote::Route(filter, add) => {
+                if let Some(a) = self.aliyun.as_deref_mut() {
+                    a.filter_routed(&filter, from, add);
+                }
                 let bit = 1u64 << from;
                 let slot = self.routes.entry(&filter);
                 if add {
@@ -177,26 +185,39 @@ impl Broker {
             self.limits.session_queue_messages_max,
             self.limits.session_queue_bytes_max,
         );
+        let keep_offline = self.keeps_offline(copy.qos, copy.sub_qos);
+        let time_ms = self.traces.is_on().then(|| self.unix_millis(now));
         let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
             return;
         };
         let (stats, journal) = (&mut self.stats, &mut self.journal);
         let Some(link) = session.link.as_mut() else {
-            if copy.qos != QoS::AtMostOnce {
+            if keep_offline {
                 let q = Queue {
                     msgs_max,
                     bytes_max,
                 };
                 enqueue(session, stats, journal, message, copy, q);
+            } else if copy.qos != QoS::AtMostOnce {
+                stats.dropped_offline_rule += 1;
             }
             return;
+        };
+        let traces = &mut self.traces;
+        let trace = |traces: &mut Traces, generation: u64, client: &MqttString| {
+            if let Some(time_ms) = time_ms {
+                let (action, info) = (Action::Sub, Info::Message);
+                traces.record(time_ms, action, info, client, generation, message.id);
+            }
         };
         if copy.qos == QoS::AtMostOnce {
             if link.tx.pending_bytes() > bytes_max {
                 stats.dropped_qos0 += 1;
                 return;
             }
-            write_copy(link, stats, message, &copy, None, false, enc, now);
+            if write_copy(link, stats, message, &copy, None, false, enc, now) {
+                trace(traces, link.generation, &session.client_id);
+            }
             return;
         }
         if !session.queue.is_empty() || !session.window_open(cap) {
@@ -220,6 +241,7 @@ impl Broker {
             enc,
             now,
         ) {
+            trace(traces, link.generation, &session.client_id);
             let lsn = log_copy(journal, session, &copy);
             session.push_inflight(inflight(packet_id, message, copy, lsn));
         }
@@ -228,7 +250,8 @@ impl Broker {
     /// Moves queued messages into the window of connection `id`.
     pub(super) fn drain(&mut self, id: ConnId, now: Instant) {
         let cap = self.limits.inflight_count_max;
-        let (stats, journal) = (&mut self.stats, &mut self.journal);
+        let time_ms = self.traces.is_on().then(|| self.unix_millis(now));
+        let (stats, journal, traces) = (&mut self.stats, &mut self.journal, &mut self.traces);
         let Some(Some(session)) = self.sessions.get_mut(id.session as usize) else {
             return;
         };
@@ -248,6 +271,7 @@ impl Broker {
             };
             let copy = Outgoing {
                 qos: q.qos,
+                sub_qos: q.qos,
                 retain: q.retain,
                 sub_ids: q.sub_ids,
             };
@@ -262,6 +286,21 @@ impl Broker {
                 &mut enc,
                 now,
             ) {
+                if let Some(time_ms) = time_ms {
+                    let action = match q.offline {
+                        true => Action::PushOffline,
+                        false => Action::Sub,
+                    };
+                    let (client, generation) = (&session.client_id, link.generation);
+                    traces.record(
+                        time_ms,
+                        action,
+                        Info::Message,
+                        client,
+                        generation,
+                        q.message.id,
+                    );
+                }
                 session.push_inflight(inflight(packet_id, &q.message, copy, q.lsn));
             } else {
                 journal.ack(session.uid, q.lsn);
@@ -283,6 +322,7 @@ impl Broker {
             Arc::clone(&m.message),
             Outgoing {
                 qos: m.qos,
+                sub_qos: m.qos,
                 retain: m.retain,
                 sub_ids: m.sub_ids.clone(),
             },
@@ -320,6 +360,7 @@ fn copy_for(message: &Message, group: &[Sub]) -> Outgoing {
     let ids: Vec<SubscriptionId> = group.iter().filter_map(|s| s.sub.id).collect();
     Outgoing {
         qos: qos.min(message.qos),
+        sub_qos: qos,
         // Live messages lose RETAIN unless Retain As Published [MQTT-3.3.1-12].
         retain: retain_as_published && message.retain,
         sub_ids: (!ids.is_empty()).then(|| ids.into_boxed_slice()),
@@ -386,6 +427,7 @@ fn enqueue(
     }
     session.queued_bytes += weight;
     let lsn = log_copy(journal, session, &copy);
+    let offline = session.link.is_none();
     session.queue.push_back(Queued {
         message: Arc::clone(message),
         dup: false,
@@ -394,6 +436,7 @@ fn enqueue(
         sub_ids: copy.sub_ids,
         shared: None,
         lsn,
+        offline,
     });
 }
 

@@ -92,3 +92,61 @@ impl Message {
         self.topic.len() + self.payload.len() + 64
     }
 }
+
+/// Bits of milliseconds in a message id.
+const ID_MILLIS_MASK: u64 = (1 << 40) - 1;
+
+/// The product's MsgId of message `id`: 32 uppercase hex digits, time
+/// first (so they sort by time): milliseconds since the Unix epoch (12),
+/// shard (4), sequence (4), and `instance_tag` (12). The id holds its
+/// time modulo 2^40 ms (about 34 years); `now_ms` places it.
+pub fn msg_id_string(id: u64, now_ms: u64, instance_tag: u64) -> String {
+    let millis = full_millis((id >> 16) & ID_MILLIS_MASK, now_ms);
+    let (shard, seq) = (id >> 56, id & 0xFFFF);
+    let tag = instance_tag & 0xFFFF_FFFF_FFFF;
+    format!("{millis:012X}{shard:04X}{seq:04X}{tag:012X}")
+}
+
+/// The message id of a MsgId string (see [`msg_id_string`]); `None` if it
+/// is not one.
+pub fn parse_msg_id(text: &str) -> Option<u64> {
+    if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let field = |r: std::ops::Range<usize>| u64::from_str_radix(&text[r], 16).ok();
+    let (millis, shard, seq) = (field(0..12)?, field(12..16)?, field(16..20)?);
+    if shard > 0xFF {
+        return None;
+    }
+    Some(shard << 56 | (millis & ID_MILLIS_MASK) << 16 | seq)
+}
+
+/// The time in ms since the Unix epoch whose low 40 bits are `low`, at or
+/// before `now_ms` (plus a day of clock skew).
+fn full_millis(low: u64, now_ms: u64) -> u64 {
+    let ahead = now_ms + 86_400_000;
+    let candidate = (ahead & !ID_MILLIS_MASK) | low;
+    match candidate > ahead {
+        true => candidate.saturating_sub(1 << 40),
+        false => candidate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msg_ids_round_trip_and_sort_by_time() {
+        let now = 1_700_000_000_000u64;
+        let id =
+            |shard: u64, millis: u64, seq: u64| shard << 56 | (millis & ID_MILLIS_MASK) << 16 | seq;
+        let a = msg_id_string(id(1, now - 5, 9), now, 0xABC);
+        let b = msg_id_string(id(0, now - 4, 1), now, 0xABC);
+        assert_eq!(a.len(), 32);
+        assert!(a < b, "{a} sorts before {b}");
+        assert!(a.starts_with(&format!("{:012X}", now - 5)));
+        assert_eq!(parse_msg_id(&a), Some(id(1, now - 5, 9)));
+        assert_eq!(parse_msg_id("xyz"), None);
+    }
+}

@@ -2,6 +2,7 @@
 //! subscription trie, in-flight windows, limits and authorization. Every
 //! entry point takes `now`, so all of it runs on a virtual clock in tests.
 
+pub mod aliyun;
 pub mod auth;
 mod backpressure;
 pub mod broker;
@@ -12,6 +13,7 @@ pub mod journal;
 pub mod limits;
 pub mod message;
 mod offline;
+mod p2p;
 mod persist;
 mod publish;
 pub mod restore;
@@ -21,6 +23,7 @@ pub mod shared;
 pub mod stats;
 mod subscribe;
 pub mod timers;
+pub mod trace;
 pub mod trie;
 pub mod tx;
 

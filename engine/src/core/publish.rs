@@ -8,9 +8,11 @@ use ringmq_protocol::{
     TopicName,
 };
 
+use super::aliyun::PublishTo;
 use super::auth::Principal;
 use super::broker::{Broker, ConnId};
 use super::message::Message;
+use super::trace::{Action, Info};
 
 /// Payloads up to this size are copied out of the read buffer.
 const COPY_PAYLOAD_BYTES_MAX: usize = 4096;
@@ -28,6 +30,13 @@ impl Broker {
                 "topic over topic_bytes_max or topic_levels_max",
             );
         }
+        let to = match self.aliyun.is_some() {
+            true => match self.aliyun_publish(id, &p, topic.as_str(), now) {
+                Some(to) => to,
+                None => return,
+            },
+            false => PublishTo::Subscribers,
+        };
         let Some(session) = self.session(id) else {
             return;
         };
@@ -64,9 +73,13 @@ impl Broker {
             self.stats.denied += 1;
             tracing::info!(topic = %topic.as_str(), "PUBLISH not authorized");
         } else {
-            let message = self.message_from(p, topic, origin, now);
+            let message = Arc::new(self.message_from(p, topic, origin, now));
+            self.trace_publish(id, &message, now);
             let logged = self.journal.entries.len();
-            let remote = self.route(Arc::new(message), now);
+            let remote = match to {
+                PublishTo::Subscribers => self.route(message, now),
+                PublishTo::Client(target) => self.route_p2p(message, &target, now),
+            };
             let grew = self.journal.entries.len() > logged;
             let j = &self.journal;
             wait = (j.hold_acks && remote) || (j.sync_acks && grew);
@@ -96,29 +109,52 @@ impl Broker {
             );
         }
         tracing::debug!("the log cannot be written (disk full): QoS 1/2 PUBLISH refused with 0x97");
-        let Some(pid) = pid else {
-            return;
-        };
+        if let Some(pid) = pid {
+            self.negative_ack(id, qos, pid, ReasonCode::QuotaExceeded);
+        }
+    }
+
+    /// A v5 PUBACK (QoS 1) or PUBREC (QoS 2) refusing a PUBLISH with `code`.
+    pub(super) fn negative_ack(&mut self, id: ConnId, qos: QoS, pid: PacketId, code: ReasonCode) {
         let packet = match qos {
             QoS::ExactlyOnce => {
                 let mut ack = PubRec::new(pid);
-                ack.reason_code = ReasonCode::QuotaExceeded;
+                ack.reason_code = code;
                 Packet::PubRec(ack)
             }
             _ => {
                 let mut ack = PubAck::new(pid);
-                ack.reason_code = ReasonCode::QuotaExceeded;
+                ack.reason_code = code;
                 Packet::PubAck(ack)
             }
         };
         self.send_ack(id, packet, false);
     }
 
+    /// Records `message`, published by connection `id`, in the trace store.
+    fn trace_publish(&mut self, id: ConnId, message: &Message, now: Instant) {
+        if !self.traces.is_on() {
+            return;
+        }
+        let time_ms = self.unix_millis(now);
+        let Some(s) = self
+            .sessions
+            .get(id.session as usize)
+            .and_then(Option::as_ref)
+        else {
+            return;
+        };
+        let (action, info) = (Action::PubMqtt, Info::Message);
+        let generation = id.generation;
+        self.traces
+            .record(time_ms, action, info, &s.client_id, generation, message.id);
+    }
+
     /// Acknowledges a PUBLISH; with `wait`, only once the storage layer has
     /// made what it caused durable (see [`Journal::held_acks`]).
     ///
     /// [`Journal::held_acks`]: super::journal::Journal::held_acks
-    fn ack_publish(
+    pub(super) fn ack_publish(
         &mut self,
         id: ConnId,
         qos: QoS,

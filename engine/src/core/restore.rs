@@ -246,6 +246,7 @@ impl Broker {
                 sub_ids: None,
                 shared: None,
                 lsn,
+                offline: true,
             });
             queued += 1;
         }

@@ -11,8 +11,10 @@ use ringmq_protocol::{
     MqttString, PacketId, ProtocolVersion, QoS, SubscriptionId, SubscriptionOptions, TopicName,
 };
 
+use super::aliyun::LinkAliyun;
 use super::message::Message;
 use super::shared::SharedKey;
+use super::trace::Info;
 use super::tx::Tx;
 
 /// One subscription of a session.
@@ -65,6 +67,9 @@ pub struct Queued {
     pub shared: Option<Arc<SharedKey>>,
     /// Its log sequence number if the copy is logged, else 0.
     pub lsn: u64,
+    /// It arrived while the session had no connection (traced as
+    /// `push_offline` when delivered).
+    pub offline: bool,
 }
 
 /// The Will of a connection.
@@ -104,6 +109,11 @@ pub struct Link {
     pub graceful: bool,
     /// Whether the client asked for reason strings (v5).
     pub problem_info: bool,
+    /// Why the connection ends, once known (for the trace).
+    pub end: Option<Info>,
+    /// The Alibaba Cloud profile's state of the connection (tokens, the
+    /// client's address); `None` in the standard profile.
+    pub aliyun: Option<Box<LinkAliyun>>,
     /// Output waiting to be written.
     pub tx: Tx,
 }

@@ -134,6 +134,7 @@ impl Broker {
         };
         let copy = Outgoing {
             qos: member.sub.options.qos.min(message.qos),
+            sub_qos: member.sub.options.qos,
             retain: member.sub.options.retain_as_published && message.retain,
             sub_ids: member.sub.id.map(|i| vec![i].into_boxed_slice()),
         };

@@ -46,4 +46,21 @@ pub struct Stats {
     pub keep_alive_timeouts: u64,
     /// Sessions taken over by a new connection with the same client id.
     pub takeovers: u64,
+    /// PUBLISH refused by the Alibaba Cloud profile's rules (topic,
+    /// payload size, token scope).
+    pub publishes_refused: u64,
+    /// Connections closed because a token expired, was revoked or did
+    /// not verify on upload.
+    pub tokens_invalidated: u64,
+    /// `$SYS/token*Notice` messages sent.
+    pub notices: u64,
+    /// Online/offline events published.
+    pub events_published: u64,
+    /// P2P messages handed to their target's session.
+    pub p2p_delivered: u64,
+    /// P2P messages whose target has no session.
+    pub p2p_no_target: u64,
+    /// QoS 1/2 copies for offline sessions that the aliyun profile does
+    /// not keep (QoS 2 copies, and copies of QoS 2 subscriptions).
+    pub dropped_offline_rule: u64,
 }

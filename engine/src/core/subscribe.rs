@@ -75,7 +75,23 @@ impl Broker {
         if !self.topic_within_limits(filter.as_str()) {
             return ReasonCode::TopicFilterInvalid;
         }
-        let subs_max = self.limits.subscriptions_per_client_max;
+        match self.aliyun_subscribe(id, filter.as_str()) {
+            Ok(true) => {}
+            // A P2P filter: granted, nothing to store.
+            Ok(false) => return granted(sub),
+            Err(code) => return code,
+        }
+        let (subs_max, over) = match self.aliyun.as_deref() {
+            // The product's only SUBACK failure code is 0x80.
+            Some(a) => (
+                a.config.subscriptions_per_client_max,
+                ReasonCode::UnspecifiedError,
+            ),
+            None => (
+                self.limits.subscriptions_per_client_max,
+                ReasonCode::QuotaExceeded,
+            ),
+        };
         let Some(session) = self.session(id) else {
             return ReasonCode::UnspecifiedError;
         };
@@ -86,7 +102,8 @@ impl Broker {
         let key: &str = filter.as_str();
         let existed = session.subs.contains_key(key);
         if !existed && session.subs.len() >= subs_max {
-            return ReasonCode::QuotaExceeded;
+            tracing::info!(client = %session.client_id.as_str(), "SUBSCRIBE refused: {subs_max} subscriptions already");
+            return over;
         }
         if !self.auth.authorizer.can_subscribe(who, key) {
             self.stats.denied += 1;
@@ -135,6 +152,9 @@ impl Broker {
     /// Tells every other shard that this one gained or lost its last
     /// subscriber on `filter`.
     pub(super) fn announce(&mut self, filter: &str, add: bool) {
+        if let Some(a) = self.aliyun.as_deref_mut() {
+            a.filter_routed(filter, self.shard, add);
+        }
         for peer in 0..self.shards {
             if peer != self.shard {
                 self.outbox[peer].push(Remote::Route(filter.into(), add));
@@ -168,6 +188,7 @@ impl Broker {
         for (message, sub) in retained {
             let copy = Outgoing {
                 qos: sub.options.qos.min(message.qos),
+                sub_qos: sub.options.qos,
                 // Retained messages sent on subscribe keep RETAIN [MQTT-3.3.1-9].
                 retain: true,
                 sub_ids: sub.id.map(|i| vec![i].into_boxed_slice()),

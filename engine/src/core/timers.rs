@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ringmq_protocol::{Disconnect, ReasonCode};
 
+use super::aliyun::notices::Event;
 use super::broker::{Broker, ConnId};
 use super::message::Message;
 use super::session::Link;
+use super::trace::{Action, Info};
 
 /// How often expired retained messages are purged.
 const RETAINED_PURGE_PERIOD: Duration = Duration::from_secs(10);
@@ -72,7 +74,21 @@ impl Broker {
         };
         // DISCONNECT 0x04 keeps the Will; any other discards it [MQTT-3.14.4-3].
         link.graceful = d.reason_code != ReasonCode::DisconnectWithWill;
+        link.end.get_or_insert(Info::DisconnectedByClient);
         link.tx.close();
+        let peer = link.aliyun.as_ref().and_then(|a| a.peer);
+        let client = session.client_id.clone();
+        let now = self.last_rx(id);
+        let info = Info::DisconnectedByClient;
+        self.trace_device(now, Action::Disconnect, info, &client, id.generation);
+        self.notify(Event::Disconnect, client.as_str(), id.generation, peer, now);
+    }
+
+    /// When connection `id` last sent a packet (the time of the packet
+    /// being handled).
+    fn last_rx(&self, id: ConnId) -> Instant {
+        let link = self.session(id).and_then(|s| s.link.as_ref());
+        link.map_or(self.start, |l| l.last_rx)
     }
 
     /// The connection `id` is gone (closed by either side). Publishes the
@@ -83,14 +99,19 @@ impl Broker {
         let Some(session) = self.session_mut(id) else {
             return;
         };
-        let Some(link) = session.link.take() else {
+        let Some(mut link) = session.link.take() else {
             return;
         };
+        let client = session.client_id.clone();
         let expiry = session.expiry_secs;
         session.expires_at = match expiry {
             u32::MAX => None,
             secs => Some(now + Duration::from_secs(u64::from(secs))),
         };
+        let info = link.end.take().unwrap_or(Info::ClosedByClient);
+        self.trace_device(now, Action::Close, info, &client, id.generation);
+        let peer = link.aliyun.as_ref().and_then(|a| a.peer);
+        self.notify(Event::TcpClean, client.as_str(), id.generation, peer, now);
         let orphans = self.take_shared(id.session);
         self.log_detached(id.session, now);
         self.schedule_will(id.session, link, now);
@@ -181,6 +202,7 @@ impl Broker {
         }
         for id in silent {
             self.stats.keep_alive_timeouts += 1;
+            self.set_close_info(id, Info::NoHeart);
             self.fail(
                 id,
                 ReasonCode::KeepAliveTimeout,
@@ -197,7 +219,10 @@ impl Broker {
         if now.saturating_duration_since(self.retained_purged_at) >= RETAINED_PURGE_PERIOD {
             self.retained_purged_at = now;
             self.retained.purge_expired(now);
+            let now_ms = self.unix_millis(now);
+            self.traces.purge(now_ms);
         }
+        self.check_tokens(now);
         if self.journal.enabled {
             self.enforce_offline_caps(now);
         }

@@ -196,10 +196,11 @@ async fn run(
     connect: Box<Connect>,
     assigned: bool,
 ) {
+    let peer = stream.borrow().peer_addr().ok();
     let accepted = shard
         .broker
         .borrow_mut()
-        .connect(*connect, assigned, Instant::now());
+        .connect_from(*connect, assigned, peer, Instant::now());
     let id = match accepted {
         Ok(a) => a.id,
         Err(refused) => {

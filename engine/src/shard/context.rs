@@ -18,8 +18,11 @@ use glommio::{GlommioError, ResourceType};
 use super::control::{Control, Wake};
 use super::mesh::{self, ShardMsg};
 use super::storage::{self, Storage};
-use crate::config::{Config, Flush};
+use crate::config::{Config, Flush, Profile};
+use crate::core::aliyun::registry::Registry;
+use crate::core::aliyun::Aliyun;
 use crate::core::auth::{AllowAll, Auth};
+use crate::core::trace::Traces;
 use crate::core::{Broker, Remote};
 
 /// Everything a shard owns. Lives in an `Rc` on its executor: it is not
@@ -238,7 +241,11 @@ pub(super) async fn shard_main(
     wake: Wake,
     shared: Shared,
 ) -> Result<(), String> {
-    let Shared { ready, counts } = shared;
+    let Shared {
+        ready,
+        counts,
+        registry,
+    } = shared;
     let (senders, mut receivers) = mesh
         .join()
         .await
@@ -251,6 +258,7 @@ pub(super) async fn shard_main(
         Instant::now(),
     );
     broker.offline_counts = Some(counts);
+    set_profile(&mut broker, &config, registry.as_deref());
     let storage = match config.storage.enabled {
         true => Some(open_storage(&config, index, &mut broker)?),
         false => None,
@@ -286,7 +294,16 @@ pub(super) async fn shard_main(
     }
     glommio::spawn_local(ticker(Rc::clone(&shard))).detach();
     tracing::debug!(shard = index, "shard running");
-    wake.run(|c| c != Control::Shutdown).await;
+    wake.run(|c| match c {
+        Control::Shutdown => false,
+        Control::Run(job) => {
+            job(&mut shard.broker.borrow_mut(), Instant::now());
+            shard.kick();
+            shard.wake_paused();
+            true
+        }
+    })
+    .await;
     shard.shutting_down.set(true);
     for task in accepts {
         task.cancel().await;
@@ -315,6 +332,34 @@ pub(super) struct Shared {
     pub(super) ready: Arc<AtomicUsize>,
     /// Logged copies held by each shard (see `Broker::offline_counts`).
     pub(super) counts: Arc<[AtomicU64]>,
+    /// The instance registry (aliyun profile), copied by every shard.
+    pub(super) registry: Option<Arc<Registry>>,
+}
+
+/// Seeds of the hash that turns the instance id into message ids' tag.
+const TAG_SEEDS: [u64; 4] = [
+    0x6d73_6769_6474,
+    0x6167_7269_6e67,
+    0x6d71_7461_6773,
+    0x0102_0304,
+];
+
+/// The profile's part of a shard's broker: the Alibaba Cloud rules and
+/// registry copy, and the trace store.
+fn set_profile(broker: &mut Broker, config: &Config, registry: Option<&Registry>) {
+    let aliyun = config.profile == Profile::Aliyun;
+    if let (true, Some(r)) = (aliyun, registry) {
+        broker.aliyun = Some(Box::new(Aliyun::new(config.aliyun.clone(), r.for_shard())));
+    }
+    let t = &config.trace;
+    if t.enabled.unwrap_or(aliyun) {
+        let per_shard = t.events_max.div_ceil(config.shard_count());
+        broker.traces = Traces::new(per_shard, t.retention_secs.saturating_mul(1000));
+    }
+    broker.trace_offset_minutes = t.time_offset_minutes;
+    let [a, b, c, d] = TAG_SEEDS;
+    broker.instance_tag =
+        ahash::RandomState::with_seeds(a, b, c, d).hash_one(config.aliyun.instance_id.as_bytes());
 }
 
 /// Opens and recovers shard `index`'s logs into `broker`.

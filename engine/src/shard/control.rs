@@ -1,12 +1,14 @@
-//! The control plane: threads that are not shards (the signal handler, later
-//! the admin API) send [`Control`] messages over crossbeam-channel and wake
-//! the shard by writing a byte to its socket pair; the shard awaits that
-//! socket in its reactor, so nothing polls.
+//! The control plane: threads that are not shards (the signal handler, the
+//! registry's owner, the admin API) send [`Control`] messages over
+//! crossbeam-channel and wake the shard by writing a byte to its socket
+//! pair; the shard awaits that socket in its reactor, so nothing polls. A
+//! [`Job`] runs on the shard with its broker: the only way in from outside.
 
 use std::io::Write;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use futures_lite::AsyncReadExt;
@@ -14,27 +16,105 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::RunError;
+use crate::core::Broker;
+
+/// Work for a shard, run on its executor with its broker and `now`.
+pub type Job = Box<dyn FnOnce(&mut Broker, Instant) + Send>;
 
 /// A request from outside the shards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
     /// Disconnect every client and stop.
     Shutdown,
+    /// Run a job on the shard's broker (a registry change, a query).
+    Run(Job),
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Control::Shutdown => f.write_str("Shutdown"),
+            Control::Run(_) => f.write_str("Run"),
+        }
+    }
 }
 
 /// The sending side, one channel and wake-up socket per shard.
 #[derive(Debug, Clone)]
-pub(super) struct Controls {
+pub struct Controls {
     shards: Vec<(Sender<Control>, Arc<UnixStream>)>,
 }
 
+/// A shard did not answer in time, or has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the shards did not answer within {0:?}")]
+pub struct NoAnswer(pub Duration);
+
 impl Controls {
-    /// Sends `c` to every shard and wakes it.
-    pub(super) fn broadcast(&self, c: Control) {
-        for (tx, wake) in &self.shards {
-            let _ = tx.send(c);
-            let _ = (&**wake).write(&[1]);
+    /// Asks every shard to stop.
+    pub fn shutdown(&self) {
+        for shard in 0..self.shards.len() {
+            self.send(shard, Control::Shutdown);
         }
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Sends `c` to `shard` and wakes it; false if the shard is gone.
+    fn send(&self, shard: usize, c: Control) -> bool {
+        let Some((tx, wake)) = self.shards.get(shard) else {
+            return false;
+        };
+        let sent = tx.send(c).is_ok();
+        let _ = (&**wake).write(&[1]);
+        sent
+    }
+
+    /// Runs `job` on every shard and returns their answers, in shard
+    /// order; gives up after `timeout`.
+    pub fn call_all<R: Send + 'static>(
+        &self,
+        job: impl Fn(&mut Broker, Instant) -> R + Send + Sync + 'static,
+        timeout: Duration,
+    ) -> Result<Vec<R>, NoAnswer> {
+        let job = Arc::new(job);
+        let n = self.shards.len();
+        let (tx, rx) = crossbeam_channel::bounded(n);
+        for shard in 0..n {
+            let (job, tx) = (Arc::clone(&job), tx.clone());
+            let run: Job = Box::new(move |broker, now| {
+                let _ = tx.send((shard, job(broker, now)));
+            });
+            if !self.send(shard, Control::Run(run)) {
+                return Err(NoAnswer(timeout));
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        let mut answers: Vec<Option<R>> = (0..n).map(|_| None).collect();
+        for _ in 0..n {
+            let (shard, answer) = rx.recv_deadline(deadline).map_err(|_| NoAnswer(timeout))?;
+            answers[shard] = Some(answer);
+        }
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// Runs `job` on one shard and returns its answer.
+    pub fn call<R: Send + 'static>(
+        &self,
+        shard: usize,
+        job: impl FnOnce(&mut Broker, Instant) -> R + Send + 'static,
+        timeout: Duration,
+    ) -> Result<R, NoAnswer> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let run: Job = Box::new(move |broker, now| {
+            let _ = tx.send(job(broker, now));
+        });
+        if !self.send(shard, Control::Run(run)) {
+            return Err(NoAnswer(timeout));
+        }
+        rx.recv_timeout(timeout).map_err(|_| NoAnswer(timeout))
     }
 }
 
@@ -84,7 +164,7 @@ pub(super) fn watch_signals(controls: Controls) -> Result<(), RunError> {
                     std::process::exit(130);
                 }
                 tracing::info!(signal, "shutting down");
-                controls.broadcast(Control::Shutdown);
+                controls.shutdown();
             }
         })
         .map_err(|source| RunError::Io {

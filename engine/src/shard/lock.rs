@@ -14,7 +14,7 @@ use crate::config::Config;
 
 /// Holds the data directory's lock until dropped.
 #[derive(Debug)]
-pub(super) struct DataLock {
+pub struct DataLock {
     _file: File,
 }
 

@@ -21,8 +21,10 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
+use crate::core::aliyun::registry::Registry;
 
-pub use control::Control;
+pub use control::{Control, Controls, Job, NoAnswer};
+pub use lock::DataLock;
 pub use mesh::ShardMsg;
 
 /// Why the broker could not run.
@@ -47,22 +49,42 @@ pub enum RunError {
     Shard(usize, String),
 }
 
-/// Runs the broker until SIGINT or SIGTERM.
-pub fn run(config: Config) -> Result<(), RunError> {
-    let _lock = lock::acquire(&config)?;
+/// Shards running: their executors and the control plane that reaches
+/// them.
+#[derive(Debug)]
+pub struct Running {
+    handles: Vec<glommio::ExecutorJoinHandle<Result<(), String>>>,
+    controls: Controls,
+    _lock: DataLock,
+}
+
+/// Locks the data directory and checks the listen addresses are free:
+/// the first step of starting.
+pub fn lock_data(config: &Config) -> Result<DataLock, RunError> {
+    let lock = lock::acquire(config)?;
     raise_fd_limit();
+    storage::check_layout(config, config.shard_count()).map_err(RunError::Data)?;
+    Ok(lock)
+}
+
+/// Starts one executor per shard; `registry` is the instance registry of
+/// the aliyun profile, which every shard copies. Returns once the
+/// executors are spawned (they restore their state, then accept).
+pub fn start(
+    config: Arc<Config>,
+    lock: DataLock,
+    registry: Option<Arc<Registry>>,
+) -> Result<Running, RunError> {
     let shards = config.shard_count();
-    storage::check_layout(&config, shards).map_err(RunError::Data)?;
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let offline_counts: Arc<[AtomicU64]> = (0..shards).map(|_| AtomicU64::new(0)).collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let config = Arc::new(config);
     let mesh = MeshBuilder::<ShardMsg, Full>::full(shards, config.runtime.mesh_queue_batches_max);
     let (controls, wakers) = control::channels(shards)?;
-    control::watch_signals(controls.clone())?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         shards,
+        profile = ?config.profile,
         listeners = ?config.listeners.tcp,
         data_dir = %config.data_dir.display(),
         "ringmq starting"
@@ -71,36 +93,68 @@ pub fn run(config: Config) -> Result<(), RunError> {
     for (index, wake) in wakers.into_iter().enumerate() {
         let config = Arc::clone(&config);
         let mesh = mesh.clone();
-        let ready = Arc::clone(&ready);
-        let counts = Arc::clone(&offline_counts);
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(index % cores))
+        let shared = context::Shared {
+            ready: Arc::clone(&ready),
+            counts: Arc::clone(&offline_counts),
+            registry: registry.clone(),
+        };
+        let spawned = LocalExecutorBuilder::new(Placement::Fixed(index % cores))
             .name(&format!("shard-{index}"))
             .io_memory(config.runtime.io_memory_bytes)
             .spin_before_park(Duration::from_micros(0))
-            .spawn(move || {
-                let shared = context::Shared { ready, counts };
-                context::shard_main(index, shards, config, mesh, wake, shared)
-            })
-            .map_err(|e| RunError::Shard(index, e.to_string()))?;
-        handles.push(handle);
-    }
-    let mut failure = None;
-    for (index, handle) in handles.into_iter().enumerate() {
-        match handle.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failure = failure.or(Some(RunError::Shard(index, e))),
-            Err(e) => failure = failure.or(Some(RunError::Shard(index, e.to_string()))),
+            .spawn(move || context::shard_main(index, shards, config, mesh, wake, shared));
+        match spawned {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                // The shards already started must not be left running.
+                controls.shutdown();
+                return Err(RunError::Shard(index, e.to_string()));
+            }
         }
     }
-    // A shard that failed to start must not leave the others running.
-    controls.broadcast(Control::Shutdown);
-    match failure {
-        Some(e) => Err(e),
-        None => {
-            tracing::info!("ringmq stopped");
-            Ok(())
+    Ok(Running {
+        handles,
+        controls,
+        _lock: lock,
+    })
+}
+
+impl Running {
+    /// The control plane of the shards.
+    pub fn controls(&self) -> &Controls {
+        &self.controls
+    }
+
+    /// Waits until every shard has stopped (after a shutdown, or a
+    /// failure of one, which stops the others).
+    pub fn wait(self) -> Result<(), RunError> {
+        let mut failure = None;
+        for (index, handle) in self.handles.into_iter().enumerate() {
+            let result = handle.join();
+            if !matches!(result, Ok(Ok(()))) {
+                // One shard failing stops the others.
+                self.controls.shutdown();
+            }
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = failure.or(Some(RunError::Shard(index, e))),
+                Err(e) => failure = failure.or(Some(RunError::Shard(index, e.to_string()))),
+            }
+        }
+        self.controls.shutdown();
+        match failure {
+            Some(e) => Err(e),
+            None => {
+                tracing::info!("ringmq stopped");
+                Ok(())
+            }
         }
     }
+}
+
+/// Stops the shards on SIGINT or SIGTERM (a second signal exits at once).
+pub fn watch_signals(controls: Controls) -> Result<(), RunError> {
+    control::watch_signals(controls)
 }
 
 /// Raises the open-file soft limit to the hard limit: every connection is a

@@ -1,0 +1,57 @@
+//! P2P messages (the Alibaba Cloud profile): a PUBLISH to
+//! `<parent>/p2p/<clientId>` goes to that client alone, subscribed or not,
+//! with the topic as published and the message's QoS. It travels to the
+//! client's home shard, never through the trie: no subscriber of
+//! `<parent>/#` sees it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::broker::{Broker, Remote};
+use super::connect::home_shard;
+use super::deliver::{Encoded, Outgoing};
+use super::message::Message;
+
+impl Broker {
+    /// Sends `message` to `target`'s home shard, or delivers it here.
+    /// Returns whether the publisher's acknowledgement waits for that
+    /// shard (a QoS 1/2 message it may log for an offline session).
+    pub(super) fn route_p2p(&mut self, message: Arc<Message>, target: &str, now: Instant) -> bool {
+        let home = home_shard(target.as_bytes(), self.shards);
+        if home == self.shard {
+            self.deliver_p2p(&message, target, now);
+            return false;
+        }
+        let logged = message.qos != ringmq_protocol::QoS::AtMostOnce;
+        self.outbox_bytes[home] += message.weight();
+        self.outbox[home].push(Remote::P2p(message, target.into()));
+        logged
+    }
+
+    /// Hands `message` to `target`'s session on this shard: written if it
+    /// is connected, held if it is offline and persistent (per the
+    /// profile's offline rule), else dropped and counted.
+    pub(super) fn deliver_p2p(&mut self, message: &Arc<Message>, target: &str, now: Instant) {
+        if message.is_expired(now) {
+            self.stats.dropped_expired += 1;
+            return;
+        }
+        let Some(&slot) = self.by_client.get(target) else {
+            self.stats.p2p_no_target += 1;
+            tracing::debug!(
+                target,
+                "P2P message for a client without a session: dropped"
+            );
+            return;
+        };
+        let copy = Outgoing {
+            qos: message.qos,
+            sub_qos: message.qos,
+            retain: false,
+            sub_ids: None,
+        };
+        self.stats.p2p_delivered += 1;
+        self.deliver_to(slot, message, copy, &mut Encoded::default(), now);
+        self.journal.finish(message);
+    }
+}

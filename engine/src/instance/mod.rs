@@ -1,0 +1,166 @@
+//! A running broker as seen from outside its shards: start it, reach it
+//! through the control plane, stop it. The registry's owner
+//! ([`Registrar`]) and the trace queries live here; both reach the shards
+//! only with jobs over [`Controls`]. This is what the binary runs and what
+//! the admin API (and embedding programs, and tests) hold.
+
+pub mod registrar;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, Profile};
+use crate::core::message::parse_msg_id;
+use crate::core::trace::answer::{
+    merge, DeviceTrace, MessageOfClientTrace, Paging, PublishTrace, SubscribeTrace,
+};
+use crate::core::trace::{TraceItem, TraceQuery};
+use crate::shard::{self, Controls, NoAnswer, RunError};
+
+pub use registrar::Registrar;
+
+/// How long a query waits for the shards.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A broker started by [`Instance::start`].
+#[derive(Debug)]
+pub struct Instance {
+    running: shard::Running,
+    registrar: Option<Arc<Registrar>>,
+    config: Arc<Config>,
+}
+
+impl Instance {
+    /// Starts the broker `config` describes; returns once its shards are
+    /// spawned (they restore their state, then accept clients).
+    pub fn start(config: Config) -> Result<Instance, RunError> {
+        let lock = shard::lock_data(&config)?;
+        let prepared = match config.profile {
+            Profile::Aliyun => Some(registrar::Prepared::open(&config).map_err(RunError::Data)?),
+            Profile::Standard => None,
+        };
+        let config = Arc::new(config);
+        let snapshot = prepared.as_ref().map(|p| Arc::new(p.registry().clone()));
+        let running = shard::start(Arc::clone(&config), lock, snapshot)?;
+        let registrar = prepared.map(|p| {
+            let controls = running.controls().clone();
+            Arc::new(Registrar::new(p, controls, config.aliyun.clone()))
+        });
+        Ok(Instance {
+            running,
+            registrar,
+            config,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The control plane.
+    pub fn controls(&self) -> &Controls {
+        self.running.controls()
+    }
+
+    /// The registry's owner (aliyun profile).
+    pub fn registrar(&self) -> Option<&Arc<Registrar>> {
+        self.registrar.as_ref()
+    }
+
+    /// Asks every shard to stop (clients get v5 DISCONNECT 0x8B).
+    pub fn shutdown(&self) {
+        self.controls().shutdown();
+    }
+
+    /// Waits until the broker has stopped.
+    pub fn wait(self) -> Result<(), RunError> {
+        self.running.wait()
+    }
+
+    /// Every shard's events for `q`, in time order.
+    pub fn trace(&self, q: TraceQuery) -> Result<Vec<TraceItem>, NoAnswer> {
+        let job = move |b: &mut crate::core::Broker, now| b.traces.query(&q, &b.naming(now));
+        self.controls().call_all(job, QUERY_TIMEOUT).map(merge)
+    }
+
+    /// QueryMqttTraceDevice.
+    pub fn trace_device(
+        &self,
+        client_id: &str,
+        begin_ms: u64,
+        end_ms: u64,
+        paging: Paging,
+    ) -> Result<DeviceTrace, NoAnswer> {
+        let client_id = client_id.to_owned();
+        let q = TraceQuery::Device {
+            client_id,
+            begin_ms,
+            end_ms,
+        };
+        Ok(DeviceTrace::new(self.trace(q)?, paging))
+    }
+
+    /// QueryMqttTraceMessageOfClient.
+    pub fn trace_message_of_client(
+        &self,
+        client_id: &str,
+        begin_ms: u64,
+        end_ms: u64,
+        paging: Paging,
+    ) -> Result<MessageOfClientTrace, NoAnswer> {
+        let client_id = client_id.to_owned();
+        let q = TraceQuery::MessageOfClient {
+            client_id,
+            begin_ms,
+            end_ms,
+        };
+        Ok(MessageOfClientTrace::new(self.trace(q)?, paging))
+    }
+
+    /// QueryMqttTraceMessagePublish; an unknown MsgId has no events.
+    pub fn trace_message_publish(
+        &self,
+        msg_id: &str,
+        begin_ms: u64,
+        end_ms: u64,
+    ) -> Result<PublishTrace, NoAnswer> {
+        let Some(msg_id) = parse_msg_id(msg_id) else {
+            return Ok(PublishTrace::new(Vec::new()));
+        };
+        let q = TraceQuery::Publish {
+            msg_id,
+            begin_ms,
+            end_ms,
+        };
+        Ok(PublishTrace::new(self.trace(q)?))
+    }
+
+    /// QueryMqttTraceMessageSubscribe (all receivers, or `client_id`).
+    pub fn trace_message_subscribe(
+        &self,
+        msg_id: &str,
+        client_id: Option<&str>,
+        begin_ms: u64,
+        end_ms: u64,
+        paging: Paging,
+    ) -> Result<SubscribeTrace, NoAnswer> {
+        let Some(msg_id) = parse_msg_id(msg_id) else {
+            return Ok(SubscribeTrace::new(Vec::new(), paging));
+        };
+        let q = TraceQuery::Subscribe {
+            msg_id,
+            client_id: client_id.map(str::to_owned),
+            begin_ms,
+            end_ms,
+        };
+        Ok(SubscribeTrace::new(self.trace(q)?, paging))
+    }
+}
+
+/// Runs the broker until SIGINT or SIGTERM: the binary's main loop.
+pub fn run(config: Config) -> Result<(), RunError> {
+    let instance = Instance::start(config)?;
+    shard::watch_signals(instance.controls().clone())?;
+    instance.wait()
+}
