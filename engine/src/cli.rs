@@ -46,6 +46,23 @@ pub enum Command {
         /// The user name.
         user: String,
     },
+    /// Mint a token of the aliyun profile, as ApplyToken does, signed
+    /// with an access key of the config file; prints it. (Tokens minted
+    /// here are valid but not listed among the registry's issued ones.)
+    Token {
+        /// AccessKeyId, one of `[[aliyun.access_keys]]`.
+        #[arg(long)]
+        access_key: String,
+        /// Topic filters the token covers, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        resources: Vec<String>,
+        /// `R`, `W` or `R,W`.
+        #[arg(long)]
+        actions: String,
+        /// Seconds from now until the token expires.
+        #[arg(long)]
+        expire_secs: u64,
+    },
 }
 
 /// Runs the command line; the binary's `main`.
@@ -67,6 +84,21 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Token {
+        access_key,
+        resources,
+        actions,
+        expire_secs,
+    }) = &args.command
+    {
+        let request = crate::core::aliyun::TokenRequest {
+            access_key,
+            resources,
+            actions,
+            expire_ms: crate::instance::registrar::now_ms() + expire_secs * 1000,
+        };
+        return mint_token(&config, request);
+    }
     if args.print_config {
         match toml::to_string_pretty(&config) {
             Ok(text) => {
@@ -89,6 +121,33 @@ pub fn main() -> ExitCode {
             tracing::error!("{e}");
             eprintln!("ringmq: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `ringmq token`: prints a token signed with an access key of `config`.
+fn mint_token(config: &Config, request: crate::core::aliyun::TokenRequest<'_>) -> ExitCode {
+    let a = &config.aliyun;
+    let Some(key) = a.access_keys.iter().find(|k| k.id == request.access_key) else {
+        eprintln!(
+            "ringmq token: no access key {} in [[aliyun.access_keys]]",
+            request.access_key
+        );
+        return ExitCode::from(2);
+    };
+    let now = crate::instance::registrar::now_ms();
+    let id = crate::instance::registrar::hex_id();
+    match request.claims(a, &a.instance_id, now, id) {
+        Ok(claims) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", crate::core::aliyun::token::sign(&claims, &key.secret));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringmq token: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -99,7 +99,7 @@ impl Broker {
             Ok(grant) => grant,
             Err((code, info)) => {
                 self.stats.connects_refused += 1;
-                tracing::info!(client = %connect.client_id.as_str(), ?code, "CONNECT refused");
+                tracing::debug!(client = %connect.client_id.as_str(), ?code, "CONNECT refused");
                 self.trace_device(now, Action::Close, info, &connect.client_id, generation);
                 return Err(refusal(version, code));
             }
@@ -161,12 +161,17 @@ impl Broker {
         now: Instant,
     ) -> Result<Option<Grant>, (ReasonCode, Info)> {
         let invalid = |code| (code, Info::InvalidParam);
+        let refuse = |code, why: &str| {
+            tracing::info!(client = %c.client_id.as_str(), ?code, "CONNECT refused: {why}");
+            Err(invalid(code))
+        };
         if c.client_id.is_empty() && !assigned {
-            // [MQTT-3.1.3-8]: an empty id needs Clean Session in 3.1.1.
-            return Err(invalid(ReasonCode::ClientIdentifierNotValid));
+            let why = "[MQTT-3.1.3-8] an empty client id needs Clean Session";
+            return refuse(ReasonCode::ClientIdentifierNotValid, why);
         }
         if c.client_id.len() > self.limits.client_id_bytes_max {
-            return Err(invalid(ReasonCode::ClientIdentifierNotValid));
+            let why = "client id over client_id_bytes_max";
+            return refuse(ReasonCode::ClientIdentifierNotValid, why);
         }
         let per_shard = self.limits.sessions_max.div_ceil(self.shards.max(1));
         if self.by_client.len() >= per_shard && !self.by_client.contains_key(&c.client_id) {
@@ -177,17 +182,19 @@ impl Broker {
             return Err(invalid(ReasonCode::QuotaExceeded));
         }
         if c.properties.authentication_method.is_some() {
-            return Err(invalid(ReasonCode::BadAuthenticationMethod));
+            let why = "enhanced authentication is not supported";
+            return refuse(ReasonCode::BadAuthenticationMethod, why);
         }
         if self.aliyun.is_some() {
             return self.aliyun_connect(c, now);
         }
-        self.auth
-            .authenticator
-            .authenticate(c)
-            .map_err(|code| (code, Info::NotAuthorized))?;
-        self.check_will(c).map_err(invalid)?;
-        Ok(None)
+        let checked = self.auth.authenticator.authenticate(c);
+        let checked = checked.map_err(|code| (code, Info::NotAuthorized));
+        let checked = checked.and_then(|()| self.check_will(c).map_err(invalid));
+        if let Err((code, _)) = &checked {
+            tracing::info!(client = %c.client_id.as_str(), ?code, "CONNECT refused");
+        }
+        checked.map(|()| None)
     }
 
     fn check_will(&self, c: &Connect) -> Result<(), ReasonCode> {

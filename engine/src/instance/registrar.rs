@@ -16,8 +16,8 @@ use crate::core::aliyun::names;
 use crate::core::aliyun::registry::{
     Change, DeviceCredential, IssuedToken, Registry, RegistryError, Stamp,
 };
-use crate::core::aliyun::token::{self, Actions, Claims, TokenError};
-use crate::core::aliyun::AliyunConfig;
+use crate::core::aliyun::token::{self, Claims, TokenError};
+use crate::core::aliyun::{AliyunConfig, TokenRequest};
 use crate::shard::Controls;
 use crate::store::registry::RegistryStore;
 
@@ -354,36 +354,14 @@ impl Registrar {
         actions: &str,
         expire_ms: u64,
     ) -> Result<Claims, RegistryError> {
-        let c = &self.config;
-        let invalid = |what: String| RegistryError::Invalid(what);
-        let actions = Actions::parse(actions)
-            .filter(|_| actions != "RW")
-            .ok_or_else(|| invalid(format!("Actions: {actions}: R, W or R,W")))?;
-        if resources.is_empty() || resources.len() > c.token_resources_max {
-            let max = c.token_resources_max;
-            return Err(invalid(format!("Resources: 1 to {max} topic filters")));
-        }
-        for r in resources {
-            names::check_filter(r, c.topic_chars_max)
-                .map_err(|e| invalid(format!("Resources: {r}: {e}")))?;
-        }
-        let now = now_ms();
-        let earliest = now + c.token_life_secs_min * 1000;
-        if expire_ms < earliest {
-            let min = c.token_life_secs_min;
-            return Err(invalid(format!("ExpireTime: at least {min} s ahead")));
-        }
-        let mut resources = resources.to_vec();
-        resources.sort();
-        resources.dedup();
-        Ok(Claims {
-            id: hex_id(),
-            instance: self.instance_id(),
-            access_key: access_key.to_owned(),
-            actions,
+        let request = TokenRequest {
+            access_key,
             resources,
-            expire_ms: expire_ms.min(now + c.token_life_secs_max * 1000),
-        })
+            actions,
+            expire_ms,
+        };
+        let instance = self.instance_id();
+        request.claims(&self.config, &instance, now_ms(), hex_id())
     }
 
     /// Whether `token` is valid now (QueryToken).
@@ -444,7 +422,7 @@ fn random_text() -> String {
 }
 
 /// 32 hex digits from 16 random bytes.
-fn hex_id() -> String {
+pub fn hex_id() -> String {
     rand::random::<[u8; 16]>()
         .iter()
         .map(|b| format!("{b:02x}"))

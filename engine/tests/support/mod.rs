@@ -1,6 +1,7 @@
 //! A real `ringmq` process on a free loopback port, for end-to-end tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod aliyun;
 pub mod client;
 
 use std::io::{Read, Write};
