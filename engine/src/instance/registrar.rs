@@ -138,14 +138,17 @@ fn seed_changes(c: &AliyunConfig, r: &Registry) -> Vec<Change> {
 impl Inner {
     /// Makes `change` durable and applies it to the owner's copy.
     fn commit(&mut self, change: &Change) -> Result<(), RegistryError> {
-        let mut after = self.registry.clone();
-        after.apply(change);
         if let Some(store) = self.store.as_mut() {
-            store.append(change, &after).map_err(|e| {
+            store.append(change).map_err(|e| {
                 RegistryError::Unavailable(format!("cannot write the registry: {e}"))
             })?;
         }
-        self.registry = after;
+        self.registry.apply(change);
+        if let Some(store) = self.store.as_mut() {
+            if let Err(e) = store.fold_if_due(&self.registry) {
+                tracing::warn!("cannot fold the registry journal into a snapshot: {e}");
+            }
+        }
         Ok(())
     }
 }

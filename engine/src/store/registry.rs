@@ -19,10 +19,16 @@ use crate::core::aliyun::registry::{Change, Registry};
 /// past twice the snapshot's entries).
 const JOURNAL_LINES_MIN: u64 = 1_000;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct Snapshot {
     seq: u64,
     registry: Registry,
+}
+
+#[derive(Debug, Serialize)]
+struct SnapshotRef<'a> {
+    seq: u64,
+    registry: &'a Registry,
 }
 
 /// The registry's files.
@@ -99,9 +105,8 @@ impl RegistryStore {
         Ok((store, loaded))
     }
 
-    /// Appends `change` and syncs it. `after` is the registry with the
-    /// change made: the journal may be folded into a snapshot of it.
-    pub fn append(&mut self, change: &Change, after: &Registry) -> io::Result<()> {
+    /// Appends `change` and syncs it.
+    pub fn append(&mut self, change: &Change) -> io::Result<()> {
         let body = serde_json::to_string(change).map_err(io::Error::other)?;
         let seq = self.seq + 1;
         let payload = format!("{seq} {body}");
@@ -110,8 +115,15 @@ impl RegistryStore {
         self.journal.sync_data()?;
         self.seq = seq;
         self.lines += 1;
+        Ok(())
+    }
+
+    /// Folds the journal into a snapshot of `registry` (with every change
+    /// appended made) once it has outgrown the last snapshot. A failure
+    /// leaves the journal as it was: nothing is lost.
+    pub fn fold_if_due(&mut self, registry: &Registry) -> io::Result<()> {
         if self.lines > JOURNAL_LINES_MIN.max(2 * self.snapshot_entries) {
-            self.fold(after)?;
+            self.fold(registry)?;
         }
         Ok(())
     }
@@ -121,9 +133,9 @@ impl RegistryStore {
     /// journal's lines carry sequence numbers, and those the snapshot
     /// already holds are skipped.
     fn fold(&mut self, registry: &Registry) -> io::Result<()> {
-        let snapshot = Snapshot {
+        let snapshot = SnapshotRef {
             seq: self.seq,
-            registry: registry.clone(),
+            registry,
         };
         let bytes = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
         let tmp = self.dir.join("snapshot.json.tmp");
