@@ -812,3 +812,23 @@ fn traces_record_connects_publishes_deliveries_and_closes() {
     );
     assert_eq!(page.total, 3);
 }
+
+#[test]
+fn p2p_test_ids_sit_where_the_python_tests_say() {
+    // tests/python/test_aliyun.py: CROSS crosses shards, SAME does not.
+    let home = |id: &str| home_shard(id.as_bytes(), 2);
+    assert_eq!(
+        (
+            home("GID_sensor@@@p2p-sender-1"),
+            home("GID_app@@@p2p-target-1")
+        ),
+        (1, 0)
+    );
+    assert_eq!(
+        (
+            home("GID_sensor@@@p2p-sender-2"),
+            home("GID_app@@@p2p-target-2")
+        ),
+        (1, 1)
+    );
+}
