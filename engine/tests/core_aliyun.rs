@@ -133,6 +133,7 @@ fn every_sign_in_mode_is_checked_and_failures_are_not_authorized() {
             );
         }
         assert_eq!(b.stats.connects_refused, n);
+        assert_eq!(b.stats.signins_refused, n);
         let q = TraceQuery::Device {
             client_id: "GID_sensor@@@d3".into(),
             begin_ms: 0,
@@ -831,4 +832,21 @@ fn p2p_test_ids_sit_where_the_python_tests_say() {
         ),
         (1, 1)
     );
+}
+
+#[test]
+fn a_will_on_a_p2p_topic_goes_to_its_target_alone() {
+    let t0 = Instant::now();
+    let mut b = aliyun_broker(t0);
+    let mut target = connect(&mut b, signed("GID_app@@@heir", V311, true), t0);
+    let mut snoop = connect(&mut b, signed("GID_app@@@snoop", V311, true), t0);
+    snoop.subscribe(&mut b, "devices/#", QoS::AtMostOnce, t0);
+    let mut c = signed("GID_sensor@@@mortal", V311, true);
+    c.will = Some(will("devices/p2p/GID_app@@@heir", None));
+    let mortal = connect(&mut b, c, t0);
+    b.disconnected(mortal.id, t0);
+    let got = target.publishes(&mut b);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic.as_str(), "devices/p2p/GID_app@@@heir");
+    assert!(snoop.publishes(&mut b).is_empty());
 }

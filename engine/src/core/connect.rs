@@ -99,6 +99,9 @@ impl Broker {
             Ok(grant) => grant,
             Err((code, info)) => {
                 self.stats.connects_refused += 1;
+                if info == Info::NotAuthorized {
+                    self.stats.signins_refused += 1;
+                }
                 tracing::debug!(client = %connect.client_id.as_str(), ?code, "CONNECT refused");
                 self.trace_device(now, Action::Close, info, &connect.client_id, generation);
                 return Err(refusal(version, code));

@@ -7,12 +7,30 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::aliyun::names;
 use super::broker::{Broker, Remote};
 use super::connect::home_shard;
 use super::deliver::{Encoded, Outgoing};
 use super::message::Message;
 
 impl Broker {
+    /// Routes a message the broker publishes itself (a Will): to one
+    /// client if its topic is a P2P topic of the aliyun profile, else to
+    /// its subscribers. Returns what [`Broker::route`] returns.
+    pub(super) fn route_published(&mut self, message: Arc<Message>, now: Instant) -> bool {
+        let target =
+            self.aliyun
+                .as_deref()
+                .and_then(|a| match a.check_topic(message.topic.as_str()) {
+                    Ok(names::Topic::P2p { target, .. }) => Some(Box::<str>::from(target)),
+                    _ => None,
+                });
+        match target {
+            Some(target) => self.route_p2p(message, &target, now),
+            None => self.route(message, now),
+        }
+    }
+
     /// Sends `message` to `target`'s home shard, or delivers it here.
     /// Returns whether the publisher's acknowledgement waits for that
     /// shard (a QoS 1/2 message it may log for an offline session).

@@ -8,6 +8,9 @@ pub struct Stats {
     pub connects: u64,
     /// CONNECTs refused.
     pub connects_refused: u64,
+    /// CONNECTs refused because the sign-in failed (bad credentials,
+    /// token, instance).
+    pub signins_refused: u64,
     /// Connections closed before a valid CONNECT (malformed, wrong first
     /// packet, unsupported protocol level, timeout).
     pub connects_malformed: u64,

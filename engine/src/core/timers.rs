@@ -149,7 +149,7 @@ impl Broker {
             message.expires_at = Some(now + Duration::from_secs(u64::from(secs)));
         }
         tracing::debug!(topic = %message.topic.as_str(), "publishing Will");
-        let _ = self.route(Arc::new(message), now);
+        let _ = self.route_published(Arc::new(message), now);
     }
 
     /// Ends session `slot`: its subscriptions leave the trie, its messages
