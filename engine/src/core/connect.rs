@@ -17,7 +17,7 @@ use super::auth::Principal;
 use super::broker::{Broker, ConnId};
 use super::message::Message;
 use super::session::{Link, Session, Will};
-use super::trace::{Action, Info};
+use super::trace::{Action, Info, TraceName};
 use super::tx::Tx;
 
 /// Seeds of the client-id hash. Fixed, so that a client's home shard (and
@@ -103,7 +103,9 @@ impl Broker {
                     self.stats.signins_refused += 1;
                 }
                 tracing::debug!(client = %connect.client_id.as_str(), ?code, "CONNECT refused");
-                self.trace_device(now, Action::Close, info, &connect.client_id, generation);
+                let name = self.traces.intern(&connect.client_id);
+                self.trace_device(now, Action::Close, info, name, generation);
+                self.traces.release(name);
                 return Err(refusal(version, code));
             }
         };
@@ -133,9 +135,10 @@ impl Broker {
         self.write(id, &connack);
         self.stats.connects += 1;
         tracing::debug!(client = %connect.client_id.as_str(), ?version, session_present, "connected");
-        let client = &connect.client_id;
-        self.trace_device(now, Action::Connect, Info::Accepted, client, generation);
-        self.notify(Event::Connect, client.as_str(), generation, peer, now);
+        let name = self.slot(slot).map_or(TraceName::NONE, |s| s.trace_name);
+        self.trace_device(now, Action::Connect, Info::Accepted, name, generation);
+        let client = connect.client_id.as_str();
+        self.notify(Event::Connect, client, generation, peer, now);
         self.resend_inflight(id, now);
         self.drain(id, now);
         Ok(Accepted { id })
@@ -147,13 +150,13 @@ impl Broker {
         now: Instant,
         action: Action,
         info: Info,
-        client: &MqttString,
+        name: TraceName,
         generation: u64,
     ) {
         if self.traces.is_on() {
-            let time_ms = self.unix_millis(now);
+            let time_ms = self.trace_millis(now);
             self.traces
-                .record(time_ms, action, info, client, generation, 0);
+                .record(time_ms, action, info, name, generation, 0);
         }
     }
 
@@ -260,7 +263,8 @@ impl Broker {
         }
         let uid = self.new_uid();
         // Its own copy: the CONNECT's bytes are not kept alive by the session.
-        let session = Session::new(uid, c.client_id.detached());
+        let mut session = Session::new(uid, c.client_id.detached());
+        session.trace_name = self.traces.intern(&session.client_id);
         let slot = match self.free_slots.pop() {
             Some(slot) => {
                 self.sessions[slot as usize] = Some(session);
@@ -305,13 +309,9 @@ impl Broker {
         self.detached.insert(old, link.tx);
         self.stats.takeovers += 1;
         let client = session_client(self, slot);
-        self.trace_device(
-            now,
-            Action::Close,
-            Info::ClientIdConflict,
-            &client,
-            link.generation,
-        );
+        let name = self.slot(slot).map_or(TraceName::NONE, |s| s.trace_name);
+        let info = Info::ClientIdConflict;
+        self.trace_device(now, Action::Close, info, name, link.generation);
         let peer = link.aliyun.as_ref().and_then(|a| a.peer);
         self.notify(Event::TcpClean, client.as_str(), link.generation, peer, now);
         if let Some(will) = link.will.take().filter(|_| !link.graceful) {

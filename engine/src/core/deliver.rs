@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ringmq_protocol::properties::id as prop_id;
-use ringmq_protocol::{Delivery, MqttString, PacketId, ProtocolVersion, QoS, SubscriptionId};
+use ringmq_protocol::{Delivery, PacketId, ProtocolVersion, QoS, SubscriptionId};
 
 use super::broker::{Broker, ConnId, Remote};
 use super::journal::{Journal, Target};
@@ -17,7 +17,7 @@ use super::message::Message;
 use super::retained;
 use super::session::{Inflight, Link, Queued, Session, SubIds};
 use super::stats::Stats;
-use super::trace::{Action, Info, Traces};
+use super::trace::{Action, Info, TraceName, Traces};
 use super::trie::Slot;
 use super::Sub;
 
@@ -186,7 +186,7 @@ impl Broker {
             self.limits.session_queue_bytes_max,
         );
         let keep_offline = self.keeps_offline(copy.qos, copy.sub_qos);
-        let time_ms = self.traces.is_on().then(|| self.unix_millis(now));
+        let time_ms = self.traces.is_on().then(|| self.trace_millis(now));
         let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
             return;
         };
@@ -204,10 +204,10 @@ impl Broker {
             return;
         };
         let traces = &mut self.traces;
-        let trace = |traces: &mut Traces, generation: u64, client: &MqttString| {
+        let trace = |traces: &mut Traces, generation: u64, name: TraceName| {
             if let Some(time_ms) = time_ms {
                 let (action, info) = (Action::Sub, Info::Message);
-                traces.record(time_ms, action, info, client, generation, message.id);
+                traces.record(time_ms, action, info, name, generation, message.id);
             }
         };
         if copy.qos == QoS::AtMostOnce {
@@ -216,7 +216,7 @@ impl Broker {
                 return;
             }
             if write_copy(link, stats, message, &copy, None, false, enc, now) {
-                trace(traces, link.generation, &session.client_id);
+                trace(traces, link.generation, session.trace_name);
             }
             return;
         }
@@ -241,7 +241,7 @@ impl Broker {
             enc,
             now,
         ) {
-            trace(traces, link.generation, &session.client_id);
+            trace(traces, link.generation, session.trace_name);
             let lsn = log_copy(journal, session, &copy);
             session.push_inflight(inflight(packet_id, message, copy, lsn));
         }
@@ -250,7 +250,7 @@ impl Broker {
     /// Moves queued messages into the window of connection `id`.
     pub(super) fn drain(&mut self, id: ConnId, now: Instant) {
         let cap = self.limits.inflight_count_max;
-        let time_ms = self.traces.is_on().then(|| self.unix_millis(now));
+        let time_ms = self.traces.is_on().then(|| self.trace_millis(now));
         let (stats, journal, traces) = (&mut self.stats, &mut self.journal, &mut self.traces);
         let Some(Some(session)) = self.sessions.get_mut(id.session as usize) else {
             return;
@@ -291,15 +291,9 @@ impl Broker {
                         true => Action::PushOffline,
                         false => Action::Sub,
                     };
-                    let (client, generation) = (&session.client_id, link.generation);
-                    traces.record(
-                        time_ms,
-                        action,
-                        Info::Message,
-                        client,
-                        generation,
-                        q.message.id,
-                    );
+                    let (name, generation) = (session.trace_name, link.generation);
+                    let id = q.message.id;
+                    traces.record(time_ms, action, Info::Message, name, generation, id);
                 }
                 session.push_inflight(inflight(packet_id, &q.message, copy, q.lsn));
             } else {

@@ -136,7 +136,7 @@ impl Broker {
         if !self.traces.is_on() {
             return;
         }
-        let time_ms = self.unix_millis(now);
+        let time_ms = self.trace_millis(now);
         let Some(s) = self
             .sessions
             .get(id.session as usize)
@@ -144,10 +144,9 @@ impl Broker {
         else {
             return;
         };
-        let (action, info) = (Action::PubMqtt, Info::Message);
-        let generation = id.generation;
+        let (action, info, name) = (Action::PubMqtt, Info::Message, s.trace_name);
         self.traces
-            .record(time_ms, action, info, &s.client_id, generation, message.id);
+            .record(time_ms, action, info, name, id.generation, message.id);
     }
 
     /// Acknowledges a PUBLISH; with `wait`, only once the storage layer has

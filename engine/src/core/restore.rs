@@ -210,6 +210,7 @@ impl Broker {
         expires_at: Option<Instant>,
     ) {
         let mut session = Session::new(uid, r.client_id);
+        session.trace_name = self.traces.intern(&session.client_id);
         session.username = r.username;
         session.expiry_secs = r.expiry_secs;
         session.expires_at = expires_at;

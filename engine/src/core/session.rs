@@ -14,7 +14,7 @@ use ringmq_protocol::{
 use super::aliyun::LinkAliyun;
 use super::message::Message;
 use super::shared::SharedKey;
-use super::trace::Info;
+use super::trace::{Info, TraceName};
 use super::tx::Tx;
 
 /// One subscription of a session.
@@ -174,6 +174,8 @@ pub struct Session {
     /// Whether the session is in the log (persistent, storage on): its
     /// QoS 1/2 copies are logged until acknowledged.
     pub logged: bool,
+    /// Its client id in the shard's trace store.
+    pub trace_name: TraceName,
     next_packet_id: u16,
     /// Packet ids of `inflight`, one bit each; kept only once the id
     /// counter has wrapped (before that, no id can be in use twice).
@@ -197,6 +199,7 @@ impl Session {
             qos2_in: AHashSet::new(),
             will_due: None,
             logged: false,
+            trace_name: TraceName::NONE,
             congested_at: None,
             slow: false,
             next_packet_id: 0,

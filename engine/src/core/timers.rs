@@ -77,10 +77,10 @@ impl Broker {
         link.end.get_or_insert(Info::DisconnectedByClient);
         link.tx.close();
         let peer = link.aliyun.as_ref().and_then(|a| a.peer);
-        let client = session.client_id.clone();
+        let (client, name) = (session.client_id.clone(), session.trace_name);
         let now = self.last_rx(id);
         let info = Info::DisconnectedByClient;
-        self.trace_device(now, Action::Disconnect, info, &client, id.generation);
+        self.trace_device(now, Action::Disconnect, info, name, id.generation);
         self.notify(Event::Disconnect, client.as_str(), id.generation, peer, now);
     }
 
@@ -102,14 +102,14 @@ impl Broker {
         let Some(mut link) = session.link.take() else {
             return;
         };
-        let client = session.client_id.clone();
+        let (client, name) = (session.client_id.clone(), session.trace_name);
         let expiry = session.expiry_secs;
         session.expires_at = match expiry {
             u32::MAX => None,
             secs => Some(now + Duration::from_secs(u64::from(secs))),
         };
         let info = link.end.take().unwrap_or(Info::ClosedByClient);
-        self.trace_device(now, Action::Close, info, &client, id.generation);
+        self.trace_device(now, Action::Close, info, name, id.generation);
         let peer = link.aliyun.as_ref().and_then(|a| a.peer);
         self.notify(Event::TcpClean, client.as_str(), id.generation, peer, now);
         let orphans = self.take_shared(id.session);
@@ -169,6 +169,7 @@ impl Broker {
         }
         if let Some(session) = self.sessions.get_mut(slot as usize).and_then(Option::take) {
             self.by_client.remove(&session.client_id);
+            self.traces.release(session.trace_name);
             self.free_slots.push(slot);
         }
     }

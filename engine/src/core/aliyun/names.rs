@@ -51,6 +51,10 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
 
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
 fn length(what: &'static str, s: &str, min: usize, max: usize) -> Result<(), NameError> {
     let len = s.chars().count();
     if len < min || len > max {
@@ -78,11 +82,10 @@ pub fn check_group_id(id: &str) -> Result<(), NameError> {
 
 /// A parent topic: 3-64 characters of `[0-9A-Za-z_-]`.
 pub fn check_parent_topic(name: &str) -> Result<(), NameError> {
-    length("a parent topic", name, 3, 64)?;
-    if !name.chars().all(is_name_char) {
+    if !name.bytes().all(is_name_byte) {
         return Err(NameError::Charset("a parent topic"));
     }
-    Ok(())
+    length("a parent topic", name, 3, 64)
 }
 
 /// Splits a client id into its Group ID and device id, checking the form
@@ -137,24 +140,30 @@ pub fn check_topic(
     chars_max: usize,
     client_id_chars_max: usize,
 ) -> Result<Topic<'_>, NameError> {
-    let mut levels = topic.split('/');
-    let parent = levels.next().unwrap_or_default();
+    let (parent, rest) = topic.split_once('/').unwrap_or((topic, ""));
     check_parent_topic(parent).map_err(|_| NameError::NoParent)?;
-    if let Some(rest) = topic[parent.len()..].strip_prefix('/') {
-        if let Some(target) = rest
-            .strip_prefix(P2P_LEVEL)
-            .and_then(|r| r.strip_prefix('/'))
-        {
-            if target.contains('/') {
-                return Err(NameError::P2pForm);
-            }
-            split_client_id(target, client_id_chars_max)?;
-            return Ok(Topic::P2p { parent, target });
+    if let Some(target) = rest
+        .strip_prefix(P2P_LEVEL)
+        .and_then(|r| r.strip_prefix('/'))
+    {
+        if target.contains('/') {
+            return Err(NameError::P2pForm);
         }
+        split_client_id(target, client_id_chars_max)?;
+        return Ok(Topic::P2p { parent, target });
     }
-    length("a topic", topic, 3, chars_max)?;
-    if !levels.all(|l| l.chars().all(is_name_char)) {
+    // ASCII only, so bytes are characters.
+    if !rest.bytes().all(|b| b == b'/' || is_name_byte(b)) {
         return Err(NameError::Charset("a topic level"));
+    }
+    if topic.len() > chars_max {
+        let (len, max) = (topic.len(), chars_max);
+        return Err(NameError::Length {
+            what: "a topic",
+            len,
+            min: 3,
+            max,
+        });
     }
     Ok(Topic::Plain { parent })
 }
