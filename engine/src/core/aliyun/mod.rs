@@ -15,16 +15,15 @@ pub mod notices;
 use std::collections::BTreeMap;
 
 use ahash::AHashMap;
-use ringmq_protocol::Connect;
 use serde::{Deserialize, Serialize};
 
 use names::{Filter, Topic};
 use registry::{Quotas, Registry};
-use signin::Mode;
-use token::{Grant, TokenError};
 
 pub(super) use hooks::PublishTo;
 pub use hooks::{LinkAliyun, UPLOAD_TOKEN_TOPIC};
+pub use signin::SignInError;
+pub use token::TokenRequest;
 
 /// One access key of the instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,88 +119,6 @@ impl AliyunConfig {
     }
 }
 
-/// What ApplyToken asks for.
-#[derive(Debug, Clone, Copy)]
-pub struct TokenRequest<'a> {
-    /// The access key applying (its secret signs the token).
-    pub access_key: &'a str,
-    /// Topic filters.
-    pub resources: &'a [String],
-    /// `R`, `W` or `R,W`.
-    pub actions: &'a str,
-    /// Absolute expiry, in ms since the Unix epoch.
-    pub expire_ms: u64,
-}
-
-impl TokenRequest<'_> {
-    /// The claims of the token, checked against the product's rules:
-    /// 1 to `token_resources_max` valid filters, actions `R`, `W` or
-    /// `R,W`, an expiry at least `token_life_secs_min` after `now_ms` (a
-    /// later one than `token_life_secs_max` is cut to it).
-    pub fn claims(
-        &self,
-        c: &AliyunConfig,
-        instance: &str,
-        now_ms: u64,
-        id: String,
-    ) -> Result<token::Claims, registry::RegistryError> {
-        let invalid = registry::RegistryError::Invalid;
-        let text = self.actions;
-        let actions = token::Actions::parse(text)
-            .filter(|_| text != "RW")
-            .ok_or_else(|| invalid(format!("Actions: {text}: R, W or R,W")))?;
-        let max = c.token_resources_max;
-        if self.resources.is_empty() || self.resources.len() > max {
-            return Err(invalid(format!("Resources: 1 to {max} topic filters")));
-        }
-        for r in self.resources {
-            names::check_filter(r, c.topic_chars_max)
-                .map_err(|e| invalid(format!("Resources: {r}: {e}")))?;
-        }
-        if self.expire_ms < now_ms + c.token_life_secs_min * 1000 {
-            let min = c.token_life_secs_min;
-            return Err(invalid(format!("ExpireTime: at least {min} s ahead")));
-        }
-        let mut resources = self.resources.to_vec();
-        resources.sort();
-        resources.dedup();
-        Ok(token::Claims {
-            id,
-            instance: instance.to_owned(),
-            access_key: self.access_key.to_owned(),
-            actions,
-            resources,
-            expire_ms: self.expire_ms.min(now_ms + c.token_life_secs_max * 1000),
-        })
-    }
-}
-
-/// Why a CONNECT did not sign in; the client only sees "not authorized".
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignInError {
-    /// No user name (anonymous).
-    #[error("no user name: anonymous clients are refused")]
-    Anonymous,
-    /// The user name is none of the modes.
-    #[error("user name is no sign-in mode")]
-    UnknownMode,
-    /// The instance id is not this instance's.
-    #[error("{0}: wrong instance id")]
-    WrongInstance(&'static str),
-    /// The access key (or device key) is not known.
-    #[error("{0}: unknown access key")]
-    UnknownKey(&'static str),
-    /// The signature does not verify.
-    #[error("{0}: bad signature")]
-    BadSignature(&'static str),
-    /// A device key used with another client id.
-    #[error("DeviceCredential: the key belongs to another client id")]
-    WrongDevice,
-    /// A token is not valid.
-    #[error("Token: {0}")]
-    Token(TokenError),
-}
-
 /// One shard's part of the profile.
 #[derive(Debug)]
 pub struct Aliyun {
@@ -236,95 +153,6 @@ impl Aliyun {
             return Err(format!("Group ID {group} does not exist"));
         }
         Ok(())
-    }
-
-    /// Signs a CONNECT in; a Token-mode client gets what its tokens grant.
-    pub fn sign_in(&self, c: &Connect, now_ms: u64) -> Result<Option<Grant>, SignInError> {
-        let username = c.username.as_ref().ok_or(SignInError::Anonymous)?;
-        let mode = Mode::parse(username.as_str()).ok_or(SignInError::UnknownMode)?;
-        let password = c.password.as_deref().unwrap_or_default();
-        let client_id = c.client_id.as_str();
-        let r = &self.registry;
-        let instance_ok = |i: &str| i == r.instance_id;
-        match mode {
-            Mode::Signature { instance, .. }
-            | Mode::Token { instance, .. }
-            | Mode::DeviceCredential { instance, .. }
-                if !instance_ok(instance) =>
-            {
-                Err(SignInError::WrongInstance(mode.name()))
-            }
-            Mode::Signature { key, .. } => {
-                let secret = r
-                    .access_keys
-                    .get(key)
-                    .ok_or(SignInError::UnknownKey("Signature"))?;
-                match signin::verify_signature(secret, client_id, password) {
-                    true => Ok(None),
-                    false => Err(SignInError::BadSignature("Signature")),
-                }
-            }
-            Mode::DeviceCredential { key, .. } => {
-                let cred = r
-                    .credential_by_key(key)
-                    .ok_or(SignInError::UnknownKey("DeviceCredential"))?;
-                if cred.client_id != client_id {
-                    return Err(SignInError::WrongDevice);
-                }
-                match signin::verify_signature(&cred.secret, client_id, password) {
-                    true => Ok(None),
-                    false => Err(SignInError::BadSignature("DeviceCredential")),
-                }
-            }
-            Mode::Legacy { key } => {
-                let secret = r
-                    .access_keys
-                    .get(key)
-                    .ok_or(SignInError::UnknownKey("legacy"))?;
-                let group = client_id.split(names::GROUP_SEPARATOR).next().unwrap_or("");
-                match signin::verify_signature(secret, group, password) {
-                    true => Ok(None),
-                    false => Err(SignInError::BadSignature("legacy")),
-                }
-            }
-            Mode::Token { key, .. } => {
-                if !r.access_keys.contains_key(key) {
-                    return Err(SignInError::UnknownKey("Token"));
-                }
-                let password = std::str::from_utf8(password)
-                    .map_err(|_| SignInError::Token(TokenError::Malformed))?;
-                self.grant(key, password, now_ms).map(Some)
-            }
-        }
-    }
-
-    /// The grant of a Token-mode password: every token must be valid and
-    /// applied for by `key`.
-    fn grant(&self, key: &str, password: &str, now_ms: u64) -> Result<Grant, SignInError> {
-        let pairs = token::parse_password(password).map_err(SignInError::Token)?;
-        let mut grant = Grant::default();
-        for (kind, text) in pairs {
-            let claims = self
-                .verify_token(text, now_ms)
-                .map_err(SignInError::Token)?;
-            if claims.access_key != key {
-                return Err(SignInError::Token(TokenError::BadSignature));
-            }
-            grant.put(claims, kind).map_err(SignInError::Token)?;
-        }
-        Ok(grant)
-    }
-
-    /// Checks a token against this instance's keys and revocations.
-    pub fn verify_token(&self, text: &str, now_ms: u64) -> Result<token::Claims, TokenError> {
-        let r = &self.registry;
-        token::verify(
-            text,
-            &r.instance_id,
-            now_ms,
-            |ak| r.access_keys.get(ak).cloned(),
-            |id| r.is_revoked(id),
-        )
     }
 
     /// Checks a PUBLISH topic: its form, and that its parent topic exists.

@@ -11,7 +11,12 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use ringmq_protocol::Connect;
 use sha1::Sha1;
+
+use super::names;
+use super::token::{self, Grant, TokenError};
+use super::Aliyun;
 
 /// How a client signs in, from its user name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +95,123 @@ pub fn signature(secret: &str, message: &str) -> String {
         return String::new();
     };
     STANDARD.encode(mac.chain_update(message.as_bytes()).finalize().into_bytes())
+}
+
+/// Why a CONNECT did not sign in; the client only sees "not authorized".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignInError {
+    /// No user name (anonymous).
+    #[error("no user name: anonymous clients are refused")]
+    Anonymous,
+    /// The user name is none of the modes.
+    #[error("user name is no sign-in mode")]
+    UnknownMode,
+    /// The instance id is not this instance's.
+    #[error("{0}: wrong instance id")]
+    WrongInstance(&'static str),
+    /// The access key (or device key) is not known.
+    #[error("{0}: unknown access key")]
+    UnknownKey(&'static str),
+    /// The signature does not verify.
+    #[error("{0}: bad signature")]
+    BadSignature(&'static str),
+    /// A device key used with another client id.
+    #[error("DeviceCredential: the key belongs to another client id")]
+    WrongDevice,
+    /// A token is not valid.
+    #[error("Token: {0}")]
+    Token(TokenError),
+}
+
+impl Aliyun {
+    /// Signs a CONNECT in; a Token-mode client gets what its tokens grant.
+    pub fn sign_in(&self, c: &Connect, now_ms: u64) -> Result<Option<Grant>, SignInError> {
+        let username = c.username.as_ref().ok_or(SignInError::Anonymous)?;
+        let mode = Mode::parse(username.as_str()).ok_or(SignInError::UnknownMode)?;
+        let password = c.password.as_deref().unwrap_or_default();
+        let client_id = c.client_id.as_str();
+        let r = &self.registry;
+        let instance_ok = |i: &str| i == r.instance_id;
+        match mode {
+            Mode::Signature { instance, .. }
+            | Mode::Token { instance, .. }
+            | Mode::DeviceCredential { instance, .. }
+                if !instance_ok(instance) =>
+            {
+                Err(SignInError::WrongInstance(mode.name()))
+            }
+            Mode::Signature { key, .. } => {
+                let secret = r
+                    .access_keys
+                    .get(key)
+                    .ok_or(SignInError::UnknownKey("Signature"))?;
+                match verify_signature(secret, client_id, password) {
+                    true => Ok(None),
+                    false => Err(SignInError::BadSignature("Signature")),
+                }
+            }
+            Mode::DeviceCredential { key, .. } => {
+                let cred = r
+                    .credential_by_key(key)
+                    .ok_or(SignInError::UnknownKey("DeviceCredential"))?;
+                if cred.client_id != client_id {
+                    return Err(SignInError::WrongDevice);
+                }
+                match verify_signature(&cred.secret, client_id, password) {
+                    true => Ok(None),
+                    false => Err(SignInError::BadSignature("DeviceCredential")),
+                }
+            }
+            Mode::Legacy { key } => {
+                let secret = r
+                    .access_keys
+                    .get(key)
+                    .ok_or(SignInError::UnknownKey("legacy"))?;
+                let group = client_id.split(names::GROUP_SEPARATOR).next().unwrap_or("");
+                match verify_signature(secret, group, password) {
+                    true => Ok(None),
+                    false => Err(SignInError::BadSignature("legacy")),
+                }
+            }
+            Mode::Token { key, .. } => {
+                if !r.access_keys.contains_key(key) {
+                    return Err(SignInError::UnknownKey("Token"));
+                }
+                let password = std::str::from_utf8(password)
+                    .map_err(|_| SignInError::Token(TokenError::Malformed))?;
+                self.grant(key, password, now_ms).map(Some)
+            }
+        }
+    }
+
+    /// The grant of a Token-mode password: every token must be valid and
+    /// applied for by `key`.
+    fn grant(&self, key: &str, password: &str, now_ms: u64) -> Result<Grant, SignInError> {
+        let pairs = token::parse_password(password).map_err(SignInError::Token)?;
+        let mut grant = Grant::default();
+        for (kind, text) in pairs {
+            let claims = self
+                .verify_token(text, now_ms)
+                .map_err(SignInError::Token)?;
+            if claims.access_key != key {
+                return Err(SignInError::Token(TokenError::BadSignature));
+            }
+            grant.put(claims, kind).map_err(SignInError::Token)?;
+        }
+        Ok(grant)
+    }
+
+    /// Checks a token against this instance's keys and revocations.
+    pub fn verify_token(&self, text: &str, now_ms: u64) -> Result<token::Claims, TokenError> {
+        let r = &self.registry;
+        token::verify(
+            text,
+            &r.instance_id,
+            now_ms,
+            |ak| r.access_keys.get(ak).cloned(),
+            |id| r.is_revoked(id),
+        )
+    }
 }
 
 #[cfg(test)]

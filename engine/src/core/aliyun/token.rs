@@ -268,6 +268,62 @@ pub fn parse_password(password: &str) -> Result<Vec<(Actions, &str)>, TokenError
         .collect()
 }
 
+/// What ApplyToken asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenRequest<'a> {
+    /// The access key applying (its secret signs the token).
+    pub access_key: &'a str,
+    /// Topic filters.
+    pub resources: &'a [String],
+    /// `R`, `W` or `R,W`.
+    pub actions: &'a str,
+    /// Absolute expiry, in ms since the Unix epoch.
+    pub expire_ms: u64,
+}
+
+impl TokenRequest<'_> {
+    /// The claims of the token, checked against the product's rules:
+    /// 1 to `token_resources_max` valid filters, actions `R`, `W` or
+    /// `R,W`, an expiry at least `token_life_secs_min` after `now_ms` (a
+    /// later one than `token_life_secs_max` is cut to it).
+    pub fn claims(
+        &self,
+        c: &super::AliyunConfig,
+        instance: &str,
+        now_ms: u64,
+        id: String,
+    ) -> Result<Claims, super::registry::RegistryError> {
+        let invalid = super::registry::RegistryError::Invalid;
+        let text = self.actions;
+        let actions = Actions::parse(text)
+            .filter(|_| text != "RW")
+            .ok_or_else(|| invalid(format!("Actions: {text}: R, W or R,W")))?;
+        let max = c.token_resources_max;
+        if self.resources.is_empty() || self.resources.len() > max {
+            return Err(invalid(format!("Resources: 1 to {max} topic filters")));
+        }
+        for r in self.resources {
+            super::names::check_filter(r, c.topic_chars_max)
+                .map_err(|e| invalid(format!("Resources: {r}: {e}")))?;
+        }
+        if self.expire_ms < now_ms + c.token_life_secs_min * 1000 {
+            let min = c.token_life_secs_min;
+            return Err(invalid(format!("ExpireTime: at least {min} s ahead")));
+        }
+        let mut resources = self.resources.to_vec();
+        resources.sort();
+        resources.dedup();
+        Ok(Claims {
+            id,
+            instance: instance.to_owned(),
+            access_key: self.access_key.to_owned(),
+            actions,
+            resources,
+            expire_ms: self.expire_ms.min(now_ms + c.token_life_secs_max * 1000),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
