@@ -850,3 +850,57 @@ fn a_will_on_a_p2p_topic_goes_to_its_target_alone() {
     assert_eq!(got[0].topic.as_str(), "devices/p2p/GID_app@@@heir");
     assert!(snoop.publishes(&mut b).is_empty());
 }
+
+#[test]
+fn an_upload_from_a_signature_client_changes_nothing() {
+    let t0 = Instant::now();
+    let mut b = aliyun_broker(t0);
+    let mut c = connect(&mut b, signed("GID_app@@@sig", V5, true), t0);
+    let r = token(&["devices/#"], Actions::R, 60 * MIN, "r");
+    let body = serde_json::json!({"token": r, "type": "R"}).to_string();
+    c.send(
+        &mut b,
+        publish("$SYS/uploadToken", &body, QoS::AtLeastOnce, Some(1)),
+        t0,
+    );
+    c.send(
+        &mut b,
+        publish("alerts/x", "still allowed", QoS::AtLeastOnce, Some(2)),
+        t0,
+    );
+    let acks: Vec<ReasonCode> = c
+        .recv(&mut b)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::PubAck(a) => Some(a.reason_code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, vec![ReasonCode::Success, ReasonCode::Success]);
+    assert!(!c.closed);
+}
+
+#[test]
+fn an_expired_tokens_connection_is_told_once_while_it_closes() {
+    let t0 = Instant::now();
+    let mut b = aliyun_broker(t0);
+    let t = token(&["devices/#"], Actions::RW, 2 * MIN, "short");
+    let mut c = connect(
+        &mut b,
+        with_tokens("GID_app@@@once", V5, &format!("RW|{t}")),
+        t0,
+    );
+    b.tick(t0 + Duration::from_secs(1));
+    b.tick(t0 + 2 * MIN);
+    b.tick(t0 + 2 * MIN + Duration::from_secs(1));
+    let notices: Vec<String> = c
+        .publishes(&mut b)
+        .iter()
+        .map(|p| p.topic.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        notices,
+        vec!["$SYS/tokenExpireNotice", "$SYS/tokenInvalidNotice"]
+    );
+    assert_eq!(b.stats.tokens_invalidated, 1);
+}

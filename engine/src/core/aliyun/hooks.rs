@@ -70,17 +70,17 @@ impl Broker {
             tracing::info!(client, "CONNECT refused: {why}");
             return Err((ReasonCode::ClientIdentifierNotValid, Info::InvalidParam));
         }
+        let grant = a.sign_in(c, self.unix_millis(now)).map_err(|e| {
+            // The client learns only "not authorized"; the log says why.
+            tracing::info!(client, "CONNECT refused: not authorized: {e}");
+            (ReasonCode::NotAuthorized, Info::NotAuthorized)
+        })?;
         if let Some(will) = &c.will {
             if let Err(why) = a.check_topic(will.topic.as_str()) {
                 tracing::info!(client, "CONNECT refused: Will topic: {why}");
                 return Err((ReasonCode::TopicNameInvalid, Info::InvalidParam));
             }
         }
-        let grant = a.sign_in(c, self.unix_millis(now)).map_err(|e| {
-            // The client learns only "not authorized"; the log says why.
-            tracing::info!(client, "CONNECT refused: not authorized: {e}");
-            (ReasonCode::NotAuthorized, Info::NotAuthorized)
-        })?;
         if let (Some(g), Some(will)) = (&grant, &c.will) {
             if !g.can_publish(will.topic.as_str()) {
                 tracing::info!(
@@ -191,49 +191,55 @@ impl Broker {
     }
 
     /// `$SYS/uploadToken`: a connected Token-mode client replaces one of
-    /// its tokens. A token that does not verify gets
-    /// `$SYS/tokenInvalidNotice` and the connection closes.
+    /// its tokens (the PUBLISH is acknowledged first, as the product
+    /// does). A token that does not verify gets `$SYS/tokenInvalidNotice`
+    /// and the connection closes. A client that signed in another way has
+    /// no token to replace: the upload is ignored.
     fn upload_token(&mut self, id: ConnId, p: &Publish, now: Instant) {
-        let (qos, pid) = (p.qos, p.packet_id);
-        let parsed: Option<Upload> = serde_json::from_slice(&p.payload).ok();
-        let Some(up) = parsed else {
-            self.ack_upload(id, qos, pid);
-            return self.invalidate(
-                id,
-                TokenError::Malformed,
-                Actions::RW,
-                "uploadToken: not JSON",
-            );
-        };
-        let Some(kind) = Actions::parse(&up.kind).filter(|_| !up.kind.contains(',')) else {
-            self.ack_upload(id, qos, pid);
-            return self.invalidate(
-                id,
-                TokenError::Malformed,
-                Actions::RW,
-                "uploadToken: bad type",
-            );
-        };
-        let now_ms = self.unix_millis(now);
-        let verified = match self.aliyun.as_deref() {
-            Some(a) => a.verify_token(&up.token, now_ms),
-            None => return,
-        };
-        let key = self.signed_in_key(id);
-        let result = verified.and_then(|claims| {
-            if key.as_deref().is_some_and(|k| k != claims.access_key) {
-                return Err(TokenError::BadSignature);
-            }
-            let link = self.session_mut(id).and_then(|s| s.link.as_mut());
-            let state = link.and_then(|l| l.aliyun.as_mut());
-            let grant = state.map(|s| s.grant.get_or_insert_with(Grant::default));
-            grant.map_or(Ok(()), |g| g.put(claims, kind))
-        });
-        self.ack_upload(id, qos, pid);
-        match result {
-            Ok(()) => tracing::debug!("uploadToken: {} token replaced", kind.as_str()),
-            Err(e) => self.invalidate(id, e, kind, "uploadToken"),
+        self.ack_publish(id, p.qos, p.packet_id, ReasonCode::Success, false);
+        if self.grant(id).is_none() {
+            tracing::info!("uploadToken from a client that did not sign in with tokens: ignored");
+            return;
         }
+        let now_ms = self.unix_millis(now);
+        match self.replace_token(id, &p.payload, now_ms) {
+            Ok(kind) => tracing::debug!("uploadToken: {} token replaced", kind.as_str()),
+            Err((e, kind, why)) => self.invalidate(id, e, kind, why),
+        }
+    }
+
+    /// Verifies an uploaded `{"token","type"}` and puts it in connection
+    /// `id`'s grant.
+    fn replace_token(
+        &mut self,
+        id: ConnId,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<Actions, (TokenError, Actions, &'static str)> {
+        let malformed = |why| (TokenError::Malformed, Actions::RW, why);
+        let up: Upload =
+            serde_json::from_slice(payload).map_err(|_| malformed("uploadToken: not JSON"))?;
+        let kind = Actions::parse(&up.kind)
+            .filter(|_| !up.kind.contains(','))
+            .ok_or(malformed("uploadToken: bad type"))?;
+        let a = self.aliyun.as_deref().ok_or(malformed("uploadToken"))?;
+        let claims = a
+            .verify_token(&up.token, now_ms)
+            .map_err(|e| (e, kind, "uploadToken"))?;
+        if self
+            .signed_in_key(id)
+            .is_some_and(|k| k != claims.access_key)
+        {
+            let why = "uploadToken: a token of another access key";
+            return Err((TokenError::BadSignature, kind, why));
+        }
+        let link = self.session_mut(id).and_then(|s| s.link.as_mut());
+        let grant = link.and_then(|l| l.aliyun.as_mut()?.grant.as_mut());
+        let grant = grant.ok_or(malformed("uploadToken"))?;
+        grant
+            .put(claims, kind)
+            .map_err(|e| (e, kind, "uploadToken"))?;
+        Ok(kind)
     }
 
     /// The access key a Token-mode connection signed in with.
@@ -241,10 +247,6 @@ impl Broker {
         let grant = self.grant(id)?;
         let held = grant.held().next()?;
         Some(held.claims.access_key.clone())
-    }
-
-    fn ack_upload(&mut self, id: ConnId, qos: QoS, pid: Option<PacketId>) {
-        self.ack_publish(id, qos, pid, ReasonCode::Success, false);
     }
 
     /// Sends `$SYS/tokenInvalidNotice` and closes connection `id`.
@@ -314,7 +316,9 @@ impl Broker {
     ) -> Vec<(ConnId, Actions)> {
         let mut out = Vec::new();
         for (slot, s) in self.sessions.iter().enumerate() {
-            let Some(link) = s.as_ref().and_then(|s| s.link.as_ref()) else {
+            let link = s.as_ref().and_then(|s| s.link.as_ref());
+            // A connection already closing has been told.
+            let Some(link) = link.filter(|l| !l.tx.is_closing()) else {
                 continue;
             };
             let grant = link.aliyun.as_ref().and_then(|a| a.grant.as_ref());
