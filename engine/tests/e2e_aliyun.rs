@@ -257,7 +257,8 @@ fn traces_of_a_message_and_a_device_answer_through_the_instance() {
         page_size: 10,
         reverse: false,
     };
-    let received = broker
+    let handle = broker.handle();
+    let received = handle
         .trace_message_of_client("GID_app@@@reader", begin, end, page)
         .expect("shards answer");
     assert_eq!(received.total, 1);
@@ -266,7 +267,7 @@ fn traces_of_a_message_and_a_device_answer_through_the_instance() {
         (msg.action.as_str(), msg.action_code.as_str()),
         ("sub", "mqtt.trace.action.msg.sub")
     );
-    let published = broker
+    let published = handle
         .trace_message_publish(&msg.msg_id, begin, end)
         .expect("answer");
     assert_eq!(published.message_trace_lists.len(), 1);
@@ -274,7 +275,7 @@ fn traces_of_a_message_and_a_device_answer_through_the_instance() {
         published.message_trace_lists[0].client_id,
         "GID_sensor@@@writer"
     );
-    let delivered = broker
+    let delivered = handle
         .trace_message_subscribe(&msg.msg_id, None, begin, end, page)
         .expect("answer");
     assert_eq!(delivered.message_trace_lists.len(), 1);
@@ -282,7 +283,7 @@ fn traces_of_a_message_and_a_device_answer_through_the_instance() {
         delivered.message_trace_lists[0].client_id,
         "GID_app@@@reader"
     );
-    let device = broker
+    let device = handle
         .trace_device("GID_app@@@reader", begin, end, page)
         .expect("answer");
     assert_eq!(device.device_info_list[0].action_info, "accepted");

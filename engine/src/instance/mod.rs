@@ -78,10 +78,39 @@ impl Instance {
         self.running.wait()
     }
 
+    /// What other threads hold to reach the broker: the control plane,
+    /// the registry's owner, the queries.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            controls: self.controls().clone(),
+            registrar: self.registrar.clone(),
+        }
+    }
+}
+
+/// A running broker as other threads reach it (the admin endpoint): cheap
+/// to clone, `Send` and `Sync`; everything goes through the control plane.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    controls: Controls,
+    registrar: Option<Arc<Registrar>>,
+}
+
+impl Handle {
+    /// The control plane.
+    pub fn controls(&self) -> &Controls {
+        &self.controls
+    }
+
+    /// The registry's owner (aliyun profile).
+    pub fn registrar(&self) -> Option<&Arc<Registrar>> {
+        self.registrar.as_ref()
+    }
+
     /// Every shard's events for `q`, in time order.
     pub fn trace(&self, q: TraceQuery) -> Result<Vec<TraceItem>, NoAnswer> {
         let job = move |b: &mut crate::core::Broker, now| b.traces.query(&q, &b.naming(now));
-        self.controls().call_all(job, QUERY_TIMEOUT).map(merge)
+        self.controls.call_all(job, QUERY_TIMEOUT).map(merge)
     }
 
     /// QueryMqttTraceDevice.
