@@ -296,3 +296,20 @@ fn traces_of_a_message_and_a_device_answer_through_the_instance() {
     stop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn each_shard_keeps_its_share_of_trace_events_max() {
+    let (dir, port) = (temp_dir("ali-trace-cap"), free_port());
+    let broker = start(&dir, port);
+    let caps = broker
+        .controls()
+        .call_all(|b, _| b.traces.cap(), Duration::from_secs(5))
+        .expect("shards answer");
+    assert_eq!(
+        caps,
+        vec![500_000, 500_000],
+        "1,000,000 events over two shards"
+    );
+    stop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -258,7 +258,7 @@ pub(super) async fn shard_main(
         Instant::now(),
     );
     broker.offline_counts = Some(counts);
-    set_profile(&mut broker, &config, registry.as_deref());
+    set_profile(&mut broker, &config, registry.as_deref(), shards);
     let storage = match config.storage.enabled {
         true => Some(open_storage(&config, index, &mut broker)?),
         false => None,
@@ -346,14 +346,16 @@ const TAG_SEEDS: [u64; 4] = [
 
 /// The profile's part of a shard's broker: the Alibaba Cloud rules and
 /// registry copy, and the trace store.
-fn set_profile(broker: &mut Broker, config: &Config, registry: Option<&Registry>) {
+fn set_profile(broker: &mut Broker, config: &Config, registry: Option<&Registry>, shards: usize) {
     let aliyun = config.profile == Profile::Aliyun;
     if let (true, Some(r)) = (aliyun, registry) {
         broker.aliyun = Some(Box::new(Aliyun::new(config.aliyun.clone(), r.for_shard())));
     }
     let t = &config.trace;
     if t.enabled.unwrap_or(aliyun) {
-        let per_shard = t.events_max.div_ceil(config.shard_count());
+        // Not `config.shard_count()`: on a shard's pinned thread the
+        // machine seems to have one core.
+        let per_shard = t.events_max.div_ceil(shards.max(1));
         broker.traces = Traces::new(per_shard, t.retention_secs.saturating_mul(1000));
     }
     broker.trace_offset_minutes = t.time_offset_minutes;

@@ -87,6 +87,10 @@ impl Traces {
     /// A store of `cap` events (0: records nothing), kept `retention_ms`.
     pub fn new(cap: usize, retention_ms: u64) -> Self {
         Traces {
+            // Reserved whole: pages are touched as the ring fills, and it
+            // never grows by copying (a doubling would hold both buffers,
+            // and the allocator keeps what was freed).
+            events: VecDeque::with_capacity(cap),
             cap,
             retention_ms,
             ..Traces::default()
@@ -96,6 +100,11 @@ impl Traces {
     /// Whether events are recorded at all.
     pub fn is_on(&self) -> bool {
         self.cap > 0
+    }
+
+    /// Events kept at most.
+    pub fn cap(&self) -> usize {
+        self.cap
     }
 
     /// Events held.
