@@ -36,8 +36,6 @@ impl TraceName {
 #[derive(Debug)]
 struct Name {
     client: MqttString,
-    /// Sequence number of the last event naming it.
-    last_seq: u64,
     /// A session holds it.
     held: bool,
 }
@@ -75,8 +73,8 @@ pub struct Traces {
     names: Vec<Name>,
     /// Entries of `names` free for reuse.
     free: Vec<u32>,
-    /// Sequence number of the next event.
-    seq: u64,
+    /// The time of the newest event.
+    last_ms: u64,
     /// Events kept at most.
     cap: usize,
     /// Age past which events go, in ms.
@@ -129,7 +127,6 @@ impl Traces {
         }
         let name = Name {
             client: client.clone(),
-            last_seq: self.seq,
             held: true,
         };
         match self.free.pop() {
@@ -162,21 +159,16 @@ impl Traces {
         channel: u64,
         msg_id: u64,
     ) {
-        let Some(n) = self.names.get_mut(name.0 as usize) else {
+        if name == TraceName::NONE {
             return;
-        };
-        n.last_seq = self.seq;
-        self.seq += 1;
+        }
         if self.events.len() >= self.cap {
             self.events.pop_front();
         }
         // Clocks may step back: keep the ring sorted for the range search.
-        let time_ms = self
-            .events
-            .back()
-            .map_or(time_ms, |e| e.time_ms.max(time_ms));
+        self.last_ms = self.last_ms.max(time_ms);
         self.events.push_back(Event {
-            time_ms,
+            time_ms: self.last_ms,
             msg_id,
             channel,
             name,
@@ -186,15 +178,21 @@ impl Traces {
     }
 
     /// Drops events older than the retention at `now_ms`, and the names
-    /// no session holds and no event names any more.
+    /// no session holds and no event names any more (found by a pass over
+    /// the ring here, so that recording an event writes only the event).
     pub fn purge(&mut self, now_ms: u64) {
         let oldest = now_ms.saturating_sub(self.retention_ms);
         while self.events.front().is_some_and(|e| e.time_ms < oldest) {
             self.events.pop_front();
         }
-        let first_seq = self.seq - self.events.len() as u64;
+        let mut named = vec![false; self.names.len()];
+        for e in &self.events {
+            if let Some(n) = named.get_mut(e.name.0 as usize) {
+                *n = true;
+            }
+        }
         for (i, n) in self.names.iter_mut().enumerate() {
-            if !n.held && n.last_seq < first_seq && !n.client.is_empty() {
+            if !n.held && !named[i] && !n.client.is_empty() {
                 n.client = MqttString::default();
                 self.free.push(i as u32);
             }
