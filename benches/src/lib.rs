@@ -1,1 +1,4 @@
-//! Criterion benches live in `benches/`; this crate has no library code.
+//! Criterion benches live in `benches/`; what more than one of them (or
+//! an example run under valgrind) sets up lives here.
+
+pub mod fanout;

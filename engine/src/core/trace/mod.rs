@@ -88,6 +88,29 @@ impl Action {
         }
     }
 
+    const ALL: [Action; 7] = [
+        Action::Connect,
+        Action::Close,
+        Action::Disconnect,
+        Action::PubMqtt,
+        Action::PubMq,
+        Action::Sub,
+        Action::PushOffline,
+    ];
+
+    /// Its index in [`Action::ALL`], for packing.
+    pub(crate) fn index(self) -> u8 {
+        self as u8
+    }
+
+    /// The action of an index; `Connect` for one out of range.
+    pub(crate) fn from_index(i: u8) -> Action {
+        Action::ALL
+            .get(usize::from(i))
+            .copied()
+            .unwrap_or(Action::Connect)
+    }
+
     pub(crate) fn is_device(self) -> bool {
         matches!(self, Action::Connect | Action::Close | Action::Disconnect)
     }
@@ -119,6 +142,32 @@ pub enum Info {
 }
 
 impl Info {
+    const ALL: [Info; 10] = [
+        Info::Accepted,
+        Info::NotAuthorized,
+        Info::ClientIdConflict,
+        Info::ResourceAuthFailed,
+        Info::NoHeart,
+        Info::ClosedByClient,
+        Info::DisconnectedByClient,
+        Info::InvalidParam,
+        Info::ClosedByServer,
+        Info::Message,
+    ];
+
+    /// Its index in [`Info::ALL`], for packing.
+    pub(crate) fn index(self) -> u8 {
+        self as u8
+    }
+
+    /// The info of an index; `Message` for one out of range.
+    pub(crate) fn from_index(i: u8) -> Info {
+        Info::ALL
+            .get(usize::from(i))
+            .copied()
+            .unwrap_or(Info::Message)
+    }
+
     pub(crate) fn text(self, action: Action) -> &'static str {
         match self {
             Info::Accepted => "accepted",

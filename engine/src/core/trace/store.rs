@@ -1,14 +1,11 @@
 //! The ring of one shard's events and the table of client names they
 //! refer to.
 
-use std::collections::VecDeque;
-
 use ringmq_protocol::MqttString;
 
 use super::{format_time, Action, Info, Naming, TraceItem, TraceQuery};
 
-/// One recorded event: 32 bytes, no pointer (the client is a name in the
-/// store's table), so the ring costs one cache line per two events.
+/// One recorded event.
 #[derive(Debug, Clone, Copy)]
 struct Event {
     time_ms: u64,
@@ -20,6 +17,32 @@ struct Event {
     name: TraceName,
     action: Action,
     info: Info,
+}
+
+/// An event as the ring holds it: four words, no pointer (the client is
+/// an index in the store's name table). A ring of words can be allocated
+/// zeroed: its pages are untouched until events are written there, and
+/// recording never grows it.
+type Packed = [u64; 4];
+
+impl Event {
+    fn pack(&self) -> Packed {
+        let tail = u64::from(self.name.0)
+            | u64::from(self.action.index()) << 32
+            | u64::from(self.info.index()) << 40;
+        [self.time_ms, self.msg_id, self.channel, tail]
+    }
+
+    fn unpack(p: &Packed) -> Event {
+        Event {
+            time_ms: p[0],
+            msg_id: p[1],
+            channel: p[2],
+            name: TraceName(p[3] as u32),
+            action: Action::from_index((p[3] >> 32) as u8),
+            info: Info::from_index((p[3] >> 40) as u8),
+        }
+    }
 }
 
 /// A client id in a shard's trace store: sessions hold one for as long as
@@ -68,15 +91,22 @@ impl TraceQuery {
 /// One shard's trace store.
 #[derive(Debug, Default)]
 pub struct Traces {
-    events: VecDeque<Event>,
+    /// The ring, allocated whole and zeroed; `filled` slots hold events,
+    /// and once all do, each event takes the oldest one's place.
+    ring: Vec<Packed>,
+    /// Slots written.
+    filled: usize,
+    /// Where the next event goes (the oldest, once the ring is full).
+    next: usize,
     /// Client ids events refer to, by [`TraceName`].
     names: Vec<Name>,
     /// Entries of `names` free for reuse.
     free: Vec<u32>,
     /// The time of the newest event.
     last_ms: u64,
-    /// Events kept at most.
-    cap: usize,
+    /// Events older than this are past the retention: kept in the ring
+    /// until overwritten, never answered.
+    oldest_ms: u64,
     /// Age past which events go, in ms.
     retention_ms: u64,
 }
@@ -85,11 +115,7 @@ impl Traces {
     /// A store of `cap` events (0: records nothing), kept `retention_ms`.
     pub fn new(cap: usize, retention_ms: u64) -> Self {
         Traces {
-            // Reserved whole: pages are touched as the ring fills, and it
-            // never grows by copying (a doubling would hold both buffers,
-            // and the allocator keeps what was freed).
-            events: VecDeque::with_capacity(cap),
-            cap,
+            ring: vec![[0; 4]; cap],
             retention_ms,
             ..Traces::default()
         }
@@ -97,22 +123,24 @@ impl Traces {
 
     /// Whether events are recorded at all.
     pub fn is_on(&self) -> bool {
-        self.cap > 0
+        !self.ring.is_empty()
     }
 
     /// Events kept at most.
     pub fn cap(&self) -> usize {
-        self.cap
+        self.ring.len()
     }
 
-    /// Events held.
+    /// Events held and within the retention.
     pub fn len(&self) -> usize {
-        self.events.len()
+        self.ordered()
+            .filter(|e| e.time_ms >= self.oldest_ms)
+            .count()
     }
 
     /// Whether no event is held.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.len() == 0
     }
 
     /// Entries in the name table (held by sessions, or named by events).
@@ -122,7 +150,7 @@ impl Traces {
 
     /// A name for `client`, held until [`Traces::release`].
     pub fn intern(&mut self, client: &MqttString) -> TraceName {
-        if self.cap == 0 {
+        if !self.is_on() {
             return TraceName::NONE;
         }
         let name = Name {
@@ -148,8 +176,9 @@ impl Traces {
         }
     }
 
-    /// Records one event of client `name`; the oldest goes when the store
-    /// is full.
+    /// Records one event of client `name`; once the store is full, it
+    /// takes the oldest one's place. Writes the event and nothing else.
+    #[inline]
     pub fn record(
         &mut self,
         time_ms: u64,
@@ -159,34 +188,51 @@ impl Traces {
         channel: u64,
         msg_id: u64,
     ) {
-        if name == TraceName::NONE {
+        let Some(slot) = self.ring.get_mut(self.next) else {
             return;
-        }
-        if self.events.len() >= self.cap {
-            self.events.pop_front();
-        }
+        };
         // Clocks may step back: keep the ring sorted for the range search.
         self.last_ms = self.last_ms.max(time_ms);
-        self.events.push_back(Event {
+        let event = Event {
             time_ms: self.last_ms,
             msg_id,
             channel,
             name,
             action,
             info,
-        });
+        };
+        *slot = event.pack();
+        self.next += 1;
+        if self.next == self.ring.len() {
+            self.next = 0;
+        }
+        if self.filled < self.ring.len() {
+            self.filled += 1;
+        }
     }
 
-    /// Drops events older than the retention at `now_ms`, and the names
-    /// no session holds and no event names any more (found by a pass over
-    /// the ring here, so that recording an event writes only the event).
-    pub fn purge(&mut self, now_ms: u64) {
-        let oldest = now_ms.saturating_sub(self.retention_ms);
-        while self.events.front().is_some_and(|e| e.time_ms < oldest) {
-            self.events.pop_front();
+    /// The ring's events as two runs, older first, each sorted by time.
+    fn runs(&self) -> (&[Packed], &[Packed]) {
+        if self.filled < self.ring.len() {
+            return (&self.ring[..self.filled], &[]);
         }
+        let (newer, older) = self.ring.split_at(self.next);
+        (older, newer)
+    }
+
+    /// Events oldest first (within the ring, past the retention too).
+    fn ordered(&self) -> impl Iterator<Item = Event> + '_ {
+        let (older, newer) = self.runs();
+        older.iter().chain(newer).map(Event::unpack)
+    }
+
+    /// Retires events older than the retention at `now_ms`, and the names
+    /// no session holds and no event within it names (found here, by a
+    /// pass over the ring, so that recording writes only the event).
+    pub fn purge(&mut self, now_ms: u64) {
+        self.oldest_ms = self.oldest_ms.max(now_ms.saturating_sub(self.retention_ms));
         let mut named = vec![false; self.names.len()];
-        for e in &self.events {
+        for e in self.ordered().filter(|e| e.time_ms >= self.oldest_ms) {
             if let Some(n) = named.get_mut(e.name.0 as usize) {
                 *n = true;
             }
@@ -202,19 +248,29 @@ impl Traces {
     /// The events `q` asks for, oldest first, named by `naming`.
     pub fn query(&self, q: &TraceQuery, naming: &Naming) -> Vec<TraceItem> {
         let (begin, end) = q.range();
-        let from = self.events.partition_point(|e| e.time_ms < begin);
-        let to = self.events.partition_point(|e| e.time_ms < end);
+        let begin = begin.max(self.oldest_ms);
         let client = |e: &Event| {
             self.names
                 .get(e.name.0 as usize)
                 .map_or("", |n| n.client.as_str())
         };
-        self.events
-            .range(from..to.max(from))
-            .filter(|e| q.wants(e, client(e)))
-            .map(|e| item(e, client(e), naming))
-            .collect()
+        let (older, newer) = self.runs();
+        let (older, newer) = (in_range(older, begin, end), in_range(newer, begin, end));
+        let mut out = Vec::new();
+        for e in older.iter().chain(newer).map(Event::unpack) {
+            if q.wants(&e, client(&e)) {
+                out.push(item(&e, client(&e), naming));
+            }
+        }
+        out
     }
+}
+
+/// The events of `events` (sorted by time) from `begin` until `end`.
+fn in_range(events: &[Packed], begin: u64, end: u64) -> &[Packed] {
+    let from = events.partition_point(|e| e[0] < begin);
+    let to = events.partition_point(|e| e[0] < end).max(from);
+    &events[from..to]
 }
 
 fn item(e: &Event, client: &str, n: &Naming) -> TraceItem {
@@ -238,8 +294,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_event_takes_32_bytes() {
-        assert!(std::mem::size_of::<Event>() <= 32);
+    fn an_event_packs_into_32_bytes_and_back() {
+        assert_eq!(std::mem::size_of::<Packed>(), 32);
+        for (i, action) in Action::ALL.into_iter().enumerate() {
+            let info = Info::ALL[i % Info::ALL.len()];
+            let e = Event {
+                time_ms: 1,
+                msg_id: 2,
+                channel: 3,
+                name: TraceName(4),
+                action,
+                info,
+            };
+            let back = Event::unpack(&e.pack());
+            assert_eq!(
+                (back.time_ms, back.msg_id, back.channel, back.name),
+                (1, 2, 3, TraceName(4))
+            );
+            assert_eq!((back.action, back.info), (action, info));
+        }
     }
 
     #[test]
