@@ -743,7 +743,7 @@ fn traces_record_connects_publishes_deliveries_and_closes() {
     );
     let _back = connect(&mut b, signed("GID_app@@@sub", V311, false), t2);
     let naming = b.naming(t2);
-    let all = |q| b.traces.query(&q, &naming);
+    let mut all = |q| b.traces.query(&q, &naming);
     let mine = all(TraceQuery::MessageOfClient {
         client_id: "GID_app@@@sub".into(),
         begin_ms: EPOCH_MS,

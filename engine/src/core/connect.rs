@@ -155,8 +155,7 @@ impl Broker {
     ) {
         if self.traces.is_on() {
             let time_ms = self.trace_millis(now);
-            self.traces
-                .record(time_ms, action, info, name, generation, 0);
+            self.traces.record(time_ms, action, info, name, generation);
         }
     }
 

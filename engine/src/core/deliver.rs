@@ -17,7 +17,7 @@ use super::message::Message;
 use super::retained;
 use super::session::{Inflight, Link, Queued, Session, SubIds};
 use super::stats::Stats;
-use super::trace::{Action, Info, TraceName, Traces};
+use super::trace::{Action, TraceName, Traces};
 use super::trie::Slot;
 use super::Sub;
 
@@ -30,6 +30,8 @@ const COPY_BYTES_MAX: usize = 1024;
 pub(super) struct Encoded {
     /// Whole QoS 0 copies, by version and RETAIN flag.
     qos0: [[Option<Bytes>; 2]; 2],
+    /// The wall-clock time traced for this fan-out's deliveries, once read.
+    trace_ms: Option<u64>,
 }
 
 /// What one session's copy of a message looks like.
@@ -186,7 +188,14 @@ impl Broker {
             self.limits.session_queue_bytes_max,
         );
         let keep_offline = self.keeps_offline(copy.qos, copy.sub_qos);
-        let time_ms = self.traces.is_on().then(|| self.trace_millis(now));
+        let time_ms = match (self.traces.is_on(), enc.trace_ms) {
+            (false, _) => None,
+            (true, Some(ms)) => Some(ms),
+            (true, None) => {
+                enc.trace_ms = Some(self.trace_millis(now));
+                enc.trace_ms
+            }
+        };
         let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
             return;
         };
@@ -204,10 +213,9 @@ impl Broker {
             return;
         };
         let traces = &mut self.traces;
-        let trace = |traces: &mut Traces, generation: u64, name: TraceName| {
+        let trace = |traces: &mut Traces, name: TraceName| {
             if let Some(time_ms) = time_ms {
-                let (action, info) = (Action::Sub, Info::Message);
-                traces.record(time_ms, action, info, name, generation, message.id);
+                traces.deliver(time_ms, Action::Sub, name, message.id);
             }
         };
         if copy.qos == QoS::AtMostOnce {
@@ -216,7 +224,7 @@ impl Broker {
                 return;
             }
             if write_copy(link, stats, message, &copy, None, false, enc, now) {
-                trace(traces, link.generation, session.trace_name);
+                trace(traces, session.trace_name);
             }
             return;
         }
@@ -241,7 +249,7 @@ impl Broker {
             enc,
             now,
         ) {
-            trace(traces, link.generation, session.trace_name);
+            trace(traces, session.trace_name);
             let lsn = log_copy(journal, session, &copy);
             session.push_inflight(inflight(packet_id, message, copy, lsn));
         }
@@ -291,9 +299,7 @@ impl Broker {
                         true => Action::PushOffline,
                         false => Action::Sub,
                     };
-                    let (name, generation) = (session.trace_name, link.generation);
-                    let id = q.message.id;
-                    traces.record(time_ms, action, Info::Message, name, generation, id);
+                    traces.deliver(time_ms, action, session.trace_name, q.message.id);
                 }
                 session.push_inflight(inflight(packet_id, &q.message, copy, q.lsn));
             } else {

@@ -145,8 +145,7 @@ impl Broker {
             return;
         };
         let (action, info, name) = (Action::PubMqtt, Info::Message, s.trace_name);
-        self.traces
-            .record(time_ms, action, info, name, id.generation, message.id);
+        self.traces.record(time_ms, action, info, name, message.id);
     }
 
     /// Acknowledges a PUBLISH; with `wait`, only once the storage layer has

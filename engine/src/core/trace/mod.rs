@@ -6,6 +6,7 @@
 //! instance merges the shards' answers and pages them.
 
 pub mod answer;
+mod ring;
 mod store;
 mod time;
 
@@ -21,8 +22,10 @@ pub struct TraceConfig {
     /// Whether events are recorded; by default on in the aliyun profile,
     /// off in the standard one.
     pub enabled: Option<bool>,
-    /// Events kept per instance (split evenly over the shards), about 64
-    /// bytes each; the oldest go first.
+    /// Events kept per instance at least (split evenly over the shards);
+    /// the oldest go first. The store takes 24 bytes per event, and keeps
+    /// more events in that room when they are deliveries of one message
+    /// (4 bytes each).
     pub events_max: usize,
     /// Age past which events are dropped, in seconds (3 days).
     pub retention_secs: u64,
@@ -43,9 +46,10 @@ impl Default for TraceConfig {
 }
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Action {
     /// A connection's CONNECT was accepted.
+    #[default]
     Connect,
     /// A connection ended.
     Close,
@@ -117,9 +121,10 @@ impl Action {
 }
 
 /// Why, for device events (the product's `ActionInfo`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Info {
     /// CONNECT accepted.
+    #[default]
     Accepted,
     /// Sign-in failed.
     NotAuthorized,

@@ -1,49 +1,15 @@
-//! The ring of one shard's events and the table of client names they
-//! refer to.
+//! One shard's trace store: the ring of records and the table of client
+//! names they refer to. Deliveries of one message gather in a pending
+//! record (a name each) that goes into the ring when anything else is
+//! recorded, queried or purged.
 
 use ringmq_protocol::MqttString;
 
+use super::ring::{Header, Ring, HEADER_WORDS};
 use super::{format_time, Action, Info, Naming, TraceItem, TraceQuery};
 
-/// One recorded event.
-#[derive(Debug, Clone, Copy)]
-struct Event {
-    time_ms: u64,
-    /// The message, for message events; 0 for device events.
-    msg_id: u64,
-    /// The connection's generation on its shard (its channel).
-    channel: u64,
-    /// The client, in the store's name table.
-    name: TraceName,
-    action: Action,
-    info: Info,
-}
-
-/// An event as the ring holds it: four words, no pointer (the client is
-/// an index in the store's name table). A ring of words can be allocated
-/// zeroed: its pages are untouched until events are written there, and
-/// recording never grows it.
-type Packed = [u64; 4];
-
-impl Event {
-    fn pack(&self) -> Packed {
-        let tail = u64::from(self.name.0)
-            | u64::from(self.action.index()) << 32
-            | u64::from(self.info.index()) << 40;
-        [self.time_ms, self.msg_id, self.channel, tail]
-    }
-
-    fn unpack(p: &Packed) -> Event {
-        Event {
-            time_ms: p[0],
-            msg_id: p[1],
-            channel: p[2],
-            name: TraceName(p[3] as u32),
-            action: Action::from_index((p[3] >> 32) as u8),
-            info: Info::from_index((p[3] >> 40) as u8),
-        }
-    }
-}
+/// Deliveries gathered in one record at most.
+const GROUP_NAMES_MAX: usize = 4096;
 
 /// A client id in a shard's trace store: sessions hold one for as long as
 /// they live, events refer to it.
@@ -63,59 +29,35 @@ struct Name {
     held: bool,
 }
 
-impl TraceQuery {
-    fn wants(&self, e: &Event, client: &str) -> bool {
-        match self {
-            TraceQuery::Device { client_id, .. } => e.action.is_device() && client == client_id,
-            TraceQuery::MessageOfClient { client_id, .. } => {
-                let message = matches!(
-                    e.action,
-                    Action::PubMqtt | Action::Sub | Action::PushOffline
-                );
-                message && client == client_id
-            }
-            TraceQuery::Publish { msg_id, .. } => {
-                matches!(e.action, Action::PubMqtt | Action::PubMq) && e.msg_id == *msg_id
-            }
-            TraceQuery::Subscribe {
-                msg_id, client_id, ..
-            } => {
-                matches!(e.action, Action::Sub | Action::PushOffline)
-                    && e.msg_id == *msg_id
-                    && client_id.as_deref().is_none_or(|c| c == client)
-            }
-        }
-    }
-}
-
 /// One shard's trace store.
 #[derive(Debug, Default)]
 pub struct Traces {
-    /// The ring, allocated whole and zeroed; `filled` slots hold events,
-    /// and once all do, each event takes the oldest one's place.
-    ring: Vec<Packed>,
-    /// Slots written.
-    filled: usize,
-    /// Where the next event goes (the oldest, once the ring is full).
-    next: usize,
+    ring: Ring,
+    /// The record of the deliveries being gathered, if `gathering`.
+    pending: Header,
+    /// Its client names (the buffer is kept from record to record).
+    pending_names: Vec<u32>,
+    gathering: bool,
     /// Client ids events refer to, by [`TraceName`].
     names: Vec<Name>,
     /// Entries of `names` free for reuse.
     free: Vec<u32>,
+    /// Events guaranteed to be kept (when each is a record of its own).
+    cap: usize,
     /// The time of the newest event.
     last_ms: u64,
-    /// Events older than this are past the retention: kept in the ring
-    /// until overwritten, never answered.
-    oldest_ms: u64,
     /// Age past which events go, in ms.
     retention_ms: u64,
 }
 
 impl Traces {
-    /// A store of `cap` events (0: records nothing), kept `retention_ms`.
+    /// A store keeping at least `cap` events (0: records nothing), each
+    /// `retention_ms` at most. It takes up to 24 bytes per event: a
+    /// device event or a publish is 24, a delivery of a fan-out 4.
     pub fn new(cap: usize, retention_ms: u64) -> Self {
         Traces {
-            ring: vec![[0; 4]; cap],
+            ring: Ring::new(cap.saturating_mul(HEADER_WORDS + 1)),
+            cap,
             retention_ms,
             ..Traces::default()
         }
@@ -123,23 +65,22 @@ impl Traces {
 
     /// Whether events are recorded at all.
     pub fn is_on(&self) -> bool {
-        !self.ring.is_empty()
+        self.cap > 0
     }
 
-    /// Events kept at most.
+    /// Events kept at least.
     pub fn cap(&self) -> usize {
-        self.ring.len()
+        self.cap
     }
 
-    /// Events held and within the retention.
-    pub fn len(&self) -> usize {
-        self.ordered()
-            .filter(|e| e.time_ms >= self.oldest_ms)
-            .count()
+    /// Events held (a delivery each), after what is pending is written.
+    pub fn len(&mut self) -> usize {
+        self.flush();
+        self.ring.iter().map(|r| r.names().count()).sum()
     }
 
     /// Whether no event is held.
-    pub fn is_empty(&self) -> bool {
+    pub fn is_empty(&mut self) -> bool {
         self.len() == 0
     }
 
@@ -176,64 +117,75 @@ impl Traces {
         }
     }
 
-    /// Records one event of client `name`; once the store is full, it
-    /// takes the oldest one's place. Writes the event and nothing else.
-    #[inline]
-    pub fn record(
-        &mut self,
-        time_ms: u64,
-        action: Action,
-        info: Info,
-        name: TraceName,
-        channel: u64,
-        msg_id: u64,
-    ) {
-        let Some(slot) = self.ring.get_mut(self.next) else {
+    /// Records a device event (`id`: the connection's channel) or a
+    /// publish (`id`: the message id) of client `name`.
+    pub fn record(&mut self, time_ms: u64, action: Action, info: Info, name: TraceName, id: u64) {
+        if !self.is_on() {
             return;
-        };
-        // Clocks may step back: keep the ring sorted for the range search.
+        }
+        self.flush();
+        let header = self.header(time_ms, action, info, id);
+        self.ring.push(header, &[name.0]);
+    }
+
+    /// Records the delivery of message `msg_id` to client `name`: one word
+    /// in the record of the message's deliveries.
+    #[inline(always)]
+    pub fn deliver(&mut self, time_ms: u64, action: Action, name: TraceName, msg_id: u64) {
+        let p = &self.pending;
+        if self.gathering
+            && p.id == msg_id
+            && p.action == action
+            && self.pending_names.len() < GROUP_NAMES_MAX
+        {
+            self.pending_names.push(name.0);
+        } else {
+            self.start_deliveries(time_ms, action, name, msg_id);
+        }
+    }
+
+    fn start_deliveries(&mut self, time_ms: u64, action: Action, name: TraceName, msg_id: u64) {
+        if !self.is_on() {
+            return;
+        }
+        self.flush();
+        self.pending = self.header(time_ms, action, Info::Message, msg_id);
+        self.pending_names.push(name.0);
+        self.gathering = true;
+    }
+
+    /// A header at `time_ms`, kept in order (clocks may step back).
+    fn header(&mut self, time_ms: u64, action: Action, info: Info, id: u64) -> Header {
         self.last_ms = self.last_ms.max(time_ms);
-        let event = Event {
-            time_ms: self.last_ms,
-            msg_id,
-            channel,
-            name,
+        Header {
             action,
             info,
-        };
-        *slot = event.pack();
-        self.next += 1;
-        if self.next == self.ring.len() {
-            self.next = 0;
-        }
-        if self.filled < self.ring.len() {
-            self.filled += 1;
+            time_ms: self.last_ms,
+            id,
         }
     }
 
-    /// The ring's events as two runs, older first, each sorted by time.
-    fn runs(&self) -> (&[Packed], &[Packed]) {
-        if self.filled < self.ring.len() {
-            return (&self.ring[..self.filled], &[]);
+    /// Writes the pending deliveries into the ring.
+    pub fn flush(&mut self) {
+        if self.gathering {
+            self.ring.push(self.pending, &self.pending_names);
+            self.pending_names.clear();
+            self.gathering = false;
         }
-        let (newer, older) = self.ring.split_at(self.next);
-        (older, newer)
     }
 
-    /// Events oldest first (within the ring, past the retention too).
-    fn ordered(&self) -> impl Iterator<Item = Event> + '_ {
-        let (older, newer) = self.runs();
-        older.iter().chain(newer).map(Event::unpack)
-    }
-
-    /// Retires events older than the retention at `now_ms`, and the names
-    /// no session holds and no event within it names (found here, by a
-    /// pass over the ring, so that recording writes only the event).
+    /// Drops records older than the retention at `now_ms`, and the names
+    /// no session holds and no record names (found here, by a pass over
+    /// the ring, so that recording writes only the event).
     pub fn purge(&mut self, now_ms: u64) {
-        self.oldest_ms = self.oldest_ms.max(now_ms.saturating_sub(self.retention_ms));
+        self.flush();
+        let oldest = now_ms.saturating_sub(self.retention_ms);
+        while self.ring.front().is_some_and(|h| h.time_ms < oldest) {
+            self.ring.pop();
+        }
         let mut named = vec![false; self.names.len()];
-        for e in self.ordered().filter(|e| e.time_ms >= self.oldest_ms) {
-            if let Some(n) = named.get_mut(e.name.0 as usize) {
+        for n in self.ring.iter().flat_map(|r| r.names().collect::<Vec<_>>()) {
+            if let Some(n) = named.get_mut(n as usize) {
                 *n = true;
             }
         }
@@ -246,46 +198,96 @@ impl Traces {
     }
 
     /// The events `q` asks for, oldest first, named by `naming`.
-    pub fn query(&self, q: &TraceQuery, naming: &Naming) -> Vec<TraceItem> {
+    pub fn query(&mut self, q: &TraceQuery, naming: &Naming) -> Vec<TraceItem> {
+        self.flush();
         let (begin, end) = q.range();
-        let begin = begin.max(self.oldest_ms);
-        let client = |e: &Event| {
-            self.names
-                .get(e.name.0 as usize)
-                .map_or("", |n| n.client.as_str())
-        };
-        let (older, newer) = self.runs();
-        let (older, newer) = (in_range(older, begin, end), in_range(newer, begin, end));
+        let wanted = self.names_of(q);
         let mut out = Vec::new();
-        for e in older.iter().chain(newer).map(Event::unpack) {
-            if q.wants(&e, client(&e)) {
-                out.push(item(&e, client(&e), naming));
+        for r in self.ring.iter() {
+            let h = r.header;
+            if h.time_ms >= end {
+                break;
+            }
+            if h.time_ms < begin || !q.wants(&h) {
+                continue;
+            }
+            for name in r.names() {
+                if wanted.as_ref().is_none_or(|w| w.contains(&name)) {
+                    out.push(item(&h, self.client(name), naming));
+                }
             }
         }
         out
     }
+
+    /// The names of the client `q` is about, if it is about one (a client
+    /// id may have had several names over time).
+    fn names_of(&self, q: &TraceQuery) -> Option<Vec<u32>> {
+        let client = q.client()?;
+        let all = self.names.iter().enumerate();
+        Some(
+            all.filter(|(_, n)| n.client.as_str() == client)
+                .map(|(i, _)| i as u32)
+                .collect(),
+        )
+    }
+
+    fn client(&self, name: u32) -> &str {
+        self.names
+            .get(name as usize)
+            .map_or("", |n| n.client.as_str())
+    }
 }
 
-/// The events of `events` (sorted by time) from `begin` until `end`.
-fn in_range(events: &[Packed], begin: u64, end: u64) -> &[Packed] {
-    let from = events.partition_point(|e| e[0] < begin);
-    let to = events.partition_point(|e| e[0] < end).max(from);
-    &events[from..to]
+impl TraceQuery {
+    /// Whether records with header `h` answer the query (its clients are
+    /// checked apart).
+    fn wants(&self, h: &Header) -> bool {
+        match self {
+            TraceQuery::Device { .. } => h.action.is_device(),
+            TraceQuery::MessageOfClient { .. } => {
+                matches!(
+                    h.action,
+                    Action::PubMqtt | Action::Sub | Action::PushOffline
+                )
+            }
+            TraceQuery::Publish { msg_id, .. } => {
+                matches!(h.action, Action::PubMqtt | Action::PubMq) && h.id == *msg_id
+            }
+            TraceQuery::Subscribe { msg_id, .. } => {
+                matches!(h.action, Action::Sub | Action::PushOffline) && h.id == *msg_id
+            }
+        }
+    }
+
+    /// The client id the query is about, if any.
+    fn client(&self) -> Option<&str> {
+        match self {
+            TraceQuery::Device { client_id, .. }
+            | TraceQuery::MessageOfClient { client_id, .. } => Some(client_id),
+            TraceQuery::Subscribe { client_id, .. } => client_id.as_deref(),
+            TraceQuery::Publish { .. } => None,
+        }
+    }
 }
 
-fn item(e: &Event, client: &str, n: &Naming) -> TraceItem {
+fn item(h: &Header, client: &str, n: &Naming) -> TraceItem {
+    let (msg_id, channel_id) = match h.action.is_device() {
+        true => (String::new(), n.channel_id(h.id)),
+        false => {
+            let id = crate::core::message::msg_id_string(h.id, n.now_ms, n.instance_tag);
+            (id, String::new())
+        }
+    };
     TraceItem {
-        time_ms: e.time_ms,
-        action: e.action.name().into(),
-        action_code: e.action.code().into(),
-        action_info: e.info.text(e.action).into(),
+        time_ms: h.time_ms,
+        action: h.action.name().into(),
+        action_code: h.action.code().into(),
+        action_info: h.info.text(h.action).into(),
         client_id: client.into(),
-        msg_id: match e.msg_id {
-            0 => String::new(),
-            id => crate::core::message::msg_id_string(id, n.now_ms, n.instance_tag),
-        },
-        channel_id: n.channel_id(e.channel),
-        time: format_time(e.time_ms, n.offset_minutes),
+        msg_id,
+        channel_id,
+        time: format_time(h.time_ms, n.offset_minutes),
     }
 }
 
@@ -293,68 +295,109 @@ fn item(e: &Event, client: &str, n: &Naming) -> TraceItem {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_event_packs_into_32_bytes_and_back() {
-        assert_eq!(std::mem::size_of::<Packed>(), 32);
-        for (i, action) in Action::ALL.into_iter().enumerate() {
-            let info = Info::ALL[i % Info::ALL.len()];
-            let e = Event {
-                time_ms: 1,
-                msg_id: 2,
-                channel: 3,
-                name: TraceName(4),
-                action,
-                info,
-            };
-            let back = Event::unpack(&e.pack());
-            assert_eq!(
-                (back.time_ms, back.msg_id, back.channel, back.name),
-                (1, 2, 3, TraceName(4))
-            );
-            assert_eq!((back.action, back.info), (action, info));
-        }
-    }
-
-    #[test]
-    fn the_ring_keeps_the_newest_and_answers_by_range() {
-        let mut t = Traces::new(3, 1_000);
-        let c = t.intern(&MqttString::new("GID_a@@@1".to_owned()).unwrap_or_default());
-        for (i, a) in [Action::Connect, Action::Sub, Action::Close, Action::Connect]
-            .iter()
-            .enumerate()
-        {
-            t.record(100 + i as u64, *a, Info::Accepted, c, 7, 9);
-        }
-        assert_eq!(t.len(), 3);
-        let naming = Naming {
+    fn naming() -> Naming {
+        Naming {
             shard: 1,
             boot_ms: 5,
             instance_tag: 0,
             now_ms: 200,
             offset_minutes: 0,
-        };
-        let q = TraceQuery::Device {
+        }
+    }
+
+    fn name(t: &mut Traces, client: &str) -> TraceName {
+        t.intern(&MqttString::new(client.to_owned()).unwrap_or_default())
+    }
+
+    #[test]
+    fn device_events_answer_by_client_and_range() {
+        let mut t = Traces::new(3, 1_000);
+        let c = name(&mut t, "GID_a@@@1");
+        let actions = [
+            Action::Connect,
+            Action::Disconnect,
+            Action::Close,
+            Action::Connect,
+        ];
+        for (i, a) in actions.iter().enumerate() {
+            t.record(100 + i as u64, *a, Info::Accepted, c, 7);
+        }
+        assert_eq!(t.len(), 3, "the oldest made room");
+        let q = |begin_ms, end_ms| TraceQuery::Device {
             client_id: "GID_a@@@1".into(),
+            begin_ms,
+            end_ms,
+        };
+        let got: Vec<_> = t
+            .query(&q(0, 1_000), &naming())
+            .into_iter()
+            .map(|i| i.action)
+            .collect();
+        assert_eq!(got, vec!["disconnect", "close", "connect"]);
+        assert_eq!(t.query(&q(103, 104), &naming()).len(), 1);
+        assert_eq!(naming().channel_id(7), "00000000000500010000000000000007");
+        let other = TraceQuery::Device {
+            client_id: "GID_b@@@2".into(),
             begin_ms: 0,
             end_ms: 1_000,
         };
-        let got: Vec<_> = t.query(&q, &naming).into_iter().map(|i| i.action).collect();
-        assert_eq!(got, vec!["close", "connect"]);
-        let q = TraceQuery::Device {
-            client_id: "GID_a@@@1".into(),
-            begin_ms: 103,
-            end_ms: 104,
+        assert!(t.query(&other, &naming()).is_empty());
+    }
+
+    #[test]
+    fn deliveries_of_one_message_share_a_record() {
+        let mut t = Traces::new(100, 1_000);
+        let (a, b) = (name(&mut t, "GID_a@@@1"), name(&mut t, "GID_a@@@2"));
+        t.record(10, Action::PubMqtt, Info::Message, a, 42);
+        t.deliver(10, Action::Sub, a, 42);
+        t.deliver(10, Action::Sub, b, 42);
+        t.deliver(11, Action::PushOffline, b, 41);
+        assert_eq!(t.len(), 4);
+        let subs = TraceQuery::Subscribe {
+            msg_id: 42,
+            client_id: None,
+            begin_ms: 0,
+            end_ms: 100,
         };
-        assert_eq!(t.query(&q, &naming).len(), 1);
-        assert_eq!(naming.channel_id(7), "00000000000500010000000000000007");
+        let got: Vec<_> = t
+            .query(&subs, &naming())
+            .into_iter()
+            .map(|i| i.client_id)
+            .collect();
+        assert_eq!(got, vec!["GID_a@@@1", "GID_a@@@2"]);
+        let mine = TraceQuery::MessageOfClient {
+            client_id: "GID_a@@@2".into(),
+            begin_ms: 0,
+            end_ms: 100,
+        };
+        let got: Vec<_> = t
+            .query(&mine, &naming())
+            .into_iter()
+            .map(|i| i.action)
+            .collect();
+        assert_eq!(got, vec!["sub", "push_offline"]);
+        let publish = TraceQuery::Publish {
+            msg_id: 42,
+            begin_ms: 0,
+            end_ms: 100,
+        };
+        assert_eq!(t.query(&publish, &naming()).len(), 1);
+    }
+
+    #[test]
+    fn purge_drops_old_records_and_names_nobody_refers_to() {
+        let mut t = Traces::new(10, 1_000);
+        let c = name(&mut t, "GID_a@@@1");
+        t.record(100, Action::Connect, Info::Accepted, c, 1);
+        t.record(900, Action::Close, Info::ClosedByClient, c, 1);
         t.purge(1_102);
-        assert_eq!(t.len(), 2);
+        assert_eq!(t.len(), 1);
         t.release(c);
         t.purge(1_102);
-        assert_eq!(t.names(), 1, "events still name it");
+        assert_eq!(t.names(), 1, "an event still names it");
         t.purge(5_000);
         assert_eq!((t.len(), t.names()), (0, 0));
-        let again = t.intern(&MqttString::new("GID_b@@@2".to_owned()).unwrap_or_default());
+        let again = name(&mut t, "GID_b@@@2");
         assert_eq!(again, c, "a free entry is reused");
     }
 }
