@@ -184,9 +184,11 @@ impl Traces {
             self.ring.pop();
         }
         let mut named = vec![false; self.names.len()];
-        for n in self.ring.iter().flat_map(|r| r.names().collect::<Vec<_>>()) {
-            if let Some(n) = named.get_mut(n as usize) {
-                *n = true;
+        for r in self.ring.iter() {
+            for n in r.names() {
+                if let Some(n) = named.get_mut(n as usize) {
+                    *n = true;
+                }
             }
         }
         for (i, n) in self.names.iter_mut().enumerate() {
