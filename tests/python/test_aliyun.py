@@ -81,6 +81,24 @@ def port_free(port: int) -> bool:
             return False
 
 
+@pytest.fixture
+def own_broker(tmp_path):
+    """Starts brokers of a test's own; whatever still runs at the end (a
+    test that failed half-way) is killed, so nothing outlives the test."""
+    made: list[Broker] = []
+
+    def start(cfg: str | None = None) -> Broker:
+        b = Broker(tmp_path, config=cfg if cfg is not None else config()).start()
+        made.append(b)
+        return b
+
+    yield start
+    for b in made:
+        if b.proc is not None and b.proc.poll() is None:
+            b.proc.kill()
+            b.proc.wait()
+
+
 def sign(secret: str, message: str) -> str:
     """What the product's samples compute: base64(HMAC-SHA1(secret, message))."""
     return base64.b64encode(hmac.new(secret.encode(), message.encode(), hashlib.sha1).digest()).decode()
@@ -246,9 +264,9 @@ def test_a_client_holds_30_subscriptions_and_the_31st_gets_0x80(devices, uid, pr
     assert c.subscribe("devices/7", 1) == 1, "subscribing again is no new subscription"
 
 
-def test_a_parent_topic_holds_100_wildcard_filters_across_the_instance(tmp_path, uid):
+def test_a_parent_topic_holds_100_wildcard_filters_across_the_instance(own_broker, uid):
     # A broker of its own: the count is the instance's.
-    b = Broker(tmp_path, config=config()).start()
+    b = own_broker()
     f = Devices(b.port, uid)
     try:
         for k in range(4):
@@ -478,8 +496,8 @@ def test_a_short_token_gets_the_expiry_notice_then_the_invalid_notice_and_is_clo
 # the registry
 
 
-def test_names_created_from_the_config_survive_kill_9(tmp_path):
-    b = Broker(tmp_path, config=config()).start()
+def test_names_created_from_the_config_survive_kill_9(own_broker, tmp_path):
+    b = own_broker()
     port = b.port
     c = ClientFactory(port, "k9")
     try:
