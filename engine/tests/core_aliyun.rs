@@ -61,6 +61,16 @@ fn suback(c: &mut Client, b: &mut Broker, filters: &[&str], now: Instant) -> Vec
     }
 }
 
+/// The reason codes of the PUBACKs the client received.
+fn puback_codes(c: &mut Client, b: &mut Broker) -> Vec<ReasonCode> {
+    let got = c.recv(b).into_iter();
+    let acks = got.filter_map(|p| match p {
+        Packet::PubAck(a) => Some(a.reason_code),
+        _ => None,
+    });
+    acks.collect()
+}
+
 fn json(p: &Publish) -> Value {
     serde_json::from_slice(&p.payload).expect("JSON payload")
 }
@@ -227,14 +237,7 @@ fn a_token_allows_only_its_resources_and_actions() {
         publish("devices/x/t", "x", QoS::AtLeastOnce, Some(2)),
         t0,
     );
-    let acks: Vec<ReasonCode> = c
-        .recv(&mut b)
-        .into_iter()
-        .filter_map(|p| match p {
-            Packet::PubAck(a) => Some(a.reason_code),
-            _ => None,
-        })
-        .collect();
+    let acks = puback_codes(&mut c, &mut b);
     assert_eq!(acks, vec![ReasonCode::Success, ReasonCode::NotAuthorized]);
     // A 3.1.1 client has no negative PUBACK: told why, then closed.
     let mut old = connect(
@@ -868,14 +871,7 @@ fn an_upload_from_a_signature_client_changes_nothing() {
         publish("alerts/x", "still allowed", QoS::AtLeastOnce, Some(2)),
         t0,
     );
-    let acks: Vec<ReasonCode> = c
-        .recv(&mut b)
-        .into_iter()
-        .filter_map(|p| match p {
-            Packet::PubAck(a) => Some(a.reason_code),
-            _ => None,
-        })
-        .collect();
+    let acks = puback_codes(&mut c, &mut b);
     assert_eq!(acks, vec![ReasonCode::Success, ReasonCode::Success]);
     assert!(!c.closed);
 }

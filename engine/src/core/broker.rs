@@ -99,8 +99,6 @@ pub struct Broker {
     pub instance_tag: u64,
     /// Offset of trace `Time` strings from UTC, in minutes.
     pub trace_offset_minutes: i32,
-    /// The last `now` traced and its wall-clock time, in ms.
-    pub(super) trace_clock: (Instant, u64),
     /// What the storage layer must log, drained after every batch.
     pub journal: Journal,
     /// Logged copies held on each shard, shared by all shards (each writes
@@ -157,7 +155,6 @@ impl Broker {
             aliyun: None,
             instance_tag: 0,
             trace_offset_minutes: 0,
-            trace_clock: (now, 0),
             journal: Journal::default(),
             offline_counts: None,
             durable_counts: AHashMap::new(),
@@ -262,15 +259,6 @@ impl Broker {
         }
     }
 
-    /// Milliseconds since the Unix epoch at `now`, for traces: worked out
-    /// once per `now` (a fan-out records many events at one `now`).
-    pub(super) fn trace_millis(&mut self, now: Instant) -> u64 {
-        if self.trace_clock.0 != now || self.trace_clock.1 == 0 {
-            self.trace_clock = (now, self.unix_millis(now));
-        }
-        self.trace_clock.1
-    }
-
     /// The shard's index.
     pub fn shard(&self) -> usize {
         self.shard
@@ -296,7 +284,7 @@ impl Broker {
             Packet::Subscribe(s) => return self.subscribe(id, s, now),
             Packet::Unsubscribe(u) => self.unsubscribe(id, u),
             Packet::PingReq => self.write(id, &Packet::PingResp),
-            Packet::Disconnect(d) => self.disconnect_in(id, d),
+            Packet::Disconnect(d) => self.disconnect_in(id, d, now),
             Packet::Auth(_) => self.fail(
                 id,
                 ReasonCode::ProtocolError,

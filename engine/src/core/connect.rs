@@ -154,7 +154,7 @@ impl Broker {
         generation: u64,
     ) {
         if self.traces.is_on() {
-            let time_ms = self.trace_millis(now);
+            let time_ms = self.unix_millis(now);
             self.traces.record(time_ms, action, info, name, generation);
         }
     }

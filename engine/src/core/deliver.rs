@@ -187,12 +187,12 @@ impl Broker {
             self.limits.session_queue_messages_max,
             self.limits.session_queue_bytes_max,
         );
-        let keep_offline = self.keeps_offline(copy.qos, copy.sub_qos);
+        let aliyun = self.aliyun.is_some();
         let time_ms = match (self.traces.is_on(), enc.trace_ms) {
             (false, _) => None,
             (true, Some(ms)) => Some(ms),
             (true, None) => {
-                enc.trace_ms = Some(self.trace_millis(now));
+                enc.trace_ms = Some(self.unix_millis(now));
                 enc.trace_ms
             }
         };
@@ -201,7 +201,7 @@ impl Broker {
         };
         let (stats, journal) = (&mut self.stats, &mut self.journal);
         let Some(link) = session.link.as_mut() else {
-            if keep_offline {
+            if keeps_offline(aliyun, copy.qos, copy.sub_qos) {
                 let q = Queue {
                     msgs_max,
                     bytes_max,
@@ -258,7 +258,7 @@ impl Broker {
     /// Moves queued messages into the window of connection `id`.
     pub(super) fn drain(&mut self, id: ConnId, now: Instant) {
         let cap = self.limits.inflight_count_max;
-        let time_ms = self.traces.is_on().then(|| self.trace_millis(now));
+        let time_ms = self.traces.is_on().then(|| self.unix_millis(now));
         let (stats, journal, traces) = (&mut self.stats, &mut self.journal, &mut self.traces);
         let Some(Some(session)) = self.sessions.get_mut(id.session as usize) else {
             return;
@@ -390,6 +390,16 @@ fn log_copy(journal: &mut Journal, session: &Session, copy: &Outgoing) -> u64 {
         qos: copy.qos,
         retain: copy.retain,
     })
+}
+
+/// Whether a copy for an offline session is held for it: QoS 1/2 copies;
+/// in the aliyun profile, only QoS 1 copies of QoS 1 subscriptions (QoS 2
+/// with a persistent session "does not take effect" in the product).
+fn keeps_offline(aliyun: bool, copy_qos: QoS, sub_qos: QoS) -> bool {
+    match aliyun {
+        true => copy_qos == QoS::AtLeastOnce && sub_qos != QoS::ExactlyOnce,
+        false => copy_qos != QoS::AtMostOnce,
+    }
 }
 
 /// A session queue's caps.

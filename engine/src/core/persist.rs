@@ -22,7 +22,6 @@ impl Broker {
     pub fn set_wall_clock(&mut self, now: Instant, unix_millis: u64) {
         self.start = now;
         self.start_millis = unix_millis;
-        self.trace_clock = (now, 0);
     }
 
     /// After CONNECT: a persistent session is logged (again, with its

@@ -136,7 +136,7 @@ impl Broker {
         if !self.traces.is_on() {
             return;
         }
-        let time_ms = self.trace_millis(now);
+        let time_ms = self.unix_millis(now);
         let Some(s) = self
             .sessions
             .get(id.session as usize)

@@ -53,7 +53,7 @@ impl Broker {
         }
     }
 
-    pub(super) fn disconnect_in(&mut self, id: ConnId, d: Disconnect) {
+    pub(super) fn disconnect_in(&mut self, id: ConnId, d: Disconnect, now: Instant) {
         let max_expiry = self.limits.session_expiry_secs_max;
         let Some(session) = self.session_mut(id) else {
             return;
@@ -78,17 +78,9 @@ impl Broker {
         link.tx.close();
         let peer = link.aliyun.as_ref().and_then(|a| a.peer);
         let (client, name) = (session.client_id.clone(), session.trace_name);
-        let now = self.last_rx(id);
         let info = Info::DisconnectedByClient;
         self.trace_device(now, Action::Disconnect, info, name, id.generation);
         self.notify(Event::Disconnect, client.as_str(), id.generation, peer, now);
-    }
-
-    /// When connection `id` last sent a packet (the time of the packet
-    /// being handled).
-    fn last_rx(&self, id: ConnId) -> Instant {
-        let link = self.session(id).and_then(|s| s.link.as_ref());
-        link.map_or(self.start, |l| l.last_rx)
     }
 
     /// The connection `id` is gone (closed by either side). Publishes the

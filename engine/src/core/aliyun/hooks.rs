@@ -302,18 +302,18 @@ impl Broker {
         a.registry.apply(change);
         if let Change::RevokeToken { id, .. } = change {
             let holders = self.holders_of(|h| h.claims.id == *id);
-            for (conn, kind) in holders {
+            for (conn, kind, _) in holders {
                 self.invalidate(conn, TokenError::Revoked, kind, "token revoked");
             }
         }
     }
 
     /// Connections holding a token that `pick` selects, with how they
-    /// hold it.
+    /// hold it and when it expires.
     fn holders_of(
         &self,
         mut pick: impl FnMut(&super::token::Held) -> bool,
-    ) -> Vec<(ConnId, Actions)> {
+    ) -> Vec<(ConnId, Actions, u64)> {
         let mut out = Vec::new();
         for (slot, s) in self.sessions.iter().enumerate() {
             let link = s.as_ref().and_then(|s| s.link.as_ref());
@@ -327,7 +327,7 @@ impl Broker {
                     session: slot as u32,
                     generation: link.generation,
                 };
-                out.push((conn, h.kind));
+                out.push((conn, h.kind, h.claims.expire_ms));
             }
         }
         out
@@ -342,13 +342,15 @@ impl Broker {
         };
         let window = a.config.token_expire_notice_secs.saturating_mul(1000);
         let now_ms = self.unix_millis(now);
-        let expired = self.holders_of(|h| h.claims.expire_ms <= now_ms);
-        let due = self.holders_of(|h| !h.noticed && h.claims.expire_ms <= now_ms + window);
-        for (conn, _) in due.into_iter().filter(|d| !expired.contains(d)) {
-            self.notice_expiry(conn, now_ms + window);
-        }
-        for (conn, kind) in expired {
-            self.invalidate(conn, TokenError::Expired, kind, "token expired");
+        // One pass: a token expired, or one due for its notice.
+        let due = |h: &super::token::Held| {
+            h.claims.expire_ms <= now_ms || (!h.noticed && h.claims.expire_ms <= now_ms + window)
+        };
+        for (conn, kind, expire_ms) in self.holders_of(due) {
+            match expire_ms <= now_ms {
+                true => self.invalidate(conn, TokenError::Expired, kind, "token expired"),
+                false => self.notice_expiry(conn, now_ms + window),
+            }
         }
     }
 
@@ -380,16 +382,6 @@ impl Broker {
     pub(in crate::core) fn set_close_info(&mut self, id: ConnId, info: Info) {
         if let Some(link) = self.session_mut(id).and_then(|s| s.link.as_mut()) {
             link.end.get_or_insert(info);
-        }
-    }
-
-    /// Whether a copy held for an offline session is kept: QoS 1 copies
-    /// of QoS 1 subscriptions only, in this profile (QoS 2 with a
-    /// persistent session "does not take effect"; QoS 0 never).
-    pub(in crate::core) fn keeps_offline(&self, copy_qos: QoS, sub_qos: QoS) -> bool {
-        match self.aliyun {
-            Some(_) => copy_qos == QoS::AtLeastOnce && sub_qos != QoS::ExactlyOnce,
-            None => copy_qos != QoS::AtMostOnce,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! record (a name each) that goes into the ring when anything else is
 //! recorded, queried or purged.
 
+use ahash::AHashMap;
 use ringmq_protocol::MqttString;
 
 use super::ring::{Header, Ring, HEADER_WORDS};
@@ -21,12 +22,12 @@ impl TraceName {
     pub const NONE: TraceName = TraceName(u32::MAX);
 }
 
-/// One entry of the name table.
+/// One entry of the name table: one per client id.
 #[derive(Debug)]
 struct Name {
     client: MqttString,
-    /// A session holds it.
-    held: bool,
+    /// Sessions (and refused connections being recorded) holding it.
+    holds: u32,
 }
 
 /// One shard's trace store.
@@ -40,6 +41,9 @@ pub struct Traces {
     gathering: bool,
     /// Client ids events refer to, by [`TraceName`].
     names: Vec<Name>,
+    /// The name of each client id in `names`: a client that comes back, or
+    /// is refused again and again, keeps one name.
+    by_client: AHashMap<MqttString, u32>,
     /// Entries of `names` free for reuse.
     free: Vec<u32>,
     /// Events guaranteed to be kept (when each is a record of its own).
@@ -94,26 +98,33 @@ impl Traces {
         if !self.is_on() {
             return TraceName::NONE;
         }
+        if let Some(&i) = self.by_client.get(client.as_str()) {
+            self.names[i as usize].holds += 1;
+            return TraceName(i);
+        }
         let name = Name {
             client: client.clone(),
-            held: true,
+            holds: 1,
         };
-        match self.free.pop() {
+        let i = match self.free.pop() {
             Some(i) => {
                 self.names[i as usize] = name;
-                TraceName(i)
+                i
             }
             None => {
                 self.names.push(name);
-                TraceName(self.names.len() as u32 - 1)
+                self.names.len() as u32 - 1
             }
-        }
+        };
+        self.by_client.insert(client.clone(), i);
+        TraceName(i)
     }
 
-    /// The session of `name` ended: its entry goes once no event names it.
+    /// One holder of `name` is done with it: the entry goes once nothing
+    /// holds it and no event names it.
     pub fn release(&mut self, name: TraceName) {
         if let Some(n) = self.names.get_mut(name.0 as usize) {
-            n.held = false;
+            n.holds = n.holds.saturating_sub(1);
         }
     }
 
@@ -192,7 +203,8 @@ impl Traces {
             }
         }
         for (i, n) in self.names.iter_mut().enumerate() {
-            if !n.held && !named[i] && !n.client.is_empty() {
+            if n.holds == 0 && !named[i] && !n.client.is_empty() {
+                self.by_client.remove(n.client.as_str());
                 n.client = MqttString::default();
                 self.free.push(i as u32);
             }
@@ -203,7 +215,11 @@ impl Traces {
     pub fn query(&mut self, q: &TraceQuery, naming: &Naming) -> Vec<TraceItem> {
         self.flush();
         let (begin, end) = q.range();
-        let wanted = self.names_of(q);
+        // The name of the client the query is about, if it is about one.
+        let wanted = q.client().map(|c| self.by_client.get(c).copied());
+        if wanted == Some(None) {
+            return Vec::new();
+        }
         let mut out = Vec::new();
         for r in self.ring.iter() {
             let h = r.header;
@@ -214,24 +230,12 @@ impl Traces {
                 continue;
             }
             for name in r.names() {
-                if wanted.as_ref().is_none_or(|w| w.contains(&name)) {
+                if wanted.is_none_or(|w| w == Some(name)) {
                     out.push(item(&h, self.client(name), naming));
                 }
             }
         }
         out
-    }
-
-    /// The names of the client `q` is about, if it is about one (a client
-    /// id may have had several names over time).
-    fn names_of(&self, q: &TraceQuery) -> Option<Vec<u32>> {
-        let client = q.client()?;
-        let all = self.names.iter().enumerate();
-        Some(
-            all.filter(|(_, n)| n.client.as_str() == client)
-                .map(|(i, _)| i as u32)
-                .collect(),
-        )
     }
 
     fn client(&self, name: u32) -> &str {
@@ -394,6 +398,8 @@ mod tests {
         t.record(900, Action::Close, Info::ClosedByClient, c, 1);
         t.purge(1_102);
         assert_eq!(t.len(), 1);
+        assert_eq!(name(&mut t, "GID_a@@@1"), c, "one name per client id");
+        t.release(c);
         t.release(c);
         t.purge(1_102);
         assert_eq!(t.names(), 1, "an event still names it");
