@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ringmq_engine::config::{Config, Profile};
+use ringmq_engine::core::aliyun::registry::DeviceCredential;
 use ringmq_engine::core::aliyun::signin::signature;
 use ringmq_engine::core::trace::answer::Paging;
 use ringmq_engine::instance::registrar::now_ms;
@@ -53,6 +54,17 @@ fn client(port: u16, id: &str, user: &str, password: &str) -> (Client, Connectio
     o.set_keep_alive(Duration::from_secs(30));
     o.set_credentials(user, password);
     Client::new(o, 100)
+}
+
+/// A 3.1.1 client signed in with device credential `c`.
+fn device(port: u16, c: &DeviceCredential) -> (Client, Connection) {
+    let user = format!("DeviceCredential|{}|{INSTANCE}", c.key_id);
+    client(
+        port,
+        &c.client_id,
+        &user,
+        &signature(&c.secret, &c.client_id),
+    )
 }
 
 fn signed(port: u16, id: &str) -> (Client, Connection) {
@@ -159,23 +171,12 @@ fn registry_changes_decide_who_connects_and_where_they_publish_and_survive_a_res
         Some(cred.clone()),
         "registered once"
     );
-    let dc_user = |key: &str| format!("DeviceCredential|{key}|{INSTANCE}");
-    let (_c, mut conn) = client(
-        port,
-        "GID_sensor@@@dc",
-        &dc_user(&cred.key_id),
-        &signature(&cred.secret, "GID_sensor@@@dc"),
-    );
+    let (_c, mut conn) = device(port, &cred);
     connected(&mut conn).expect("DeviceCredential sign-in");
     let fresh = reg
         .refresh_device_credential("GID_sensor@@@dc")
         .expect("refresh");
-    let (_c, mut old) = client(
-        port,
-        "GID_sensor@@@dc",
-        &dc_user(&cred.key_id),
-        &signature(&cred.secret, "GID_sensor@@@dc"),
-    );
+    let (_c, mut old) = device(port, &cred);
     refused_not_authorized(&mut old);
     // Group IDs and parent topics.
     let (_c, mut early) = signed(port, "GID_new-group@@@x");
@@ -212,21 +213,11 @@ fn registry_changes_decide_who_connects_and_where_they_publish_and_survive_a_res
         .iter()
         .any(|(g, _)| g == "GID_new-group"));
     assert!(reg.list_parent_topics().iter().any(|(t, _)| t == "factory"));
-    let (_c, mut conn) = client(
-        port,
-        "GID_sensor@@@dc",
-        &dc_user(&fresh.key_id),
-        &signature(&fresh.secret, "GID_sensor@@@dc"),
-    );
+    let (_c, mut conn) = device(port, &fresh);
     connected(&mut conn).expect("the refreshed credential after a restart");
     reg.unregister_device_credential("GID_sensor@@@dc")
         .expect("unregister");
-    let (_c, mut gone) = client(
-        port,
-        "GID_sensor@@@dc",
-        &dc_user(&fresh.key_id),
-        &signature(&fresh.secret, "GID_sensor@@@dc"),
-    );
+    let (_c, mut gone) = device(port, &fresh);
     refused_not_authorized(&mut gone);
     reg.delete_group_id("GID_new-group").expect("DeleteGroupId");
     let (_c, mut late) = signed(port, "GID_new-group@@@y");

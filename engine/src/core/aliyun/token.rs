@@ -230,12 +230,17 @@ impl Grant {
         })
     }
 
-    /// The tokens held, once each.
-    pub fn held(&self) -> impl Iterator<Item = &Held> {
-        let same = match (&self.read, &self.write) {
+    /// Whether one token (presented as `RW`) stands for both.
+    fn one_token(&self) -> bool {
+        match (&self.read, &self.write) {
             (Some(r), Some(w)) => r.claims.id == w.claims.id,
             _ => false,
-        };
+        }
+    }
+
+    /// The tokens held, once each.
+    pub fn held(&self) -> impl Iterator<Item = &Held> {
+        let same = self.one_token();
         self.read
             .iter()
             .chain(self.write.iter().filter(move |_| !same))
@@ -243,10 +248,7 @@ impl Grant {
 
     /// The tokens held, once each, mutably.
     pub fn held_mut(&mut self) -> impl Iterator<Item = &mut Held> {
-        let same = match (&self.read, &self.write) {
-            (Some(r), Some(w)) => r.claims.id == w.claims.id,
-            _ => false,
-        };
+        let same = self.one_token();
         self.read
             .iter_mut()
             .chain(self.write.iter_mut().filter(move |_| !same))
