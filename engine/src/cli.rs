@@ -19,6 +19,10 @@ pub struct Args {
     /// Address to accept MQTT over TCP on; repeat for several.
     #[arg(short, long, value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
+    /// Address of the admin HTTP endpoint (OpenAPI, metrics, status
+    /// page); an empty string turns it off.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
     /// Shards (one per core by default).
     #[arg(long)]
     pub shards: Option<usize>,
@@ -159,6 +163,9 @@ fn effective_config(args: &Args) -> Result<Config, crate::config::ConfigError> {
     };
     if !args.listen.is_empty() {
         config.listeners.tcp.clone_from(&args.listen);
+    }
+    if let Some(addr) = &args.admin_listen {
+        config.admin.listen.clone_from(addr);
     }
     if let Some(n) = args.shards {
         config.shards = n;

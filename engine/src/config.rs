@@ -53,18 +53,50 @@ pub struct Config {
     pub trace: TraceConfig,
 }
 
-/// The admin HTTP endpoint (OpenAPI, metrics).
+/// The admin HTTP endpoint (the OpenAPI, metrics, health, status page)
+/// and the `$SYS` topics. Every bound keeps a slow or hostile HTTP client
+/// away from the shards: the endpoint has its own thread.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Admin {
     /// Address to serve on; empty: no endpoint.
     pub listen: String,
+    /// Largest request body accepted (413 above).
+    pub body_bytes_max: usize,
+    /// Largest request head (request line and headers) accepted.
+    pub header_bytes_max: usize,
+    /// Requests handled at once; more get 503 `Throttling`.
+    pub requests_concurrent_max: usize,
+    /// Open HTTP connections; more wait in the listen backlog.
+    pub connections_max: usize,
+    /// Time for a whole request: head, body, answer (504 after).
+    pub request_timeout_secs: u64,
+    /// Time an idle keep-alive connection is kept.
+    pub idle_timeout_secs: u64,
+    /// OpenAPI signatures: accepted timestamps lie within this of the
+    /// server's clock (the product's 15 minutes).
+    pub signature_window_secs: u64,
+    /// Nonces remembered for the replay check (about 40 bytes each);
+    /// when full, signed requests get 503 `Throttling`.
+    pub nonces_max: usize,
+    /// `$SYS/broker/…` topics are published (retained) this often; 0:
+    /// never.
+    pub sys_interval_secs: u64,
 }
 
 impl Default for Admin {
     fn default() -> Self {
         Admin {
             listen: "127.0.0.1:18083".into(),
+            body_bytes_max: 64 << 10,
+            header_bytes_max: 16 << 10,
+            requests_concurrent_max: 64,
+            connections_max: 256,
+            request_timeout_secs: 10,
+            idle_timeout_secs: 30,
+            signature_window_secs: 900,
+            nonces_max: 1_000_000,
+            sys_interval_secs: 10,
         }
     }
 }
@@ -266,6 +298,21 @@ impl Config {
         }
         if self.shards > 64 {
             return bad("shards: at most 64");
+        }
+        let a = &self.admin;
+        if !a.listen.is_empty() && a.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("admin.listen: an address such as 127.0.0.1:18083, or empty");
+        }
+        if a.requests_concurrent_max == 0 || a.connections_max == 0 || a.nonces_max == 0 {
+            return bad("admin.requests_concurrent_max, connections_max, nonces_max: at least 1");
+        }
+        if a.header_bytes_max < 8192 || a.body_bytes_max < 1024 {
+            return bad(
+                "admin.header_bytes_max: at least 8192; admin.body_bytes_max: at least 1024",
+            );
+        }
+        if a.request_timeout_secs == 0 || a.idle_timeout_secs == 0 {
+            return bad("admin.request_timeout_secs and admin.idle_timeout_secs: at least 1");
         }
         if l.packet_bytes_max < 64 {
             return bad("limits.packet_bytes_max: at least 64");

@@ -5,6 +5,7 @@
 //! and flags.
 
 pub mod acl;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod core;

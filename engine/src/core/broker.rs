@@ -91,6 +91,8 @@ pub struct Broker {
     pub outbox: Vec<Vec<Remote>>,
     /// Counters.
     pub stats: Stats,
+    /// Latencies and storage gauges.
+    pub metrics: super::metrics::Metrics,
     /// The trace store.
     pub traces: Traces,
     /// The Alibaba Cloud profile, when it is on.
@@ -151,6 +153,7 @@ impl Broker {
             retained: Retained::default(),
             outbox: (0..shards).map(|_| Vec::new()).collect(),
             stats: Stats::default(),
+            metrics: Default::default(),
             traces: Traces::default(),
             aliyun: None,
             instance_tag: 0,

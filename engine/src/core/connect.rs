@@ -99,6 +99,7 @@ impl Broker {
             Ok(grant) => grant,
             Err((code, info)) => {
                 self.stats.connects_refused += 1;
+                self.stats.refused_by_code.add(code as u8);
                 if info == Info::NotAuthorized {
                     self.stats.signins_refused += 1;
                 }

@@ -502,6 +502,7 @@ pub(super) fn write_copy(
         return false;
     }
     stats.deliveries += 1;
+    stats.sent.add(copy.qos, message.payload.len());
     if copy.qos == QoS::AtMostOnce && extra.is_empty() {
         let cached = &mut enc.qos0[vi(v)][usize::from(copy.retain)];
         let frame = cached.get_or_insert_with(|| {
@@ -565,6 +566,7 @@ fn write_with_expiry(
         return false;
     }
     stats.deliveries += 1;
+    stats.sent.add(copy.qos, message.payload.len());
     link.tx.push_shared(buf.freeze());
     true
 }

@@ -130,8 +130,11 @@ impl Broker {
 
     /// A retained message was stored or cleared on this shard: logged if
     /// this shard owns its topic (one log per topic, so one order).
+    /// `$SYS/` topics are the broker's own figures, published again every
+    /// `sys_interval_secs`: never logged.
     pub(super) fn log_retained(&mut self, message: &Arc<Message>) {
-        if self.journal.enabled && self.owns_topic(message.topic.as_str()) {
+        let topic = message.topic.as_str();
+        if self.journal.enabled && self.owns_topic(topic) && !topic.starts_with("$SYS/") {
             self.journal.push(Entry::Retain(Arc::clone(message)));
         }
     }

@@ -20,6 +20,7 @@ const COPY_PAYLOAD_BYTES_MAX: usize = 4096;
 impl Broker {
     pub(super) fn publish_in(&mut self, id: ConnId, mut p: Publish, now: Instant) {
         self.stats.publishes_in += 1;
+        self.stats.received.add(p.qos, p.payload.len());
         let Some(topic) = self.resolve_alias(id, &mut p) else {
             return;
         };
@@ -196,6 +197,7 @@ impl Broker {
         if wait || held.iter().any(|(c, _)| *c == id) {
             held.push((id, packet));
         } else {
+            self.metrics.ack_latency.record(Duration::ZERO);
             self.write(id, &packet);
         }
     }

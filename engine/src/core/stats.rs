@@ -1,6 +1,8 @@
 //! Counters of one shard. Each is a plain integer owned by the shard; the
 //! admin endpoint sums them across shards.
 
+use super::metrics::{CodeCounts, PerQos};
+
 /// What happened on one shard since it started.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
@@ -18,6 +20,13 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// PUBLISH packets received from clients.
     pub publishes_in: u64,
+    /// PUBLISH packets received from clients, per QoS, with payload bytes.
+    pub received: PerQos,
+    /// Copies written to connections, per QoS of the copy, with payload
+    /// bytes.
+    pub sent: PerQos,
+    /// CONNECTs refused, by (v5) reason code of the CONNACK.
+    pub refused_by_code: CodeCounts,
     /// Message copies handed to connections.
     pub deliveries: u64,
     /// QoS 0 copies dropped because a connection's output was full.
@@ -66,4 +75,75 @@ pub struct Stats {
     /// QoS 1/2 copies for offline sessions that the aliyun profile does
     /// not keep (QoS 2 copies, and copies of QoS 2 subscriptions).
     pub dropped_offline_rule: u64,
+}
+
+impl Stats {
+    /// Adds `other`'s counts (the sum over shards). Every field is named,
+    /// so a new counter cannot be left out.
+    pub fn merge(&mut self, other: &Stats) {
+        let Stats {
+            connects,
+            connects_refused,
+            signins_refused,
+            connects_malformed,
+            protocol_errors,
+            publishes_in,
+            received,
+            sent,
+            refused_by_code,
+            deliveries,
+            dropped_qos0,
+            dropped_queue_full,
+            dropped_too_large,
+            dropped_expired,
+            dropped_no_member,
+            dropped_offline_cap,
+            dropped_offline_retention,
+            refused_storage,
+            dropped_retained,
+            denied,
+            wills,
+            sessions_expired,
+            keep_alive_timeouts,
+            takeovers,
+            publishes_refused,
+            tokens_invalidated,
+            notices,
+            events_published,
+            p2p_delivered,
+            p2p_no_target,
+            dropped_offline_rule,
+        } = other;
+        self.connects += connects;
+        self.connects_refused += connects_refused;
+        self.signins_refused += signins_refused;
+        self.connects_malformed += connects_malformed;
+        self.protocol_errors += protocol_errors;
+        self.publishes_in += publishes_in;
+        self.received.merge(received);
+        self.sent.merge(sent);
+        self.refused_by_code.merge(refused_by_code);
+        self.deliveries += deliveries;
+        self.dropped_qos0 += dropped_qos0;
+        self.dropped_queue_full += dropped_queue_full;
+        self.dropped_too_large += dropped_too_large;
+        self.dropped_expired += dropped_expired;
+        self.dropped_no_member += dropped_no_member;
+        self.dropped_offline_cap += dropped_offline_cap;
+        self.dropped_offline_retention += dropped_offline_retention;
+        self.refused_storage += refused_storage;
+        self.dropped_retained += dropped_retained;
+        self.denied += denied;
+        self.wills += wills;
+        self.sessions_expired += sessions_expired;
+        self.keep_alive_timeouts += keep_alive_timeouts;
+        self.takeovers += takeovers;
+        self.publishes_refused += publishes_refused;
+        self.tokens_invalidated += tokens_invalidated;
+        self.notices += notices;
+        self.events_published += events_published;
+        self.p2p_delivered += p2p_delivered;
+        self.p2p_no_target += p2p_no_target;
+        self.dropped_offline_rule += dropped_offline_rule;
+    }
 }

@@ -28,6 +28,7 @@ pub struct Instance {
     running: shard::Running,
     registrar: Option<Arc<Registrar>>,
     config: Arc<Config>,
+    admin: Option<crate::admin::Admin>,
 }
 
 impl Instance {
@@ -46,11 +47,26 @@ impl Instance {
             let controls = running.controls().clone();
             Arc::new(Registrar::new(p, controls, config.aliyun.clone()))
         });
-        Ok(Instance {
+        let mut instance = Instance {
             running,
             registrar,
             config,
-        })
+            admin: None,
+        };
+        match crate::admin::Admin::start(instance.handle(), Arc::clone(&instance.config)) {
+            Ok(admin) => instance.admin = Some(admin),
+            Err(e) => {
+                instance.shutdown();
+                let _ = instance.running.wait();
+                return Err(e);
+            }
+        }
+        Ok(instance)
+    }
+
+    /// The admin endpoint's address, if it serves one.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().and_then(crate::admin::Admin::addr)
     }
 
     /// The configuration in force.
@@ -73,9 +89,14 @@ impl Instance {
         self.controls().shutdown();
     }
 
-    /// Waits until the broker has stopped.
-    pub fn wait(self) -> Result<(), RunError> {
-        self.running.wait()
+    /// Waits until the broker has stopped (the admin endpoint stops
+    /// with it).
+    pub fn wait(mut self) -> Result<(), RunError> {
+        let result = self.running.wait();
+        if let Some(mut admin) = self.admin.take() {
+            admin.stop();
+        }
+        result
     }
 
     /// What other threads hold to reach the broker: the control plane,

@@ -178,12 +178,16 @@ impl Shard {
         if acks.is_empty() {
             return;
         }
+        let held_at = Instant::now();
         self.kick();
         self.barrier().await;
         if let Some(storage) = self.storage.as_ref().filter(|s| s.flush() == Flush::Always) {
             storage.synced().await;
         }
-        self.broker.borrow_mut().release_acks(acks);
+        let mut broker = self.broker.borrow_mut();
+        let n = acks.len() as u64;
+        broker.metrics.ack_latency.record_n(held_at.elapsed(), n);
+        broker.release_acks(acks);
     }
 
     /// Under `flush = always`, a barrier from a peer is answered once this

@@ -82,6 +82,12 @@ impl Storage {
         (epoch, pending)
     }
 
+    /// Bytes of both logs on disk.
+    pub(super) fn bytes(&self) -> u64 {
+        let logs = self.logs.borrow();
+        logs.state.bytes() + logs.offline.bytes()
+    }
+
     /// A sync that wrote something took `took`.
     fn count_sync(&self, took: Duration) {
         let (n, total, max) = self.syncs.get();
@@ -134,7 +140,12 @@ pub(super) async fn sync_loop(shard: Rc<Shard>) {
     };
     loop {
         storage.sync_asked(timeout).await;
-        storage.retry_full(&mut shard.broker.borrow_mut());
+        {
+            let mut broker = shard.broker.borrow_mut();
+            storage.retry_full(&mut broker);
+            broker.metrics.log_bytes = storage.bytes();
+            broker.metrics.log_errors = storage.errors.get();
+        }
         if let Some((state, (dir, index, bytes))) = storage.spare_wanted() {
             let made = glommio::executor()
                 .spawn_blocking(move || Segment::create(&dir, index, bytes))
@@ -155,14 +166,17 @@ pub(super) async fn sync_loop(shard: Rc<Shard>) {
         if storage.flush() == Flush::Always && !asked {
             continue;
         }
-        sync_once(storage).await;
+        if let Some(took) = sync_once(storage).await {
+            shard.broker.borrow_mut().metrics.sync_latency.record(took);
+        }
     }
 }
 
 /// One sync of everything written: msync, then the synced pages leave the
-/// RSS; on the blocking thread.
-async fn sync_once(storage: &Storage) {
+/// RSS; on the blocking thread. Returns how long it took, if it wrote.
+async fn sync_once(storage: &Storage) -> Option<Duration> {
     let (epoch, pending) = storage.begin_sync();
+    let mut took = None;
     let result = match pending.is_empty() {
         true => Ok(()),
         false => {
@@ -174,9 +188,11 @@ async fn sync_once(storage: &Storage) {
                     r
                 })
                 .await;
+            took = Some(started.elapsed());
             storage.count_sync(started.elapsed());
             r
         }
     };
     storage.end_sync(epoch, result);
+    took
 }

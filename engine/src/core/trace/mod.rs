@@ -8,7 +8,7 @@
 pub mod answer;
 mod ring;
 mod store;
-mod time;
+pub mod time;
 
 pub use store::{TraceName, Traces};
 pub use time::format_time;

@@ -1,0 +1,109 @@
+//! What every request of the admin endpoint shares: the broker's handle,
+//! the config, the bounds, the signature verifier and the status page's
+//! last sample.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
+use super::openapi::error::ApiError;
+use super::openapi::sign::Verifier;
+use crate::config::Config;
+use crate::core::metrics::{Histogram, Observed};
+use crate::instance::Handle;
+use crate::shard::NoAnswer;
+
+/// How long a query of the shards' figures waits.
+const OBSERVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The endpoint's shared state.
+#[derive(Debug)]
+pub struct App {
+    /// The broker.
+    pub handle: Handle,
+    /// The config in force.
+    pub config: Arc<Config>,
+    /// Permits for requests handled at once.
+    requests: Arc<Semaphore>,
+    /// When the endpoint started (uptime).
+    pub started: Instant,
+    verifier: Mutex<Verifier>,
+    /// The acknowledgement latency at the last status sample.
+    last_ack: Mutex<Option<Histogram>>,
+    /// OpenAPI requests answered.
+    counts: Mutex<Counts>,
+}
+
+/// OpenAPI requests answered, by outcome.
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    /// Answered with success.
+    pub ok: u64,
+    /// Refused, by error code.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl App {
+    /// The state for `handle` and `config`.
+    pub fn new(handle: Handle, config: Arc<Config>) -> App {
+        let a = &config.admin;
+        App {
+            requests: Arc::new(Semaphore::new(a.requests_concurrent_max)),
+            verifier: Mutex::new(Verifier::new(a.signature_window_secs, a.nonces_max)),
+            last_ack: Mutex::new(None),
+            counts: Mutex::new(Counts::default()),
+            started: Instant::now(),
+            handle,
+            config,
+        }
+    }
+
+    /// A permit to handle one more request, if under
+    /// `requests_concurrent_max`.
+    pub fn requests_permit(self: Arc<Self>) -> Result<OwnedSemaphorePermit, TryAcquireError> {
+        Arc::clone(&self.requests).try_acquire_owned()
+    }
+
+    /// The signature verifier (held for one check: microseconds).
+    pub fn verifier(&self) -> MutexGuard<'_, Verifier> {
+        self.verifier.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every shard's figures, in shard order (blocking: call it on the
+    /// blocking pool).
+    pub fn observe(&self) -> Result<Vec<Observed>, NoAnswer> {
+        self.handle
+            .controls()
+            .call_all(|b, _| b.observe(), OBSERVE_TIMEOUT)
+    }
+
+    /// The acknowledgement latencies recorded since the previous call.
+    pub fn ack_since_last(&self, now: &Histogram) -> Histogram {
+        let mut last = self.last_ack.lock().unwrap_or_else(|e| e.into_inner());
+        let delta = match last.as_ref() {
+            Some(before) => now.since(before),
+            None => Histogram::default(),
+        };
+        *last = Some(now.clone());
+        delta
+    }
+
+    /// Counts one answered OpenAPI request.
+    pub fn count(&self, _action: &str, error: Option<&ApiError>) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        match error {
+            None => c.ok += 1,
+            Some(e) => *c.errors.entry(e.code.clone()).or_insert(0) += 1,
+        }
+    }
+
+    /// A copy of the OpenAPI counts.
+    pub fn counts(&self) -> Counts {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}

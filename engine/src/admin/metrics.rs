@@ -1,0 +1,331 @@
+//! `GET /metrics`: the shards' figures in Prometheus's text exposition
+//! format (version 0.0.4), names per its conventions: `ringmq_` prefix,
+//! base units (seconds, bytes), `_total` on counters.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use hyper::StatusCode;
+
+use super::app::App;
+use super::server::{answer, Answer};
+use crate::core::metrics::{Histogram, Observed, PerQos, BUCKETS};
+use crate::core::stats::Stats;
+
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Answers a scrape.
+pub(crate) async fn serve(app: Arc<App>) -> Answer {
+    let probe = Arc::clone(&app);
+    let shards = tokio::task::spawn_blocking(move || probe.observe()).await;
+    match shards {
+        Ok(Ok(shards)) => answer(StatusCode::OK, TEXT_FORMAT, render(&app, &shards)),
+        _ => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "the shards did not answer\n",
+        ),
+    }
+}
+
+/// The exposition of `shards`.
+pub(crate) fn render(app: &App, shards: &[Observed]) -> String {
+    let mut w = Writer(String::with_capacity(16 << 10));
+    let total = Observed::total(shards);
+    let version = env!("CARGO_PKG_VERSION");
+    let profile = format!("{:?}", app.config.profile).to_ascii_lowercase();
+    w.family("ringmq_info", "gauge", "The broker's version and profile.");
+    w.line(
+        "ringmq_info",
+        &format!("version=\"{version}\",profile=\"{profile}\""),
+        1.0,
+    );
+    w.single(
+        "ringmq_uptime_seconds",
+        "gauge",
+        "Seconds since the broker started.",
+        app.started.elapsed().as_secs_f64(),
+    );
+    w.single(
+        "ringmq_shards",
+        "gauge",
+        "Shards (one per core).",
+        shards.len() as f64,
+    );
+    per_shard(&mut w, shards);
+    w.single(
+        "ringmq_retained_messages",
+        "gauge",
+        "Topics with a retained message.",
+        total.retained as f64,
+    );
+    per_qos(
+        &mut w,
+        "ringmq_messages_received_total",
+        "PUBLISH packets received from clients, by QoS.",
+        &total.stats.received,
+        false,
+    );
+    per_qos(
+        &mut w,
+        "ringmq_received_payload_bytes_total",
+        "Payload bytes of PUBLISH packets received, by QoS.",
+        &total.stats.received,
+        true,
+    );
+    per_qos(
+        &mut w,
+        "ringmq_messages_sent_total",
+        "Message copies written to clients, by QoS of the copy.",
+        &total.stats.sent,
+        false,
+    );
+    per_qos(
+        &mut w,
+        "ringmq_sent_payload_bytes_total",
+        "Payload bytes of message copies written, by QoS.",
+        &total.stats.sent,
+        true,
+    );
+    counters(&mut w, &total.stats);
+    drops(&mut w, &total.stats);
+    refusals(&mut w, &total.stats);
+    w.single(
+        "ringmq_offline_messages",
+        "gauge",
+        "Message copies held for persistent sessions.",
+        total.offline_messages as f64,
+    );
+    w.single(
+        "ringmq_log_bytes",
+        "gauge",
+        "Bytes of the shards' logs on disk.",
+        total.metrics.log_bytes as f64,
+    );
+    w.single(
+        "ringmq_log_errors_total",
+        "counter",
+        "Failed writes and syncs of the logs.",
+        total.metrics.log_errors as f64,
+    );
+    w.single(
+        "ringmq_mesh_backlog_messages",
+        "gauge",
+        "Messages waiting to go to other shards.",
+        total.mesh_backlog_messages as f64,
+    );
+    w.single(
+        "ringmq_mesh_backlog_bytes",
+        "gauge",
+        "Bytes of messages waiting to go to other shards.",
+        total.mesh_backlog_bytes as f64,
+    );
+    api(&mut w, app);
+    histogram(&mut w, "ringmq_publish_ack_seconds", "From handling a QoS 1/2 PUBLISH to writing its PUBACK/PUBREC (waits for other shards and syncs).", &total.metrics.ack_latency);
+    histogram(
+        &mut w,
+        "ringmq_log_sync_seconds",
+        "Duration of each sync of the logs to disk.",
+        &total.metrics.sync_latency,
+    );
+    w.0
+}
+
+fn per_shard(w: &mut Writer, shards: &[Observed]) {
+    w.family(
+        "ringmq_connections",
+        "gauge",
+        "Connected clients, by shard.",
+    );
+    for o in shards {
+        w.line(
+            "ringmq_connections",
+            &format!("shard=\"{}\"", o.shard),
+            o.connections as f64,
+        );
+    }
+    w.family(
+        "ringmq_sessions",
+        "gauge",
+        "Sessions, connected or not, by shard.",
+    );
+    for o in shards {
+        w.line(
+            "ringmq_sessions",
+            &format!("shard=\"{}\"", o.shard),
+            o.sessions as f64,
+        );
+    }
+}
+
+fn per_qos(w: &mut Writer, name: &str, help: &str, q: &PerQos, bytes: bool) {
+    w.family(name, "counter", help);
+    for qos in 0..3 {
+        let v = if bytes { q.bytes[qos] } else { q.messages[qos] };
+        w.line(name, &format!("qos=\"{qos}\""), v as f64);
+    }
+}
+
+fn counters(w: &mut Writer, s: &Stats) {
+    let rows: [(&str, &str, u64); 14] = [
+        ("ringmq_connects_total", "CONNECTs accepted.", s.connects),
+        (
+            "ringmq_connects_malformed_total",
+            "Connections closed before a valid CONNECT.",
+            s.connects_malformed,
+        ),
+        (
+            "ringmq_auth_failures_total",
+            "CONNECTs refused because the sign-in failed.",
+            s.signins_refused,
+        ),
+        (
+            "ringmq_protocol_errors_total",
+            "Connections ended by the broker for a protocol violation or a limit.",
+            s.protocol_errors,
+        ),
+        (
+            "ringmq_deliveries_total",
+            "Message copies handed to connections.",
+            s.deliveries,
+        ),
+        ("ringmq_wills_total", "Will messages published.", s.wills),
+        (
+            "ringmq_sessions_expired_total",
+            "Sessions that expired.",
+            s.sessions_expired,
+        ),
+        (
+            "ringmq_keep_alive_timeouts_total",
+            "Connections closed for silence past 1.5 x keep-alive.",
+            s.keep_alive_timeouts,
+        ),
+        (
+            "ringmq_takeovers_total",
+            "Sessions taken over by a new connection with the same client id.",
+            s.takeovers,
+        ),
+        (
+            "ringmq_tokens_invalidated_total",
+            "Connections closed because their token expired or was revoked.",
+            s.tokens_invalidated,
+        ),
+        (
+            "ringmq_notices_total",
+            "$SYS token notices sent.",
+            s.notices,
+        ),
+        (
+            "ringmq_events_published_total",
+            "Online/offline events published.",
+            s.events_published,
+        ),
+        (
+            "ringmq_p2p_delivered_total",
+            "P2P messages handed to their target's session.",
+            s.p2p_delivered,
+        ),
+        (
+            "ringmq_p2p_no_target_total",
+            "P2P messages whose target has no session.",
+            s.p2p_no_target,
+        ),
+    ];
+    for (name, help, v) in rows {
+        w.single(name, "counter", help, v as f64);
+    }
+}
+
+fn drops(w: &mut Writer, s: &Stats) {
+    let name = "ringmq_dropped_messages_total";
+    w.family(name, "counter", "Message copies not delivered, by reason.");
+    let rows: [(&str, u64); 9] = [
+        ("qos0_backpressure", s.dropped_qos0),
+        ("queue_full", s.dropped_queue_full),
+        ("too_large", s.dropped_too_large),
+        ("expired", s.dropped_expired),
+        ("no_member", s.dropped_no_member),
+        ("offline_cap", s.dropped_offline_cap),
+        ("offline_retention", s.dropped_offline_retention),
+        ("offline_rule", s.dropped_offline_rule),
+        ("retained_cap", s.dropped_retained),
+    ];
+    for (reason, v) in rows {
+        w.line(name, &format!("reason=\"{reason}\""), v as f64);
+    }
+}
+
+fn refusals(w: &mut Writer, s: &Stats) {
+    let name = "ringmq_connects_refused_total";
+    w.family(
+        name,
+        "counter",
+        "CONNECTs refused, by CONNACK reason code (MQTT 5 numbering).",
+    );
+    for &(code, n) in &s.refused_by_code.0 {
+        w.line(name, &format!("code=\"0x{code:02x}\""), n as f64);
+    }
+    let name = "ringmq_publishes_refused_total";
+    w.family(name, "counter", "PUBLISH packets refused, by reason.");
+    let rows: [(&str, u64); 3] = [
+        ("storage", s.refused_storage),
+        ("not_authorized", s.denied),
+        ("profile_rules", s.publishes_refused),
+    ];
+    for (reason, v) in rows {
+        w.line(name, &format!("reason=\"{reason}\""), v as f64);
+    }
+}
+
+fn api(w: &mut Writer, app: &App) {
+    let counts = app.counts();
+    let name = "ringmq_openapi_requests_total";
+    w.family(
+        name,
+        "counter",
+        "OpenAPI requests answered, by result (an error code, or OK).",
+    );
+    w.line(name, "code=\"OK\"", counts.ok as f64);
+    for (code, n) in &counts.errors {
+        let code: String = code
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
+            .collect();
+        w.line(name, &format!("code=\"{code}\""), *n as f64);
+    }
+}
+
+fn histogram(w: &mut Writer, name: &str, help: &str, h: &Histogram) {
+    w.family(name, "histogram", help);
+    let mut cumulative = 0;
+    for i in 0..BUCKETS {
+        cumulative += h.counts[i];
+        let le = format!("le=\"{}\"", Histogram::bound_secs(i));
+        w.line(&format!("{name}_bucket"), &le, cumulative as f64);
+    }
+    let count = h.count();
+    w.line(&format!("{name}_bucket"), "le=\"+Inf\"", count as f64);
+    w.line(&format!("{name}_sum"), "", h.sum_micros as f64 / 1e6);
+    w.line(&format!("{name}_count"), "", count as f64);
+}
+
+/// The exposition being written.
+struct Writer(String);
+
+impl Writer {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn line(&mut self, name: &str, labels: &str, value: f64) {
+        let _ = match labels.is_empty() {
+            true => writeln!(self.0, "{name} {value}"),
+            false => writeln!(self.0, "{name}{{{labels}}} {value}"),
+        };
+    }
+
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.line(name, "", value);
+    }
+}
