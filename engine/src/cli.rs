@@ -67,6 +67,23 @@ pub enum Command {
         #[arg(long)]
         expire_secs: u64,
     },
+    /// Call the admin endpoint's OpenAPI (aliyun profile): signs ACTION
+    /// with an access key of the config file and prints the JSON answer;
+    /// exits 1 if it is an error. Example:
+    /// `ringmq -c ringmq.toml api QuerySessionByClientId ClientId=GID_x@@@d1`
+    /// (InstanceId is added from the config unless given).
+    Api {
+        /// The action, e.g. `ListGroupId`.
+        action: String,
+        /// Parameters as `Name=Value` (arrays as `Name.1=…`).
+        params: Vec<String>,
+        /// AccessKeyId (default: the first of `[[aliyun.access_keys]]`).
+        #[arg(long)]
+        access_key: Option<String>,
+        /// `host:port` of the endpoint (default: `admin.listen`).
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
 }
 
 /// Runs the command line; the binary's `main`.
@@ -102,6 +119,21 @@ pub fn main() -> ExitCode {
             expire_ms: crate::instance::registrar::now_ms() + expire_secs * 1000,
         };
         return mint_token(&config, request);
+    }
+    if let Some(Command::Api {
+        action,
+        params,
+        access_key,
+        endpoint,
+    }) = &args.command
+    {
+        return api(
+            &config,
+            action,
+            params,
+            access_key.as_deref(),
+            endpoint.as_deref(),
+        );
     }
     if args.print_config {
         match toml::to_string_pretty(&config) {
@@ -151,6 +183,53 @@ fn mint_token(config: &Config, request: crate::core::aliyun::TokenRequest<'_>) -
         }
         Err(e) => {
             eprintln!("ringmq token: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `ringmq api`: one signed OpenAPI call; prints the answer.
+fn api(
+    config: &Config,
+    action: &str,
+    params: &[String],
+    access_key: Option<&str>,
+    endpoint: Option<&str>,
+) -> ExitCode {
+    let keys = &config.aliyun.access_keys;
+    let key = match access_key {
+        Some(id) => keys.iter().find(|k| k.id == id),
+        None => keys.first(),
+    };
+    let Some(key) = key else {
+        eprintln!("ringmq api: no such access key in [[aliyun.access_keys]] of the config");
+        return ExitCode::from(2);
+    };
+    let mut pairs = Vec::with_capacity(params.len() + 1);
+    for p in params {
+        let Some((k, v)) = p.split_once('=') else {
+            eprintln!("ringmq api: {p}: parameters are Name=Value");
+            return ExitCode::from(2);
+        };
+        pairs.push((k.to_owned(), v.to_owned()));
+    }
+    if !pairs.iter().any(|(k, _)| k == "InstanceId") {
+        pairs.push(("InstanceId".into(), config.aliyun.instance_id.clone()));
+    }
+    let endpoint = endpoint.unwrap_or(&config.admin.listen);
+    match crate::admin::client::call(endpoint, &key.id, &key.secret, action, &pairs) {
+        Ok(reply) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", reply.body);
+            }
+            match reply.status {
+                200..=299 => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            }
+        }
+        Err(e) => {
+            eprintln!("ringmq api: {e}");
             ExitCode::from(2)
         }
     }

@@ -9,8 +9,14 @@ use ringmq_protocol::{Packet, ProtocolVersion, ReasonCode};
 use support::{Broker, Raw};
 
 fn second(args: &[&str]) -> (Option<i32>, String) {
+    let admin = args.contains(&"--admin-listen");
     let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
         .args(args)
+        .args(if admin {
+            &[][..]
+        } else {
+            &["--admin-listen", ""][..]
+        })
         .output()
         .expect("run a second ringmq");
     (
@@ -47,6 +53,25 @@ fn a_second_broker_on_the_same_port_is_refused() {
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot listen on"), "{err}");
     let _ = std::fs::remove_dir_all(other);
+}
+
+#[test]
+fn a_busy_admin_port_stops_the_broker_with_a_message() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let admin = taken.local_addr().expect("addr").to_string();
+    let dir = support::temp_dir("adminport");
+    let port = support::free_port().to_string();
+    let (code, err) = second(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        dir.join("data").to_str().expect("utf-8"),
+        "--admin-listen",
+        &admin,
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("(admin.listen)"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -42,7 +42,7 @@ cleanup() {
 trap cleanup EXIT
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-"$bin" --listen "$host:$port" --data-dir "$work/data" --shards 2 --log-level info \
+"$bin" --listen "$host:$port" --admin-listen "" --data-dir "$work/data" --shards 2 --log-level info \
   >"$work/broker.log" 2>&1 &
 broker_pid=$!
 for _ in $(seq 100); do

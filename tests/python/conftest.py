@@ -63,10 +63,13 @@ class Broker:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        # Every broker gets its own admin endpoint (OpenAPI, /metrics).
+        self.admin_port = free_port()
         self.data_dir = workdir / "data"
         self.log_path = workdir / "broker.log"
         self.args = [
             "--listen", f"{HOST}:{self.port}",
+            "--admin-listen", f"{HOST}:{self.admin_port}",
             "--data-dir", str(self.data_dir),
             "--shards", str(shards),
             "--log-level", "info",

@@ -7,6 +7,7 @@
 //! hostile HTTP client holds up nothing but itself.
 
 mod app;
+pub mod client;
 mod metrics;
 pub mod openapi;
 mod server;

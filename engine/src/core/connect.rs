@@ -11,7 +11,7 @@ use ringmq_protocol::{
 };
 
 use super::aliyun::notices::Event;
-use super::aliyun::token::Grant;
+use super::aliyun::signin::SignedIn;
 use super::aliyun::LinkAliyun;
 use super::auth::Principal;
 use super::broker::{Broker, ConnId};
@@ -95,8 +95,8 @@ impl Broker {
         let version = connect.protocol;
         let generation = self.next_generation;
         self.next_generation += 1;
-        let grant = match self.check_connect(&connect, assigned, now) {
-            Ok(grant) => grant,
+        let signed = match self.check_connect(&connect, assigned, now) {
+            Ok(signed) => signed,
             Err((code, info)) => {
                 self.stats.connects_refused += 1;
                 self.stats.refused_by_code.add(code as u8);
@@ -113,7 +113,11 @@ impl Broker {
         let (slot, session_present) = self.resume_or_create(&connect, now);
         let (mut link, props) = self.new_link(&connect, generation, assigned, now);
         if self.aliyun.is_some() {
-            link.aliyun = Some(Box::new(LinkAliyun { grant, peer }));
+            link.aliyun = Some(Box::new(LinkAliyun {
+                grant: signed.grant,
+                custom: signed.custom,
+                peer,
+            }));
         }
         let id = ConnId {
             session: slot,
@@ -165,7 +169,7 @@ impl Broker {
         c: &Connect,
         assigned: bool,
         now: Instant,
-    ) -> Result<Option<Grant>, (ReasonCode, Info)> {
+    ) -> Result<SignedIn, (ReasonCode, Info)> {
         let invalid = |code| (code, Info::InvalidParam);
         let refuse = |code, why: &str| {
             tracing::info!(client = %c.client_id.as_str(), ?code, "CONNECT refused: {why}");
@@ -200,7 +204,7 @@ impl Broker {
         if let Err((code, _)) = &checked {
             tracing::info!(client = %c.client_id.as_str(), ?code, "CONNECT refused");
         }
-        checked.map(|()| None)
+        checked.map(|()| SignedIn::default())
     }
 
     fn check_will(&self, c: &Connect) -> Result<(), ReasonCode> {

@@ -12,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
 use crate::config::Config;
+use crate::core::aliyun::custom::{CustomAuth, CustomChange};
 use crate::core::aliyun::names;
 use crate::core::aliyun::registry::{
     Change, DeviceCredential, IssuedToken, Registry, RegistryError, Stamp,
@@ -302,6 +303,17 @@ impl Registrar {
         };
         self.change(Change::PutCredential(credential.clone()))?;
         Ok(credential)
+    }
+
+    /// Changes the custom-auth identities or permissions.
+    pub fn change_custom(&self, change: CustomChange) -> Result<(), RegistryError> {
+        self.change(Change::Custom(change))
+    }
+
+    /// Reads the custom-auth tables (under the registry's lock: keep `f`
+    /// short).
+    pub fn with_custom<R>(&self, f: impl FnOnce(&CustomAuth) -> R) -> R {
+        f(&self.lock().registry.custom)
     }
 
     /// Removes the device credential of `client_id`.

@@ -61,6 +61,7 @@ impl Broker {
             ])
             .arg("--data-dir")
             .arg(dir.join("data"))
+            .args(admin_off(extra))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -248,4 +249,13 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write file");
     path
+}
+
+/// `--admin-listen ""` unless `extra` sets the admin address: test brokers
+/// run side by side and must not all bind the default admin port.
+fn admin_off(extra: &[&str]) -> Vec<&'static str> {
+    match extra.contains(&"--admin-listen") {
+        true => Vec::new(),
+        false => vec!["--admin-listen", ""],
+    }
 }

@@ -65,6 +65,7 @@ impl Broker {
         let port = free_port();
         let child = Command::new(ringmq_bin())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--shards", "1"])
+            .args(["--admin-listen", ""])
             .arg("--data-dir")
             .arg(dir.join("data"))
             .stdout(Stdio::null())

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::names::{Filter, Topic};
 use super::registry::Change;
+use super::signin::SignedIn;
 use super::token::{Actions, Grant, TokenError};
 use crate::core::broker::{Broker, ConnId};
 use crate::core::trace::Info;
@@ -23,6 +24,9 @@ pub struct LinkAliyun {
     /// What its tokens allow (Token mode); `None`: everything the rules
     /// allow.
     pub grant: Option<Grant>,
+    /// Signed in with a custom identity: its permissions decide what it
+    /// may publish and subscribe.
+    pub custom: bool,
     /// The client's address, for online/offline events.
     pub peer: Option<SocketAddr>,
 }
@@ -61,16 +65,16 @@ impl Broker {
         &self,
         c: &Connect,
         now: Instant,
-    ) -> Result<Option<Grant>, (ReasonCode, Info)> {
+    ) -> Result<SignedIn, (ReasonCode, Info)> {
         let Some(a) = self.aliyun.as_deref() else {
-            return Ok(None);
+            return Ok(SignedIn::default());
         };
         let client = c.client_id.as_str();
         if let Err(why) = a.check_client_id(client) {
             tracing::info!(client, "CONNECT refused: {why}");
             return Err((ReasonCode::ClientIdentifierNotValid, Info::InvalidParam));
         }
-        let grant = a.sign_in(c, self.unix_millis(now)).map_err(|e| {
+        let signed = a.sign_in(c, self.unix_millis(now)).map_err(|e| {
             // The client learns only "not authorized"; the log says why.
             tracing::info!(client, "CONNECT refused: not authorized: {e}");
             (ReasonCode::NotAuthorized, Info::NotAuthorized)
@@ -81,7 +85,7 @@ impl Broker {
                 return Err((ReasonCode::TopicNameInvalid, Info::InvalidParam));
             }
         }
-        if let (Some(g), Some(will)) = (&grant, &c.will) {
+        if let (Some(g), Some(will)) = (&signed.grant, &c.will) {
             if !g.can_publish(will.topic.as_str()) {
                 tracing::info!(
                     client,
@@ -90,7 +94,21 @@ impl Broker {
                 return Err((ReasonCode::NotAuthorized, Info::ResourceAuthFailed));
             }
         }
-        Ok(grant)
+        if let (true, Some(will)) = (signed.custom, &c.will) {
+            let user = c.username.as_ref().map_or("", |u| u.as_str());
+            if !a
+                .registry
+                .custom
+                .allows(user, client, will.topic.as_str(), false)
+            {
+                tracing::info!(
+                    client,
+                    "CONNECT refused: no custom permission to publish the Will"
+                );
+                return Err((ReasonCode::NotAuthorized, Info::ResourceAuthFailed));
+            }
+        }
+        Ok(signed)
     }
 
     /// The profile's PUBLISH rules. `None`: refused (acknowledged or the
@@ -118,7 +136,10 @@ impl Broker {
                 info: Info::InvalidParam,
                 acked: false,
             }),
-            Ok(t) => self.token_allows(id, topic).map(|()| t),
+            Ok(t) => self
+                .token_allows(id, topic)
+                .and_then(|()| self.custom_allows(id, topic, false))
+                .map(|()| t),
             Err(why) => Err(Refusal {
                 code: ReasonCode::TopicNameInvalid,
                 why: format!("topic {topic}: {why}"),
@@ -150,6 +171,35 @@ impl Broker {
         Err(Refusal {
             code: ReasonCode::NotAuthorized,
             why: format!("PUBLISH to {topic}: {code} (token code {})", code.code()),
+            info: Info::ResourceAuthFailed,
+            acked: true,
+        })
+    }
+
+    /// Whether a client signed in with a custom identity has the
+    /// permission to publish to `topic` (or subscribe to it, `subscribe`).
+    fn custom_allows(&self, id: ConnId, topic: &str, subscribe: bool) -> Result<(), Refusal> {
+        let Some(session) = self.session(id) else {
+            return Ok(());
+        };
+        let custom = session
+            .link
+            .as_ref()
+            .and_then(|l| l.aliyun.as_ref())
+            .is_some_and(|a| a.custom);
+        let Some(a) = self.aliyun.as_deref().filter(|_| custom) else {
+            return Ok(());
+        };
+        let user = session.username.as_ref().map_or("", |u| u.as_str());
+        if a.registry
+            .custom
+            .allows(user, session.client_id.as_str(), topic, subscribe)
+        {
+            return Ok(());
+        }
+        Err(Refusal {
+            code: ReasonCode::NotAuthorized,
+            why: format!("{topic}: no custom permission allows it"),
             info: Info::ResourceAuthFailed,
             acked: true,
         })
@@ -289,6 +339,10 @@ impl Broker {
                 self.stats.denied += 1;
                 return refuse("outside the connection's R token");
             }
+        }
+        if let Err(r) = self.custom_allows(id, plain, true) {
+            self.stats.denied += 1;
+            return refuse(&r.why);
         }
         Ok(!matches!(kind, Filter::P2p { .. }))
     }

@@ -4,6 +4,7 @@
 //! its copy of the instance [`registry::Registry`], and the count of
 //! wildcard filters per parent topic across the instance.
 
+pub mod custom;
 pub mod names;
 pub mod registry;
 pub mod signin;

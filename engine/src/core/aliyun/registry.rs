@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::custom::{CustomAuth, CustomChange};
+
 use super::names;
 use super::token::Actions;
 
@@ -116,6 +118,8 @@ pub enum Change {
         /// Its expiry: past it, the revocation can be forgotten.
         expire_ms: u64,
     },
+    /// A change of the custom-auth identities and permissions.
+    Custom(CustomChange),
     /// Forgets issued and revoked tokens that expired before `now_ms`.
     Prune {
         /// Now.
@@ -161,6 +165,8 @@ pub struct Registry {
     pub tokens: BTreeMap<String, IssuedToken>,
     /// Revoked tokens by id, with their expiry.
     pub revoked: BTreeMap<String, u64>,
+    /// Custom authentication: identities and permissions.
+    pub custom: CustomAuth,
     /// DeviceAccessKeyId → client id.
     #[serde(skip)]
     credential_keys: HashMap<String, String>,
@@ -235,6 +241,7 @@ impl Registry {
                 return Err(RegistryError::NotFound("Group ID", id.clone()));
             }
             Change::PutCredential(c) => self.check_credential(c, q)?,
+            Change::Custom(c) => self.custom.check(c)?,
             Change::RemoveCredential { client_id } if !self.credentials.contains_key(client_id) => {
                 return Err(RegistryError::NotFound(
                     "device credential",
@@ -302,6 +309,7 @@ impl Registry {
                 self.group_ids.remove(id);
             }
             Change::PutCredential(c) => self.put_credential(c),
+            Change::Custom(c) => self.custom.apply(c),
             Change::RemoveCredential { client_id } => {
                 if let Some(old) = self.credentials.remove(client_id) {
                     self.credential_keys.remove(&old.key_id);
@@ -339,6 +347,7 @@ impl Registry {
             group_ids: self.group_ids.clone(),
             credentials: self.credentials.clone(),
             revoked: self.revoked.clone(),
+            custom: self.custom.clone(),
             ..Registry::default()
         };
         copy.reindex();

@@ -14,6 +14,7 @@ use hmac::{Hmac, Mac};
 use ringmq_protocol::Connect;
 use sha1::Sha1;
 
+use super::custom::CustomAuth;
 use super::names;
 use super::token::{self, Grant, TokenError};
 use super::Aliyun;
@@ -123,14 +124,38 @@ pub enum SignInError {
     Token(TokenError),
 }
 
+/// A client that signed in: what limits it beyond the profile's rules.
+#[derive(Debug, Clone, Default)]
+pub struct SignedIn {
+    /// Its tokens (Token mode).
+    pub grant: Option<Grant>,
+    /// It signed in with a custom identity: its permissions decide.
+    pub custom: bool,
+}
+
 impl Aliyun {
     /// Signs a CONNECT in; a Token-mode client gets what its tokens grant.
-    pub fn sign_in(&self, c: &Connect, now_ms: u64) -> Result<Option<Grant>, SignInError> {
+    pub fn sign_in(&self, c: &Connect, now_ms: u64) -> Result<SignedIn, SignInError> {
         let username = c.username.as_ref().ok_or(SignInError::Anonymous)?;
-        let mode = Mode::parse(username.as_str()).ok_or(SignInError::UnknownMode)?;
         let password = c.password.as_deref().unwrap_or_default();
         let client_id = c.client_id.as_str();
         let r = &self.registry;
+        if let Some(identity) = r.custom.identity(username.as_str(), client_id) {
+            return match CustomAuth::verify(identity, client_id, password) {
+                true => Ok(SignedIn {
+                    grant: None,
+                    custom: true,
+                }),
+                false => Err(SignInError::BadSignature("custom identity")),
+            };
+        }
+        let mode = Mode::parse(username.as_str()).ok_or(SignInError::UnknownMode)?;
+        let keys = |grant| {
+            Ok(SignedIn {
+                grant,
+                custom: false,
+            })
+        };
         let instance_ok = |i: &str| i == r.instance_id;
         match mode {
             Mode::Signature { instance, .. }
@@ -146,7 +171,7 @@ impl Aliyun {
                     .get(key)
                     .ok_or(SignInError::UnknownKey("Signature"))?;
                 match verify_signature(secret, client_id, password) {
-                    true => Ok(None),
+                    true => keys(None),
                     false => Err(SignInError::BadSignature("Signature")),
                 }
             }
@@ -158,7 +183,7 @@ impl Aliyun {
                     return Err(SignInError::WrongDevice);
                 }
                 match verify_signature(&cred.secret, client_id, password) {
-                    true => Ok(None),
+                    true => keys(None),
                     false => Err(SignInError::BadSignature("DeviceCredential")),
                 }
             }
@@ -169,7 +194,7 @@ impl Aliyun {
                     .ok_or(SignInError::UnknownKey("legacy"))?;
                 let group = client_id.split(names::GROUP_SEPARATOR).next().unwrap_or("");
                 match verify_signature(secret, group, password) {
-                    true => Ok(None),
+                    true => keys(None),
                     false => Err(SignInError::BadSignature("legacy")),
                 }
             }
@@ -179,7 +204,7 @@ impl Aliyun {
                 }
                 let password = std::str::from_utf8(password)
                     .map_err(|_| SignInError::Token(TokenError::Malformed))?;
-                self.grant(key, password, now_ms).map(Some)
+                keys(Some(self.grant(key, password, now_ms)?))
             }
         }
     }

@@ -3,6 +3,7 @@
 //! on the admin runtime's blocking pool: registry changes wait for their
 //! journal sync, queries for the shards.
 
+mod custom_auth;
 mod registry;
 mod sessions;
 mod traces;
@@ -61,6 +62,14 @@ const ACTIONS: &[(&str, Action)] = &[
     ),
     ("SendMessage", sessions::send_message),
     ("CloseConnection", sessions::close_connection),
+    ("AddCustomAuthIdentity", custom_auth::add_identity),
+    ("QueryCustomAuthIdentity", custom_auth::query_identities),
+    ("UpdateCustomAuthIdentity", custom_auth::update_identity),
+    ("DeleteCustomAuthIdentity", custom_auth::delete_identity),
+    ("AddCustomAuthPermission", custom_auth::add_permission),
+    ("QueryCustomAuthPermission", custom_auth::query_permissions),
+    ("UpdateCustomAuthPermission", custom_auth::update_permission),
+    ("DeleteCustomAuthPermission", custom_auth::delete_permission),
     ("QueryMqttTraceDevice", traces::device),
     ("QueryMqttTraceMessageOfClient", traces::message_of_client),
     ("QueryMqttTraceMessagePublish", traces::message_publish),
