@@ -1,0 +1,167 @@
+"""What an operator watches: /healthz, /metrics (checked by Prometheus's own
+promtool), the $SYS topics (read with mosquitto_sub, as dashboards do) and
+the status page, loaded in headless Chromium while loadgen drives traffic."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from conftest import HOST, TIMEOUT, Broker, ClientFactory, _stop_and_check, ringmq_bin
+
+CONFIG = """[admin]
+sys_interval_secs = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def obs(tmp_path_factory) -> Broker:
+    b = Broker(tmp_path_factory.mktemp("observe"), config=CONFIG).start()
+    yield b
+    _stop_and_check(b)
+
+
+def get(b: Broker, path: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{b.admin_port}{path}", timeout=TIMEOUT) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read().decode()
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample of the exposition."""
+    want = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{want} not in /metrics")
+
+
+def test_healthz_is_ok_once_every_shard_serves(obs):
+    status, ctype, body = get(obs, "/healthz")
+    assert status == 200 and ctype.startswith("application/json")
+    assert json.loads(body) == {"status": "ok", "shards": 2}
+
+
+def test_metrics_pass_promtool_and_follow_the_traffic(obs, uid):
+    f = ClientFactory(obs.port, uid)
+    try:
+        sub = f.new("sub")
+        sub.sub(f"{uid}/#", 1)
+        pub = f.new("pub")
+        _, _, before = get(obs, "/metrics")
+        for i in range(20):
+            assert pub.publish(f"{uid}/{i}", b"0123456789", qos=1) == 0
+        sub.expect(20)
+        bad = f.new("bad", username="x", connect=False, protocol=5, connect_props={"AuthenticationMethod": "nope"})
+        bad.connect(expect_success=False)
+        status, ctype, text = get(obs, "/metrics")
+    finally:
+        f.close_all()
+    assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                           text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+    received = metric(text, "ringmq_messages_received_total", 'qos="1"')
+    assert received - metric(before, "ringmq_messages_received_total", 'qos="1"') >= 20
+    assert metric(text, "ringmq_received_payload_bytes_total", 'qos="1"') >= 200
+    assert metric(text, "ringmq_messages_sent_total", 'qos="1"') >= 20
+    assert metric(text, "ringmq_publish_ack_seconds_count") >= 20
+    assert metric(text, "ringmq_connects_refused_total", 'code="0x8c"') >= 1
+    assert sum(metric(text, "ringmq_connections", f'shard="{s}"') for s in (0, 1)) >= 0
+    for family in ["ringmq_dropped_messages_total", "ringmq_offline_messages", "ringmq_log_bytes",
+                   "ringmq_log_sync_seconds", "ringmq_mesh_backlog_messages", "ringmq_auth_failures_total",
+                   "ringmq_sessions", "ringmq_openapi_requests_total"]:
+        assert f"# TYPE {family} " in text, family
+
+
+def test_sys_topics_are_published_retained_like_mosquittos(obs, uid):
+    f = ClientFactory(obs.port, uid)
+    try:
+        f.new("held")
+        out = subprocess.run(
+            ["mosquitto_sub", "-h", HOST, "-p", str(obs.port), "-t", "$SYS/broker/#",
+             "-F", "%t\t%p", "-W", "5", "-C", "24"], capture_output=True, text=True, timeout=30)
+    finally:
+        f.close_all()
+    # The retained values first, then those of the next second: the last win.
+    lines = out.stdout.splitlines()
+    assert len(lines) == 24, out.stdout + out.stderr
+    topics = dict(line.split("\t", 1) for line in lines)
+    assert topics["$SYS/broker/version"].startswith("ringmq ")
+    assert re.fullmatch(r"\d+ seconds", topics["$SYS/broker/uptime"])
+    assert int(topics["$SYS/broker/clients/connected"]) >= 1
+    for t in ["messages/received", "messages/sent", "bytes/received", "bytes/sent",
+              "retained messages/count"]:
+        assert int(topics[f"$SYS/broker/{t}"]) >= 0, t
+
+
+class Attributes(HTMLParser):
+    """Every element's attributes, by id (and the body's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_id: dict[str, dict[str, str]] = {}
+
+    def handle_starttag(self, tag, attrs):
+        a = {k: v or "" for k, v in attrs}
+        key = a.get("id") or (tag if tag == "body" else None)
+        if key:
+            self.by_id[key] = a
+
+
+def chromium(url: str, *extra: str) -> str:
+    """Headless Chromium: loads `url`, lets the page poll for five seconds
+    of virtual time, prints the DOM."""
+    cmd = ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
+           "--virtual-time-budget=5000", *extra, url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    return out.stdout
+
+
+def loadgen_bin() -> str:
+    found = Path(ringmq_bin()).with_name("loadgen")
+    assert found.exists(), f"{found} not built (cargo build -p loadgen)"
+    return str(found)
+
+
+def test_the_status_page_shows_live_traffic_in_a_real_browser(obs, tmp_path):
+    status, ctype, page = get(obs, "/")
+    assert status == 200 and ctype.startswith("text/html")
+    assert "http://" not in page and "https://" not in page, "everything is served by ringmq"
+    load = subprocess.Popen(
+        [loadgen_bin(), "run", "--scenario", "fanout", "--port", str(obs.port), "-P", "2", "-S", "4",
+         "--qos", "1", "--rate", "2000", "--duration", "20s", "--warmup", "0s", "--quiet",
+         "--out", str(tmp_path / "run")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while json.loads(get(obs, "/api/status")[2])["messages_received"] == 0:
+            assert time.monotonic() < deadline, "no traffic from loadgen"
+            time.sleep(0.2)
+        dom = chromium(f"http://{HOST}:{obs.admin_port}/", "--dump-dom")
+        shot = tmp_path / "status.png"
+        chromium(f"http://{HOST}:{obs.admin_port}/", "--window-size=1280,900", f"--screenshot={shot}")
+    finally:
+        load.terminate()
+        load.wait(TIMEOUT)
+    a = Attributes()
+    a.feed(dom)
+    assert int(a.by_id["body"]["data-samples"]) >= 3, dom[:2000]
+    rates = a.by_id["chart-rates"]
+    assert float(rates["data-last-in"]) > 0 and float(rates["data-last-out"]) > 0, rates
+    assert float(a.by_id["chart-connections"]["data-last"]) >= 6
+    assert int(a.by_id["chart-latency"]["data-points"]) >= 1
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    if os.environ.get("RINGMQ_SCREENSHOT"):
+        shutil.copy(shot, os.environ["RINGMQ_SCREENSHOT"])
