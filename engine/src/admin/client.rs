@@ -41,8 +41,14 @@ pub fn call(
     runtime.block_on(send(endpoint, &query, action))
 }
 
-/// The query string with the common parameters and the signature.
-fn signed_query(key_id: &str, secret: &str, action: &str, params: &[(String, String)]) -> String {
+/// The query string of `action` with `params`, the common parameters
+/// (fresh nonce, current timestamp) and the RPC v1 signature.
+pub fn signed_query(
+    key_id: &str,
+    secret: &str,
+    action: &str,
+    params: &[(String, String)],
+) -> String {
     let now = (crate::instance::registrar::now_ms() / 1000) as i64;
     let nonce = crate::instance::registrar::hex_id();
     let mut all: Vec<(String, String)> = params.to_vec();

@@ -93,9 +93,11 @@ impl Verifier {
                 ),
             ));
         }
-        let window = self.window_secs;
+        // A replay is refused by its timestamp once `at + window` has
+        // passed: the nonce is kept until then.
+        let until = at.max(now_secs).saturating_add(self.window_secs);
         self.nonces
-            .remember(&signed.key_id, &signed.nonce, now_secs, window)?;
+            .remember(&signed.key_id, &signed.nonce, now_secs, until)?;
         Ok(signed.key_id)
     }
 }
@@ -278,8 +280,9 @@ pub fn encode(s: &str, slash: bool) -> String {
     out
 }
 
-/// Nonces seen within the window, as keyed 64-bit hashes (a few tens of
-/// bytes each), oldest first so that they expire in order.
+/// Nonces whose request could still be replayed, as keyed 64-bit hashes
+/// (a few tens of bytes each), in arrival order with the time each may be
+/// forgotten (timestamps are near now, so that order is nearly theirs).
 #[derive(Debug)]
 struct Nonces {
     seen: HashSet<u64>,
@@ -298,20 +301,21 @@ impl Nonces {
         }
     }
 
-    /// Accepts `nonce` of `key_id` once: a replay within twice the window
-    /// (its timestamp is refused after that) is `SignatureNonceUsed`.
+    /// Accepts `nonce` of `key_id` once until `until` (when its request's
+    /// timestamp is refused anyway); a replay before is
+    /// `SignatureNonceUsed`.
     fn remember(
         &mut self,
         key_id: &str,
         nonce: &str,
         now: i64,
-        window: i64,
+        until: i64,
     ) -> Result<(), ApiError> {
         if nonce.is_empty() {
             return Err(ApiError::missing("SignatureNonce"));
         }
-        while let Some(&(at, h)) = self.order.front() {
-            if now - at <= window.saturating_mul(2) {
+        while let Some(&(forget_at, h)) = self.order.front() {
+            if forget_at >= now {
                 break;
             }
             self.order.pop_front();
@@ -329,7 +333,7 @@ impl Nonces {
             return Err(ApiError::throttled());
         }
         self.seen.insert(h);
-        self.order.push_back((now, h));
+        self.order.push_back((until, h));
         Ok(())
     }
 }
@@ -429,16 +433,16 @@ mod tests {
     #[test]
     fn a_nonce_is_accepted_once_within_the_window() {
         let mut n = Nonces::new(10);
-        assert!(n.remember("ak", "n1", 1000, 900).is_ok());
-        let e = n.remember("ak", "n1", 1001, 900).expect_err("replay");
+        assert!(n.remember("ak", "n1", 1000, 1900).is_ok());
+        let e = n.remember("ak", "n1", 1001, 1901).expect_err("replay");
         assert_eq!(e.code, "SignatureNonceUsed");
         assert!(
-            n.remember("other", "n1", 1001, 900).is_ok(),
+            n.remember("other", "n1", 1001, 1901).is_ok(),
             "per access key"
         );
         assert!(
-            n.remember("ak", "n1", 1000 + 1801, 900).is_ok(),
-            "forgotten after 2 windows"
+            n.remember("ak", "n1", 1901, 2801).is_ok(),
+            "forgotten once its time is up"
         );
     }
 
@@ -447,9 +451,11 @@ mod tests {
         let mut n = Nonces::new(2);
         assert!(n.remember("ak", "a", 0, 900).is_ok());
         assert!(n.remember("ak", "b", 0, 900).is_ok());
-        assert_eq!(
-            n.remember("ak", "c", 0, 900).map_err(|e| e.code),
-            Err("Throttling".into())
+        let full = n.remember("ak", "c", 0, 900).map_err(|e| e.code);
+        assert_eq!(full, Err("Throttling".into()));
+        assert!(
+            n.remember("ak", "c", 901, 1801).is_ok(),
+            "room once they expire"
         );
     }
 }
