@@ -2,7 +2,7 @@
 //! the config, the bounds, the signature verifier and the status page's
 //! last sample.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,8 @@ use crate::core::metrics::{Histogram, Observed};
 use crate::instance::Handle;
 use crate::shard::NoAnswer;
 
+/// The status page's latency percentiles cover about this much time.
+const LATENCY_WINDOW: Duration = Duration::from_secs(1);
 /// How long a query of the shards' figures waits.
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -30,8 +32,9 @@ pub struct App {
     /// When the endpoint started (uptime).
     pub started: Instant,
     verifier: Mutex<Verifier>,
-    /// The acknowledgement latency at the last status sample.
-    last_ack: Mutex<Option<Histogram>>,
+    /// Recent copies of the acknowledgement latency histogram, oldest
+    /// first, for the status page's "last second" percentiles.
+    acks: Mutex<VecDeque<(Instant, Histogram)>>,
     /// OpenAPI requests answered.
     counts: Mutex<Counts>,
 }
@@ -52,7 +55,7 @@ impl App {
         App {
             requests: Arc::new(Semaphore::new(a.requests_concurrent_max)),
             verifier: Mutex::new(Verifier::new(a.signature_window_secs, a.nonces_max)),
-            last_ack: Mutex::new(None),
+            acks: Mutex::new(VecDeque::new()),
             counts: Mutex::new(Counts::default()),
             started: Instant::now(),
             handle,
@@ -79,14 +82,26 @@ impl App {
             .call_all(|b, _| b.observe(), OBSERVE_TIMEOUT)
     }
 
-    /// The acknowledgement latencies recorded since the previous call.
-    pub fn ack_since_last(&self, now: &Histogram) -> Histogram {
-        let mut last = self.last_ack.lock().unwrap_or_else(|e| e.into_inner());
-        let delta = match last.as_ref() {
-            Some(before) => now.since(before),
+    /// The acknowledgement latencies recorded over about the last second:
+    /// `now` (the current total) minus the newest copy at least a second
+    /// old (or the oldest kept). However many pages poll, each sees the
+    /// same window.
+    pub fn ack_last_second(&self, now: &Histogram) -> Histogram {
+        let at = Instant::now();
+        let mut kept = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+        while kept.len() > 1 && kept.get(1).is_some_and(|(t, _)| at - *t >= LATENCY_WINDOW) {
+            kept.pop_front();
+        }
+        let delta = match kept.front() {
+            Some((_, before)) => now.since(before),
             None => Histogram::default(),
         };
-        *last = Some(now.clone());
+        if kept
+            .back()
+            .is_none_or(|(t, _)| at - *t >= LATENCY_WINDOW / 4)
+        {
+            kept.push_back((at, now.clone()));
+        }
         delta
     }
 

@@ -41,8 +41,8 @@ pub(crate) async fn health(app: Arc<App>) -> Answer {
 }
 
 /// `GET /api/status`: totals (the page derives rates), connections and
-/// sessions per shard, and the acknowledgement latency since the last
-/// call.
+/// sessions per shard, and the acknowledgement latency over about the
+/// last second.
 pub(crate) async fn json(app: Arc<App>) -> Answer {
     let probe = Arc::clone(&app);
     let Ok(Ok(shards)) = tokio::task::spawn_blocking(move || probe.observe()).await else {
@@ -53,7 +53,7 @@ pub(crate) async fn json(app: Arc<App>) -> Answer {
         );
     };
     let total = Observed::total(&shards);
-    let ack = app.ack_since_last(&total.metrics.ack_latency);
+    let ack = app.ack_last_second(&total.metrics.ack_latency);
     let s = &total.stats;
     let dropped = s.dropped_qos0
         + s.dropped_queue_full
