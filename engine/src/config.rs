@@ -65,13 +65,15 @@ pub struct Admin {
     pub body_bytes_max: usize,
     /// Largest request head (request line and headers) accepted.
     pub header_bytes_max: usize,
-    /// Requests handled at once; more get 503 `Throttling`.
+    /// Requests handled at once; more get 400 `Throttling` at once.
     pub requests_concurrent_max: usize,
     /// Open HTTP connections; more wait in the listen backlog.
     pub connections_max: usize,
-    /// Time for a whole request: head, body, answer (504 after).
+    /// Time for a request once its head is read: body and answer (504
+    /// after; the work may still complete).
     pub request_timeout_secs: u64,
-    /// Time an idle keep-alive connection is kept.
+    /// Time an idle keep-alive connection is kept, and a request head may
+    /// take to arrive.
     pub idle_timeout_secs: u64,
     /// OpenAPI signatures: accepted timestamps lie within this of the
     /// server's clock (the product's 15 minutes).

@@ -129,7 +129,7 @@ def test_send_message_to_a_p2p_topic_reaches_that_client_alone(adm, clients, uid
 
 def test_send_message_outside_the_topic_rules_is_invalid(adm):
     api = sdk(adm)
-    for topic in ["nowhere/x", "devices/#", "devices/a b"]:
+    for topic in ["nowhere/x", "devices/#", "devices/a b", "$SYS/broker/version"]:
         status, code = code_of(lambda: api.send_message(m.SendMessageRequest(
             instance_id=INSTANCE, mqtt_topic=topic, payload="x")))
         assert (status, code) == (400, "InvalidParameter"), topic
@@ -285,6 +285,27 @@ def test_custom_identities_sign_in_and_permissions_decide(adm, clients, uid):
         m.DeleteCustomAuthPermissionRequest(instance_id=INSTANCE, identity=who,
                                             identity_type="CLIENT", topic="devices/#")))
     assert (status, code) == (404, "CustomPermission.NotFound")
+
+
+def test_a_client_id_with_a_client_identity_signs_in_with_it_alone(adm, clients, uid):
+    api = sdk(adm)
+    who, owner, other = cid(uid), "own-" + uuid.uuid4().hex[:6], "usr-" + uuid.uuid4().hex[:6]
+    api.add_custom_auth_identity(m.AddCustomAuthIdentityRequest(
+        instance_id=INSTANCE, username=owner, identity_type="CLIENT", client_id=who,
+        secret="mine", sign_mode="ORIGIN"))
+    api.add_custom_auth_identity(m.AddCustomAuthIdentityRequest(
+        instance_id=INSTANCE, username=other, identity_type="USER", secret="theirs",
+        sign_mode="ORIGIN"))
+    api.add_custom_auth_permission(m.AddCustomAuthPermissionRequest(
+        instance_id=INSTANCE, identity=who, identity_type="CLIENT", topic="devices/#",
+        effect="ALLOW", permit_action="ALL"))
+    intruder = clients.new(client_id=who, username=other, password="theirs", connect=False)
+    intruder.connect(expect_success=False)
+    assert intruder.connack_rc == 0x87
+    # The USER identity signs in elsewhere, but the CLIENT rules are not its own.
+    c = clients.new(client_id=cid(uid + "u"), username=other, password="theirs")
+    assert c.publish("devices/x", b"no rule of mine", qos=1) == 0x87
+    clients.new(client_id=who, username=owner, password="mine", name="owner").close_quietly()
 
 
 def test_custom_identity_queries_page_with_next_token(adm):
@@ -454,11 +475,21 @@ def test_signature_failures_get_the_product_codes(adm):
     ({"Action": "AddCustomAuthIdentity", "InstanceId": INSTANCE, "Username": "u", "Secret": "s",
       "IdentityType": "ROBOT", "SignMode": "ORIGIN"}, 400, "InvalidParameter"),
     ({"Action": "ListGroupId", "InstanceId": INSTANCE, "Version": "2017-01-01"}, 400, "InvalidVersion"),
+    ({"Action": "AddCustomAuthIdentity", "InstanceId": INSTANCE, "Username": AK, "Secret": "s",
+      "IdentityType": "USER", "SignMode": "ORIGIN"}, 400, "InvalidParameter"),
+    ({"Action": "AddCustomAuthPermission", "InstanceId": INSTANCE, "Identity": "dev\nx", "Topic": "#",
+      "IdentityType": "USER", "Effect": "ALLOW", "PermitAction": "ALL"}, 400, "InvalidParameter"),
 ])
 def test_bad_requests_get_clear_errors(adm, params, status, code):
     got_status, body = post(rpc_url(adm, params))
     assert (got_status, body["Code"]) == (status, code), body
     assert body["RequestId"] and body["Message"]
+
+
+def test_the_older_signature_signs_the_action_parameter_not_the_header(adm):
+    url = rpc_url(adm, {"InstanceId": INSTANCE})
+    status, body = post(url, headers={"x-acs-action": "ListGroupId"})
+    assert (status, body["Code"]) == (400, "MissingParameter")
 
 
 def test_an_oversized_body_gets_413(adm):

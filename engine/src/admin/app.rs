@@ -105,8 +105,9 @@ impl App {
         delta
     }
 
-    /// Counts one answered OpenAPI request.
-    pub fn count(&self, _action: &str, error: Option<&ApiError>) {
+    /// Counts one answered request of the OpenAPI (or one refused by
+    /// the endpoint's bounds): a success, or the error's code.
+    pub fn count(&self, error: Option<&ApiError>) {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         match error {
             None => c.ok += 1,

@@ -78,20 +78,25 @@ pub(crate) async fn serve(app: Arc<App>, listener: std::net::TcpListener) {
 /// One request, within `request_timeout_secs`.
 async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Answer, Infallible> {
     let limit = Duration::from_secs(app.config.admin.request_timeout_secs);
-    let answer = match tokio::time::timeout(limit, route(app, req)).await {
+    let answer = match tokio::time::timeout(limit, route(Arc::clone(&app), req)).await {
         Ok(answer) => answer,
-        Err(_) => openapi::error_answer(&ApiError::new(
-            504,
-            "RequestTimeout",
-            "The request was not completed in time.",
-        )),
+        Err(_) => {
+            let why = "The request was not completed in time (it may still complete).";
+            openapi::refused(&app, "", &ApiError::new(504, "RequestTimeout", why))
+        }
     };
     Ok(answer)
 }
 
 /// The routes: `GET /` without `Action` is the status page; a request
 /// with `Action` (query) or `x-acs-action` (header) is an OpenAPI call.
+/// Every request holds one of `requests_concurrent_max` permits (the
+/// metrics and status routes ask every shard too); without one it gets
+/// `Throttling` at once.
 async fn route(app: Arc<App>, req: Request<Incoming>) -> Answer {
+    let Ok(_permit) = Arc::clone(&app).requests_permit() else {
+        return openapi::refused(&app, "", &ApiError::throttled());
+    };
     let path = req.uri().path().to_owned();
     let is_api = req.headers().contains_key("x-acs-action")
         || req
@@ -99,9 +104,6 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Answer {
             .query()
             .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "Action"));
     if is_api || (path == "/" && req.method() == Method::POST) {
-        let Ok(_permit) = Arc::clone(&app).requests_permit() else {
-            return openapi::error_answer(&ApiError::throttled());
-        };
         return openapi::serve(app, req).await;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -116,16 +118,16 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Answer {
     }
 }
 
-/// Reads a body of at most `body_bytes_max`; `Err` answers 413.
-pub(crate) async fn read_body(app: &App, body: Incoming) -> Result<Bytes, Answer> {
+/// Reads a body of at most `body_bytes_max` (413 above).
+pub(crate) async fn read_body(app: &App, body: Incoming) -> Result<Bytes, ApiError> {
     let max = app.config.admin.body_bytes_max;
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => Err(openapi::error_answer(&ApiError::new(
+        Err(_) => Err(ApiError::new(
             413,
             "RequestBodyTooLarge",
-            format!("The request body is over {max} bytes (admin.body_bytes_max)."),
-        ))),
+            format!("The request body is over {max} bytes (admin.body_bytes_max), or was cut."),
+        )),
     }
 }
 

@@ -10,6 +10,7 @@ use ringmq_protocol::QoS;
 
 use super::app::App;
 use crate::core::metrics::Observed;
+use crate::core::operate::Publisher;
 
 /// How long a publication waits for shard 0.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -84,7 +85,7 @@ fn publish_once(app: &App) -> Result<(), crate::shard::NoAnswer> {
     let job = move |b: &mut crate::core::Broker, now| {
         for (topic, value) in topics {
             let payload = Bytes::from(value);
-            if let Err(e) = b.inject(topic, payload, QoS::AtMostOnce, true, now) {
+            if let Err(e) = b.inject(Publisher::System, topic, payload, QoS::AtMostOnce, now) {
                 tracing::warn!(topic, "$SYS topic not published: {e}");
             }
         }

@@ -13,6 +13,15 @@ use super::broker::Broker;
 use super::message::Message;
 use super::trace::Info;
 
+/// Who has the broker publish a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publisher {
+    /// The broker's own figures (`$SYS/…`), retained.
+    System,
+    /// An operator (the OpenAPI's SendMessage): a topic clients may use.
+    Operator,
+}
+
 /// Why the broker refused to publish a message of its own.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InjectError {
@@ -62,13 +71,15 @@ impl Broker {
     /// Publishes `payload` on `topic` as the broker itself (origin 0):
     /// checked like a client's PUBLISH (topic form, limits, the profile's
     /// parent topics), then routed like a Will (a P2P topic of the aliyun
-    /// profile goes to its client alone). Returns the message id.
+    /// profile goes to its client alone). Only [`Publisher::System`]
+    /// publishes to `$` topics, retained; an operator's message is not
+    /// retained. Returns the message id.
     pub fn inject(
         &mut self,
+        by: Publisher,
         topic: &str,
         payload: Bytes,
         qos: QoS,
-        retain: bool,
         now: Instant,
     ) -> Result<u64, InjectError> {
         let name = TopicName::new(topic).map_err(|e| InjectError::Topic(e.to_string()))?;
@@ -77,7 +88,14 @@ impl Broker {
                 "over topic_bytes_max or topic_levels_max".into(),
             ));
         }
-        let system = topic.starts_with("$SYS/");
+        let system = by == Publisher::System;
+        if topic.starts_with('$') != system {
+            let why = match system {
+                true => "the broker's own figures go to $ topics only",
+                false => "$ topics are the broker's own [MQTT-4.7.2-1]",
+            };
+            return Err(InjectError::Topic(why.into()));
+        }
         if let (Some(a), false) = (self.aliyun.as_deref(), system) {
             a.check_topic(topic).map_err(InjectError::Topic)?;
         }
@@ -93,7 +111,7 @@ impl Broker {
             topic: name,
             payload,
             qos,
-            retain,
+            retain: system,
             properties: None,
             origin: 0,
             expires_at: None,

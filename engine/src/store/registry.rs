@@ -185,5 +185,7 @@ fn entries(r: &Registry) -> u64 {
         + r.group_ids.len()
         + r.credentials.len()
         + r.tokens.len()
-        + r.revoked.len()) as u64
+        + r.revoked.len()
+        + r.custom.identities.len()
+        + r.custom.permissions.len()) as u64
 }

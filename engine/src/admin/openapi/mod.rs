@@ -15,9 +15,11 @@ use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
+use hyper::http::request::Parts;
 use hyper::{Request, StatusCode};
 use serde_json::{json, Map, Value};
 
+use self::actions::Fields;
 use self::error::ApiError;
 use self::params::Params;
 use super::app::App;
@@ -26,13 +28,40 @@ use super::server::{answer, read_body, Answer};
 /// The API version served.
 pub const VERSION: &str = "2020-04-20";
 
-/// Handles one OpenAPI request.
+/// Handles one OpenAPI request: the body is read here, the rest runs on
+/// the blocking pool (the registry's lock and the shards may make it
+/// wait; the runtime's thread never does).
 pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Answer {
     let (parts, body) = req.into_parts();
     let body = match read_body(&app, body).await {
         Ok(b) => b,
-        Err(too_large) => return too_large,
+        Err(e) => return refused(&app, "", &e),
     };
+    let worker = Arc::clone(&app);
+    let handled = tokio::task::spawn_blocking(move || handle(&worker, &parts, &body)).await;
+    let (action, result) = handled.unwrap_or_else(|e| {
+        let e = ApiError::new(500, "InternalError", e.to_string());
+        (String::new(), Err(e))
+    });
+    match result {
+        Ok(fields) => {
+            app.count(None);
+            ok_answer(fields)
+        }
+        Err(e) => refused(&app, &action, &e),
+    }
+}
+
+/// Logs and counts a refused request; its answer.
+pub fn refused(app: &App, action: &str, e: &ApiError) -> Answer {
+    app.count(Some(e));
+    tracing::info!(action, code = %e.code, status = e.status, "OpenAPI request refused: {}", e.message);
+    error_answer(e)
+}
+
+/// Parameters, signature, action; returns the action's name (for the log)
+/// and its answer.
+fn handle(app: &App, parts: &Parts, body: &[u8]) -> (String, Result<Fields, ApiError>) {
     let is_form = parts
         .headers
         .get(CONTENT_TYPE)
@@ -40,53 +69,36 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Answer {
         .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
     let raw_query = parts.uri.query().unwrap_or("");
     let query = Params::parse(raw_query, None);
-    let params = Params::parse(raw_query, is_form.then_some(&body[..]));
+    let params = Params::parse(raw_query, is_form.then_some(body));
     let header = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+        let value = parts.headers.get(name)?;
+        value.to_str().ok().map(str::to_owned)
     };
-    let action = params
+    let signed = sign::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        header: &header,
+        query: &query,
+        params: &params,
+        body,
+    };
+    let hint = params
         .get("Action")
         .map(str::to_owned)
-        .or_else(|| header("x-acs-action"))
-        .unwrap_or_default();
-    let signed_by = {
-        let signed = sign::Request {
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
-            header: &header,
-            query: &query,
-            params: &params,
-            body: &body,
-        };
-        authenticate(&app, &signed)
-    };
-    let result = match signed_by {
-        Ok(key) => {
-            let app = Arc::clone(&app);
-            let action = action.clone();
-            tokio::task::spawn_blocking(move || actions::run(&app, &action, &params, &key))
-                .await
-                .unwrap_or_else(|e| Err(ApiError::new(500, "InternalError", e.to_string())))
+        .or_else(|| header("x-acs-action"));
+    match authenticate(app, &signed) {
+        Ok((key, action)) => {
+            let answer = actions::run(app, &action, &params, &key);
+            (action, answer)
         }
-        Err(e) => Err(e),
-    };
-    app.count(&action, result.as_ref().err());
-    match result {
-        Ok(fields) => ok_answer(fields),
-        Err(e) => {
-            tracing::info!(action, code = %e.code, "OpenAPI request refused: {}", e.message);
-            error_answer(&e)
-        }
+        Err(e) => (hint.unwrap_or_default(), Err(e)),
     }
 }
 
-/// The profile, the version and the signature; returns the access key
-/// that signed the request.
-fn authenticate(app: &App, req: &sign::Request<'_>) -> Result<String, ApiError> {
+/// The profile, the version, the signature and the action; returns the
+/// access key that signed the request and the action it signed: ACS3
+/// signs the `x-acs-action` header, RPC v1 the `Action` parameter.
+fn authenticate(app: &App, req: &sign::Request<'_>) -> Result<(String, String), ApiError> {
     let Some(registrar) = app.handle.registrar() else {
         return Err(ApiError::new(
             404,
@@ -108,7 +120,21 @@ fn authenticate(app: &App, req: &sign::Request<'_>) -> Result<String, ApiError> 
     }
     let now = (crate::instance::registrar::now_ms() / 1000) as i64;
     let secret = |id: &str| registrar.access_key_secret(id);
-    app.verifier().verify(req, secret, now)
+    let key = app.verifier().verify(req, secret, now)?;
+    let action = match (req.header)("authorization") {
+        Some(_) => {
+            let signed = (req.header)("x-acs-action").unwrap_or_default();
+            if req.params.get("Action").is_some_and(|a| a != signed) {
+                return Err(ApiError::invalid(
+                    "Action",
+                    "differs from the signed x-acs-action",
+                ));
+            }
+            signed
+        }
+        None => req.params.required("Action")?.to_owned(),
+    };
+    Ok((key, action))
 }
 
 /// A JSON answer: `fields` and a `RequestId`.

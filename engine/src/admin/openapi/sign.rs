@@ -167,6 +167,11 @@ fn acs3(
             return Err(incomplete(&format!("{required} is not signed")));
         }
     }
+    if let Some(absent) = names.iter().find(|n| (req.header)(n).is_none()) {
+        return Err(incomplete(&format!(
+            "signed header {absent} is absent or not ASCII"
+        )));
+    }
     let secret = secret(key_id).ok_or_else(unknown_key)?;
     let body_hash = hex::encode(Sha256::digest(req.body));
     let canonical = acs3_canonical(req, &names, signed_headers, &body_hash);

@@ -14,13 +14,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::registry::RegistryError;
+use super::registry::{Quotas, RegistryError};
 use super::signin::verify_signature;
-
-/// Identities an instance holds at most.
-pub const IDENTITIES_MAX: usize = 100_000;
-/// Permissions an instance holds at most.
-pub const PERMISSIONS_MAX: usize = 100_000;
 
 macro_rules! api_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
@@ -181,7 +176,7 @@ pub enum CustomChange {
 
 impl CustomAuth {
     /// Refuses a change that does not fit.
-    pub fn check(&self, change: &CustomChange) -> Result<(), RegistryError> {
+    pub fn check(&self, change: &CustomChange, q: &Quotas) -> Result<(), RegistryError> {
         let exists = |what: &'static str, known: bool, update: bool, key: &str| {
             let name = key.replace('\n', " ");
             match (known, update) {
@@ -200,13 +195,14 @@ impl CustomAuth {
                     *update,
                     &key,
                 )?;
-                if !update && self.identities.len() >= IDENTITIES_MAX {
-                    return Err(RegistryError::Quota(format!(
-                        "at most {IDENTITIES_MAX} identities"
-                    )));
+                if !update && self.identities.len() >= q.custom_identities_max {
+                    let max = q.custom_identities_max;
+                    return Err(RegistryError::Quota(format!("at most {max} identities")));
                 }
             }
             CustomChange::PutPermission { permission, update } => {
+                check_name("Identity", &permission.identity)?;
+                check_name("Topic", &permission.topic)?;
                 if ringmq_protocol::TopicFilter::new(permission.topic.as_str()).is_err() {
                     return Err(RegistryError::Invalid(format!(
                         "Topic {} is no topic filter",
@@ -220,10 +216,9 @@ impl CustomAuth {
                     *update,
                     &key,
                 )?;
-                if !update && self.permissions.len() >= PERMISSIONS_MAX {
-                    return Err(RegistryError::Quota(format!(
-                        "at most {PERMISSIONS_MAX} permissions"
-                    )));
+                if !update && self.permissions.len() >= q.custom_permissions_max {
+                    let max = q.custom_permissions_max;
+                    return Err(RegistryError::Quota(format!("at most {max} permissions")));
                 }
             }
             CustomChange::RemoveIdentity { key } => {
@@ -266,17 +261,21 @@ impl CustomAuth {
     }
 
     /// The identity a CONNECT with `username` and `client_id` signs in
-    /// with, if any: the client id's CLIENT identity, else the user
-    /// name's USER identity.
-    pub fn identity(&self, username: &str, client_id: &str) -> Option<&Identity> {
+    /// with: the client id's CLIENT identity if it has one (whose user
+    /// name must then be `username`: a client id with a CLIENT identity
+    /// signs in with it alone), else the user name's USER identity.
+    pub fn identity(&self, username: &str, client_id: &str) -> Lookup<'_> {
         let client = self
             .identities
             .get(&identity_key(IdentityType::Client, client_id));
-        if let Some(c) = client.filter(|c| c.username == username) {
-            return Some(c);
+        match client {
+            Some(c) if c.username == username => Lookup::Found(c),
+            Some(_) => Lookup::Refused,
+            None => self
+                .identities
+                .get(&identity_key(IdentityType::User, username))
+                .map_or(Lookup::None, Lookup::Found),
         }
-        self.identities
-            .get(&identity_key(IdentityType::User, username))
     }
 
     /// Whether `password` proves `identity` for `client_id`.
@@ -290,33 +289,73 @@ impl CustomAuth {
         }
     }
 
-    /// Whether a client signed in as `username` with `client_id` may
-    /// publish to `topic` (`subscribe` false) or subscribe to filter
-    /// `topic`: an ALLOW that covers it and no DENY that touches it.
-    pub fn allows(&self, username: &str, client_id: &str, topic: &str, subscribe: bool) -> bool {
+    /// Whether a client signed in with identity `who` may publish to
+    /// `topic` (`subscribe` false) or subscribe to filter `topic`: one of
+    /// the identity's ALLOW rules covers it and none of its DENY rules
+    /// touches it. Only the rules of that identity count.
+    pub fn allows(&self, who: &Subject, topic: &str, subscribe: bool) -> bool {
         let want = if subscribe { Permit::Sub } else { Permit::Pub };
+        let prefix = format!("{}\n{}\n", who.kind.as_str(), who.name);
+        let rules = self
+            .permissions
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, p)| p)
+            .filter(|p| p.kind == who.kind && *p.identity == *who.name)
+            .filter(|p| p.action == Permit::All || p.action == want);
         let mut allowed = false;
-        for (kind, name) in [
-            (IdentityType::User, username),
-            (IdentityType::Client, client_id),
-        ] {
-            let prefix = format!("{}\n{name}\n", kind.as_str());
-            let rules = self
-                .permissions
-                .range(prefix.clone()..)
-                .take_while(|(k, _)| k.starts_with(&prefix));
-            for (_, p) in rules {
-                if p.action != Permit::All && p.action != want {
-                    continue;
-                }
-                match p.effect {
-                    Effect::Deny if overlaps(&p.topic, topic) => return false,
-                    Effect::Allow if covers(&p.topic, topic, subscribe) => allowed = true,
-                    _ => {}
-                }
+        for p in rules {
+            match p.effect {
+                Effect::Deny if overlaps(&p.topic, topic) => return false,
+                Effect::Allow if covers(&p.topic, topic, subscribe) => allowed = true,
+                _ => {}
             }
         }
         allowed
+    }
+}
+
+/// What [`CustomAuth::identity`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// The identity to sign in with.
+    Found(&'a Identity),
+    /// The client id has a CLIENT identity of another user name.
+    Refused,
+    /// No identity: another sign-in mode applies.
+    None,
+}
+
+/// The identity a connection signed in with, whose rules apply to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// USER or CLIENT.
+    pub kind: IdentityType,
+    /// The user name (USER) or client id (CLIENT).
+    pub name: Box<str>,
+}
+
+impl Identity {
+    /// The subject a connection signed in with this identity is.
+    pub fn subject(&self) -> Subject {
+        let name = match self.kind {
+            IdentityType::User => self.username.as_str(),
+            IdentityType::Client => self.client_id.as_deref().unwrap_or(&self.username),
+        };
+        Subject {
+            kind: self.kind,
+            name: name.into(),
+        }
+    }
+}
+
+/// Names are keys: no control characters (the keys' separator is one).
+fn check_name(what: &str, name: &str) -> Result<(), RegistryError> {
+    match name.chars().any(char::is_control) {
+        true => Err(RegistryError::Invalid(format!(
+            "{what} holds a control character"
+        ))),
+        false => Ok(()),
     }
 }
 
@@ -326,6 +365,8 @@ fn check_identity(i: &Identity) -> Result<(), RegistryError> {
             "Username and Secret are needed".into(),
         ));
     }
+    check_name("Username", &i.username)?;
+    check_name("ClientId", i.client_id.as_deref().unwrap_or(""))?;
     if i.username.contains('|') {
         return Err(RegistryError::Invalid(
             "Username must not contain '|' (the sign-in modes use it)".into(),
@@ -375,6 +416,15 @@ mod subtle_eq {
 mod tests {
     use super::*;
 
+    const Q: Quotas = Quotas {
+        parent_topics_max: 1,
+        group_ids_max: 1,
+        credentials_max: 1,
+        tokens_max: 1,
+        custom_identities_max: 10,
+        custom_permissions_max: 10,
+    };
+
     fn perm(
         kind: IdentityType,
         who: &str,
@@ -391,49 +441,75 @@ mod tests {
         }
     }
 
-    #[test]
-    fn deny_wins_and_nothing_is_allowed_without_a_rule() {
-        let mut c = CustomAuth::default();
-        for p in [
-            perm(
-                IdentityType::User,
-                "u",
-                "devices/#",
-                Effect::Allow,
-                Permit::All,
-            ),
-            perm(
-                IdentityType::Client,
-                "GID_a@@@1",
-                "devices/secret",
-                Effect::Deny,
-                Permit::Sub,
-            ),
-        ] {
-            c.apply(&CustomChange::PutPermission {
-                permission: p,
-                update: false,
-            });
+    fn user(name: &str) -> Subject {
+        Subject {
+            kind: IdentityType::User,
+            name: name.into(),
         }
-        assert!(c.allows("u", "GID_a@@@1", "devices/x", false));
-        assert!(
-            c.allows("u", "GID_a@@@1", "devices/secret", false),
-            "DENY is SUB only"
-        );
-        assert!(
-            !c.allows("u", "GID_a@@@1", "devices/#", true),
-            "the DENY touches devices/#"
-        );
-        assert!(c.allows("u", "GID_a@@@1", "devices/+/t", true));
-        assert!(
-            !c.allows("u", "GID_a@@@1", "alerts/x", false),
-            "no rule: refused"
-        );
-        assert!(!c.allows("other", "GID_a@@@2", "devices/x", false));
+    }
+
+    fn put(c: &mut CustomAuth, p: Permission) -> Result<(), RegistryError> {
+        let change = CustomChange::PutPermission {
+            permission: p,
+            update: false,
+        };
+        c.check(&change, &Q)?;
+        c.apply(&change);
+        Ok(())
     }
 
     #[test]
-    fn identities_sign_in_by_client_id_or_user_name() {
+    fn deny_wins_and_nothing_is_allowed_without_a_rule() {
+        let mut c = CustomAuth::default();
+        let u = IdentityType::User;
+        put(
+            &mut c,
+            perm(u, "u", "devices/#", Effect::Allow, Permit::All),
+        )
+        .expect("put");
+        put(
+            &mut c,
+            perm(u, "u", "devices/secret", Effect::Deny, Permit::Sub),
+        )
+        .expect("put");
+        assert!(c.allows(&user("u"), "devices/x", false));
+        assert!(
+            c.allows(&user("u"), "devices/secret", false),
+            "the DENY is SUB only"
+        );
+        assert!(
+            !c.allows(&user("u"), "devices/#", true),
+            "the DENY touches devices/#"
+        );
+        assert!(c.allows(&user("u"), "devices/+/t", true));
+        assert!(!c.allows(&user("u"), "alerts/x", false), "no rule: refused");
+        assert!(!c.allows(&user("other"), "devices/x", false));
+    }
+
+    #[test]
+    fn a_rule_of_one_identity_never_applies_to_another() {
+        let mut c = CustomAuth::default();
+        let all = |kind, who: &str| perm(kind, who, "#", Effect::Allow, Permit::All);
+        put(&mut c, all(IdentityType::Client, "GID_a@@@1")).expect("put");
+        put(&mut c, all(IdentityType::User, "dev-2")).expect("put");
+        assert!(
+            !c.allows(&user("GID_a@@@1"), "t", false),
+            "a CLIENT rule is not a USER's"
+        );
+        assert!(
+            !c.allows(&user("dev"), "t", false),
+            "dev-2's rules are not dev's"
+        );
+        let sneaky = put(&mut c, all(IdentityType::User, "dev\nx"));
+        assert!(
+            matches!(sneaky, Err(RegistryError::Invalid(_))),
+            "no control characters"
+        );
+        assert!(!c.allows(&user("dev"), "t", false));
+    }
+
+    #[test]
+    fn a_client_id_with_a_client_identity_signs_in_with_it_alone() {
         let mut c = CustomAuth::default();
         let client = Identity {
             kind: IdentityType::Client,
@@ -442,28 +518,40 @@ mod tests {
             secret: "s1".into(),
             sign_mode: SignMode::Signed,
         };
-        let user = Identity {
+        let other = Identity {
             kind: IdentityType::User,
+            username: "intruder".into(),
             client_id: None,
             secret: "s2".into(),
             sign_mode: SignMode::Origin,
-            ..client.clone()
         };
-        for identity in [client, user] {
+        for identity in [client, other] {
             let change = CustomChange::PutIdentity {
                 identity,
                 update: false,
             };
-            assert_eq!(c.check(&change), Ok(()));
+            assert_eq!(c.check(&change, &Q), Ok(()));
             c.apply(&change);
         }
-        let found = c.identity("dev", "GID_a@@@1").expect("client identity");
-        assert_eq!(found.kind, IdentityType::Client);
+        let Lookup::Found(found) = c.identity("dev", "GID_a@@@1") else {
+            panic!("the CLIENT identity");
+        };
+        assert_eq!(
+            found.subject(),
+            Subject {
+                kind: IdentityType::Client,
+                name: "GID_a@@@1".into()
+            }
+        );
         let sig = super::super::signin::signature("s1", "GID_a@@@1");
         assert!(CustomAuth::verify(found, "GID_a@@@1", sig.as_bytes()));
-        let other = c.identity("dev", "GID_a@@@2").expect("user identity");
+        assert_eq!(c.identity("intruder", "GID_a@@@1"), Lookup::Refused);
+        let Lookup::Found(other) = c.identity("intruder", "GID_a@@@2") else {
+            panic!("the USER identity");
+        };
         assert!(CustomAuth::verify(other, "GID_a@@@2", b"s2"));
         assert!(!CustomAuth::verify(other, "GID_a@@@2", b"s1"));
+        assert_eq!(c.identity("nobody", "GID_a@@@3"), Lookup::None);
     }
 
     #[test]
@@ -471,15 +559,19 @@ mod tests {
         let c = CustomAuth::default();
         let p = perm(IdentityType::User, "u", "a/#", Effect::Allow, Permit::Pub);
         let update = CustomChange::PutPermission {
-            permission: p.clone(),
+            permission: p,
             update: true,
         };
-        assert!(matches!(c.check(&update), Err(RegistryError::NotFound(..))));
+        assert!(matches!(
+            c.check(&update, &Q),
+            Err(RegistryError::NotFound(..))
+        ));
+        let bad = perm(IdentityType::User, "u", "a/#/b", Effect::Allow, Permit::Pub);
         let bad = CustomChange::PutPermission {
-            permission: perm(IdentityType::User, "u", "a/#/b", Effect::Allow, Permit::Pub),
+            permission: bad,
             update: false,
         };
-        assert!(matches!(c.check(&bad), Err(RegistryError::Invalid(_))));
+        assert!(matches!(c.check(&bad, &Q), Err(RegistryError::Invalid(_))));
         assert!(overlaps("a/+/c", "a/b/#") && !overlaps("a/b", "a/c") && overlaps("a/#", "a"));
     }
 }

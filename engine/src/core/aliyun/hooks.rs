@@ -8,6 +8,7 @@ use std::time::Instant;
 use ringmq_protocol::{Connect, PacketId, ProtocolVersion, Publish, QoS, ReasonCode};
 use serde::Deserialize;
 
+use super::custom::Subject;
 use super::names::{Filter, Topic};
 use super::registry::Change;
 use super::signin::SignedIn;
@@ -26,7 +27,7 @@ pub struct LinkAliyun {
     pub grant: Option<Grant>,
     /// Signed in with a custom identity: its permissions decide what it
     /// may publish and subscribe.
-    pub custom: bool,
+    pub custom: Option<Subject>,
     /// The client's address, for online/offline events.
     pub peer: Option<SocketAddr>,
 }
@@ -94,13 +95,8 @@ impl Broker {
                 return Err((ReasonCode::NotAuthorized, Info::ResourceAuthFailed));
             }
         }
-        if let (true, Some(will)) = (signed.custom, &c.will) {
-            let user = c.username.as_ref().map_or("", |u| u.as_str());
-            if !a
-                .registry
-                .custom
-                .allows(user, client, will.topic.as_str(), false)
-            {
+        if let (Some(who), Some(will)) = (&signed.custom, &c.will) {
+            if !a.registry.custom.allows(who, will.topic.as_str(), false) {
                 tracing::info!(
                     client,
                     "CONNECT refused: no custom permission to publish the Will"
@@ -179,22 +175,12 @@ impl Broker {
     /// Whether a client signed in with a custom identity has the
     /// permission to publish to `topic` (or subscribe to it, `subscribe`).
     fn custom_allows(&self, id: ConnId, topic: &str, subscribe: bool) -> Result<(), Refusal> {
-        let Some(session) = self.session(id) else {
+        let link = self.session(id).and_then(|s| s.link.as_ref());
+        let who = link.and_then(|l| l.aliyun.as_ref()?.custom.as_ref());
+        let (Some(who), Some(a)) = (who, self.aliyun.as_deref()) else {
             return Ok(());
         };
-        let custom = session
-            .link
-            .as_ref()
-            .and_then(|l| l.aliyun.as_ref())
-            .is_some_and(|a| a.custom);
-        let Some(a) = self.aliyun.as_deref().filter(|_| custom) else {
-            return Ok(());
-        };
-        let user = session.username.as_ref().map_or("", |u| u.as_str());
-        if a.registry
-            .custom
-            .allows(user, session.client_id.as_str(), topic, subscribe)
-        {
+        if a.registry.custom.allows(who, topic, subscribe) {
             return Ok(());
         }
         Err(Refusal {

@@ -71,6 +71,10 @@ pub struct AliyunConfig {
     pub token_resources_max: usize,
     /// Tokens issued and not yet expired, per instance.
     pub tokens_max: usize,
+    /// Custom-auth identities per instance.
+    pub custom_identities_max: usize,
+    /// Custom-auth permissions per instance.
+    pub custom_permissions_max: usize,
     /// Longest token life, in seconds (a later expiry is cut to it).
     pub token_life_secs_max: u64,
     /// Shortest token life, in seconds.
@@ -100,6 +104,8 @@ impl Default for AliyunConfig {
             device_credentials_max: 1_000_000,
             token_resources_max: 100,
             tokens_max: 1_000_000,
+            custom_identities_max: 100_000,
+            custom_permissions_max: 100_000,
             token_life_secs_max: 30 * 24 * 3600,
             token_life_secs_min: 60,
             token_expire_notice_secs: 300,
@@ -116,6 +122,8 @@ impl AliyunConfig {
             group_ids_max: self.group_ids_max,
             credentials_max: self.device_credentials_max,
             tokens_max: self.tokens_max,
+            custom_identities_max: self.custom_identities_max,
+            custom_permissions_max: self.custom_permissions_max,
         }
     }
 }

@@ -187,6 +187,10 @@ pub struct Quotas {
     pub credentials_max: usize,
     /// Live issued tokens per instance.
     pub tokens_max: usize,
+    /// Custom-auth identities per instance.
+    pub custom_identities_max: usize,
+    /// Custom-auth permissions per instance.
+    pub custom_permissions_max: usize,
 }
 
 impl Registry {
@@ -241,7 +245,17 @@ impl Registry {
                 return Err(RegistryError::NotFound("Group ID", id.clone()));
             }
             Change::PutCredential(c) => self.check_credential(c, q)?,
-            Change::Custom(c) => self.custom.check(c)?,
+            Change::Custom(c) => {
+                self.custom.check(c, q)?;
+                if let CustomChange::PutIdentity { identity, .. } = c {
+                    if self.access_keys.contains_key(&identity.username) {
+                        return Err(RegistryError::Invalid(format!(
+                            "Username {} is an AccessKeyId (it would take the legacy sign-in)",
+                            identity.username
+                        )));
+                    }
+                }
+            }
             Change::RemoveCredential { client_id } if !self.credentials.contains_key(client_id) => {
                 return Err(RegistryError::NotFound(
                     "device credential",
@@ -371,6 +385,8 @@ mod tests {
         group_ids_max: 10,
         credentials_max: 10,
         tokens_max: 10,
+        custom_identities_max: 10,
+        custom_permissions_max: 10,
     };
 
     fn applied(r: &mut Registry, c: Change) -> Result<(), RegistryError> {

@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use ringmq_protocol::Connect;
 use sha1::Sha1;
 
-use super::custom::CustomAuth;
+use super::custom::{CustomAuth, Lookup, Subject};
 use super::names;
 use super::token::{self, Grant, TokenError};
 use super::Aliyun;
@@ -119,6 +119,10 @@ pub enum SignInError {
     /// A device key used with another client id.
     #[error("DeviceCredential: the key belongs to another client id")]
     WrongDevice,
+    /// A client id with a CLIENT identity, signed in with another user
+    /// name.
+    #[error("custom auth: the client id belongs to a CLIENT identity of another user name")]
+    OtherIdentity,
     /// A token is not valid.
     #[error("Token: {0}")]
     Token(TokenError),
@@ -130,7 +134,7 @@ pub struct SignedIn {
     /// Its tokens (Token mode).
     pub grant: Option<Grant>,
     /// It signed in with a custom identity: its permissions decide.
-    pub custom: bool,
+    pub custom: Option<Subject>,
 }
 
 impl Aliyun {
@@ -140,20 +144,24 @@ impl Aliyun {
         let password = c.password.as_deref().unwrap_or_default();
         let client_id = c.client_id.as_str();
         let r = &self.registry;
-        if let Some(identity) = r.custom.identity(username.as_str(), client_id) {
-            return match CustomAuth::verify(identity, client_id, password) {
-                true => Ok(SignedIn {
-                    grant: None,
-                    custom: true,
-                }),
-                false => Err(SignInError::BadSignature("custom identity")),
-            };
+        match r.custom.identity(username.as_str(), client_id) {
+            Lookup::Found(identity) => {
+                return match CustomAuth::verify(identity, client_id, password) {
+                    true => Ok(SignedIn {
+                        grant: None,
+                        custom: Some(identity.subject()),
+                    }),
+                    false => Err(SignInError::BadSignature("custom identity")),
+                };
+            }
+            Lookup::Refused => return Err(SignInError::OtherIdentity),
+            Lookup::None => {}
         }
         let mode = Mode::parse(username.as_str()).ok_or(SignInError::UnknownMode)?;
         let keys = |grant| {
             Ok(SignedIn {
                 grant,
-                custom: false,
+                custom: None,
             })
         };
         let instance_ok = |i: &str| i == r.instance_id;

@@ -12,6 +12,7 @@ use super::{fields, success, Call, Fields};
 use crate::admin::openapi::error::ApiError;
 use crate::core::connect::home_shard;
 use crate::core::message::msg_id_string;
+use crate::core::operate::Publisher;
 
 /// How long a job waits for its shard.
 const SHARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,7 +36,8 @@ pub(super) fn query_session(call: &Call<'_>) -> Result<Fields, ApiError> {
 }
 
 /// BatchQuerySessionByClientIds (`ClientIdList.N`, at most 10) →
-/// `OnlineStatusList[{ClientId, OnlineStatus}]`.
+/// `OnlineStatusList[{ClientId, OnlineStatus}]`: one job per shard, each
+/// answering for the ids whose home it is.
 pub(super) fn batch_query_sessions(call: &Call<'_>) -> Result<Fields, ApiError> {
     let ids = call.params.list("ClientIdList")?;
     if ids.is_empty() {
@@ -47,11 +49,23 @@ pub(super) fn batch_query_sessions(call: &Call<'_>) -> Result<Fields, ApiError> 
             format!("at most {BATCH_CLIENT_IDS_MAX} client ids"),
         ));
     }
-    let mut list = Vec::with_capacity(ids.len());
-    for id in ids {
-        let status = online(call, &id)?;
-        list.push(json!({"ClientId": id, "OnlineStatus": status}));
+    let controls = call.app.handle.controls();
+    let shards = controls.shards();
+    let asked = ids.clone();
+    let job = move |b: &mut crate::core::Broker, _| -> Vec<(usize, bool)> {
+        let mine = asked.iter().enumerate();
+        let mine = mine.filter(|(_, id)| home_shard(id.as_bytes(), shards) == b.shard());
+        mine.map(|(i, id)| (i, b.is_online(id))).collect()
+    };
+    let mut online = vec![false; ids.len()];
+    for (i, status) in controls.call_all(job, SHARD_TIMEOUT)?.into_iter().flatten() {
+        online[i] = status;
     }
+    let list: Vec<Value> = ids
+        .iter()
+        .zip(online)
+        .map(|(id, status)| json!({"ClientId": id, "OnlineStatus": status}))
+        .collect();
     Ok(fields([("OnlineStatusList", Value::from(list))]))
 }
 
@@ -64,7 +78,7 @@ pub(super) fn send_message(call: &Call<'_>) -> Result<Fields, ApiError> {
     let controls = call.app.handle.controls();
     let shard = home_shard(topic.as_bytes(), controls.shards());
     let job = move |b: &mut crate::core::Broker, now| {
-        let id = b.inject(&topic, payload, QoS::AtLeastOnce, false, now)?;
+        let id = b.inject(Publisher::Operator, &topic, payload, QoS::AtLeastOnce, now)?;
         Ok::<_, crate::core::operate::InjectError>(msg_id_string(
             id,
             b.unix_millis(now),
