@@ -459,6 +459,20 @@ def test_signature_failures_get_the_product_codes(adm):
         m.ListGroupIdRequest(instance_id=INSTANCE))) == (404, "InvalidAccessKeyId.NotFound")
 
 
+def test_the_current_sdk_is_refused_a_replayed_nonce_and_a_stale_date(adm, monkeypatch):
+    """ACS3: the SDK's own nonce and x-acs-date, pinned."""
+    from alibabacloud_tea_openapi.utils import Utils
+    api, req = sdk(adm), m.ListGroupIdRequest(instance_id=INSTANCE)
+    nonce = uuid.uuid4().hex
+    monkeypatch.setattr(Utils, "get_nonce", staticmethod(lambda: nonce))
+    assert api.list_group_id(req).body.data
+    assert code_of(lambda: api.list_group_id(req)) == (400, "SignatureNonceUsed")
+    monkeypatch.setattr(Utils, "get_nonce", staticmethod(lambda: uuid.uuid4().hex))
+    stale = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 16 * 60))
+    monkeypatch.setattr(Utils, "get_timestamp", staticmethod(lambda: stale))
+    assert code_of(lambda: api.list_group_id(req)) == (400, "InvalidTimeStamp.Expired")
+
+
 @pytest.mark.parametrize("params, status, code", [
     ({"Action": "NoSuchAction", "InstanceId": INSTANCE}, 404, "InvalidAction.NotFound"),
     ({"Action": "QuerySessionByClientId", "InstanceId": INSTANCE}, 400, "MissingParameter"),
