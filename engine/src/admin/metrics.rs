@@ -239,7 +239,7 @@ fn counters(w: &mut Writer, s: &Stats) {
 fn drops(w: &mut Writer, s: &Stats) {
     let name = "ringmq_dropped_messages_total";
     w.family(name, "counter", "Message copies not delivered, by reason.");
-    let rows: [(&str, u64); 9] = [
+    let rows = [
         ("qos0_backpressure", s.dropped_qos0),
         ("queue_full", s.dropped_queue_full),
         ("too_large", s.dropped_too_large),
@@ -250,9 +250,7 @@ fn drops(w: &mut Writer, s: &Stats) {
         ("offline_rule", s.dropped_offline_rule),
         ("retained_cap", s.dropped_retained),
     ];
-    for (reason, v) in rows {
-        w.line(name, &format!("reason=\"{reason}\""), v as f64);
-    }
+    w.labeled(name, "reason", &rows);
 }
 
 fn refusals(w: &mut Writer, s: &Stats) {
@@ -267,14 +265,12 @@ fn refusals(w: &mut Writer, s: &Stats) {
     }
     let name = "ringmq_publishes_refused_total";
     w.family(name, "counter", "PUBLISH packets refused, by reason.");
-    let rows: [(&str, u64); 3] = [
+    let rows = [
         ("storage", s.refused_storage),
         ("not_authorized", s.denied),
         ("profile_rules", s.publishes_refused),
     ];
-    for (reason, v) in rows {
-        w.line(name, &format!("reason=\"{reason}\""), v as f64);
-    }
+    w.labeled(name, "reason", &rows);
 }
 
 fn api(w: &mut Writer, app: &App) {
@@ -322,6 +318,13 @@ impl Writer {
             true => writeln!(self.0, "{name} {value}"),
             false => writeln!(self.0, "{name}{{{labels}}} {value}"),
         };
+    }
+
+    /// One sample per row, `label` set to the row's name.
+    fn labeled(&mut self, name: &str, label: &str, rows: &[(&str, u64)]) {
+        for (value, n) in rows {
+            self.line(name, &format!("{label}=\"{value}\""), *n as f64);
+        }
     }
 
     fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {

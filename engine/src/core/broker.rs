@@ -348,13 +348,7 @@ impl Broker {
         for session in self.sessions.iter_mut().flatten() {
             if let Some(link) = session.link.as_mut() {
                 link.end.get_or_insert(super::trace::Info::ClosedByServer);
-                if link.version == ProtocolVersion::V5 {
-                    let packet = Disconnect::new(ReasonCode::ServerShuttingDown);
-                    let _ = link
-                        .tx
-                        .encode(|buf| packet.encode(ProtocolVersion::V5, buf));
-                }
-                link.tx.close();
+                link.close_with(ReasonCode::ServerShuttingDown);
             }
         }
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use ringmq_protocol::properties::{ConnAckProperties, PublishProperties};
 use ringmq_protocol::{
-    ConnAck, Connect, Disconnect, LastWill, MqttString, Packet, ProtocolVersion, ReasonCode,
+    ConnAck, Connect, LastWill, MqttString, Packet, ProtocolVersion, ReasonCode,
 };
 
 use super::aliyun::notices::Event;
@@ -298,13 +298,7 @@ impl Broker {
         let Some(mut link) = session.link.take() else {
             return;
         };
-        if link.version == ProtocolVersion::V5 {
-            let packet = Disconnect::new(ReasonCode::SessionTakenOver);
-            let _ = link
-                .tx
-                .encode(|buf| packet.encode(ProtocolVersion::V5, buf));
-        }
-        link.tx.close();
+        link.close_with(ReasonCode::SessionTakenOver);
         // The old connection's writer still has to flush that DISCONNECT.
         let old = ConnId {
             session: slot,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use ringmq_protocol::{Disconnect, ProtocolVersion, QoS, ReasonCode, TopicName};
+use ringmq_protocol::{QoS, ReasonCode, TopicName};
 
 use super::broker::Broker;
 use super::message::Message;
@@ -57,13 +57,7 @@ impl Broker {
             return false;
         };
         link.end.get_or_insert(Info::ClosedByServer);
-        if link.version == ProtocolVersion::V5 {
-            let packet = Disconnect::new(ReasonCode::AdministrativeAction);
-            let _ = link
-                .tx
-                .encode(|buf| packet.encode(ProtocolVersion::V5, buf));
-        }
-        link.tx.close();
+        link.close_with(ReasonCode::AdministrativeAction);
         tracing::info!(client = client_id, "connection closed by the operator");
         true
     }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use ahash::{AHashMap, AHashSet};
 use ringmq_protocol::{
-    MqttString, PacketId, ProtocolVersion, QoS, SubscriptionId, SubscriptionOptions, TopicName,
+    Disconnect, MqttString, PacketId, ProtocolVersion, QoS, ReasonCode, SubscriptionId,
+    SubscriptionOptions, TopicName,
 };
 
 use super::aliyun::LinkAliyun;
@@ -136,6 +137,18 @@ impl Link {
         }
         self.aliases_out.insert(topic.into(), next);
         Some((next, false))
+    }
+
+    /// Ends the connection from the server's side: a v5 client gets
+    /// DISCONNECT with `code` first; the output closes once written.
+    pub fn close_with(&mut self, code: ReasonCode) {
+        if self.version == ProtocolVersion::V5 {
+            let packet = Disconnect::new(code);
+            let _ = self
+                .tx
+                .encode(|buf| packet.encode(ProtocolVersion::V5, buf));
+        }
+        self.tx.close();
     }
 }
 
