@@ -65,7 +65,15 @@ def test_metrics_pass_promtool_and_follow_the_traffic(obs, uid):
         sub.expect(20)
         bad = f.new("bad", username="x", connect=False, protocol=5, connect_props={"AuthenticationMethod": "nope"})
         bad.connect(expect_success=False)
-        status, ctype, text = get(obs, "/metrics")
+        # The figures may be up to a quarter second old: wait for these.
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            status, ctype, text = get(obs, "/metrics")
+            fresh = (metric(text, "ringmq_messages_received_total", 'qos="1"')
+                     - metric(before, "ringmq_messages_received_total", 'qos="1"'))
+            if fresh >= 20 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     finally:
         f.close_all()
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4")

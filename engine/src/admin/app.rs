@@ -17,6 +17,9 @@ use crate::shard::NoAnswer;
 
 /// The status page's latency percentiles cover about this much time.
 const LATENCY_WINDOW: Duration = Duration::from_secs(1);
+/// The shards are asked for their figures at most this often, whatever
+/// the number of scrapers, viewers and health checks.
+const OBSERVE_MAX_AGE: Duration = Duration::from_millis(250);
 /// How long a query of the shards' figures waits.
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -37,6 +40,19 @@ pub struct App {
     acks: Mutex<VecDeque<(Instant, Histogram)>>,
     /// OpenAPI requests answered.
     counts: Mutex<Counts>,
+    /// The last figures asked of the shards.
+    observed: Mutex<Option<Observation>>,
+}
+
+/// Every shard's figures at one moment.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// When they were taken.
+    pub at: Instant,
+    /// The same, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Each shard's, in shard order.
+    pub shards: Arc<Vec<Observed>>,
 }
 
 /// OpenAPI requests answered, by outcome.
@@ -57,6 +73,7 @@ impl App {
             verifier: Mutex::new(Verifier::new(a.signature_window_secs, a.nonces_max)),
             acks: Mutex::new(VecDeque::new()),
             counts: Mutex::new(Counts::default()),
+            observed: Mutex::new(None),
             started: Instant::now(),
             handle,
             config,
@@ -74,22 +91,36 @@ impl App {
         self.verifier.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every shard's figures, in shard order (blocking: call it on the
-    /// blocking pool).
-    pub fn observe(&self) -> Result<Vec<Observed>, NoAnswer> {
-        self.handle
+    /// Every shard's figures, at most `OBSERVE_MAX_AGE` old: the shards
+    /// get one job per quarter second at most from the metrics, status
+    /// and health routes together. Blocking (one query at a time): call
+    /// it on the blocking pool.
+    pub fn observe(&self) -> Result<Observation, NoAnswer> {
+        let mut cached = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(o) = cached.as_ref().filter(|o| o.at.elapsed() < OBSERVE_MAX_AGE) {
+            return Ok(o.clone());
+        }
+        let shards = self
+            .handle
             .controls()
-            .call_all(|b, _| b.observe(), OBSERVE_TIMEOUT)
+            .call_all(|b, _| b.observe(), OBSERVE_TIMEOUT)?;
+        let o = Observation {
+            at: Instant::now(),
+            time_ms: crate::instance::registrar::now_ms(),
+            shards: Arc::new(shards),
+        };
+        *cached = Some(o.clone());
+        Ok(o)
     }
 
     /// The acknowledgement latencies recorded over about the last second:
-    /// `now` (the current total) minus the newest copy at least a second
-    /// old (or the oldest kept). However many pages poll, each sees the
-    /// same window.
-    pub fn ack_last_second(&self, now: &Histogram) -> Histogram {
-        let at = Instant::now();
+    /// `now` (the total taken at `at`) minus the newest copy at least a
+    /// second older (or the oldest kept). However many pages poll, each
+    /// sees the same window.
+    pub fn ack_last_second(&self, at: Instant, now: &Histogram) -> Histogram {
+        let age = |t: &Instant| at.saturating_duration_since(*t);
         let mut kept = self.acks.lock().unwrap_or_else(|e| e.into_inner());
-        while kept.len() > 1 && kept.get(1).is_some_and(|(t, _)| at - *t >= LATENCY_WINDOW) {
+        while kept.len() > 1 && kept.get(1).is_some_and(|(t, _)| age(t) >= LATENCY_WINDOW) {
             kept.pop_front();
         }
         let delta = match kept.front() {
@@ -98,7 +129,7 @@ impl App {
         };
         if kept
             .back()
-            .is_none_or(|(t, _)| at - *t >= LATENCY_WINDOW / 4)
+            .is_none_or(|(t, _)| age(t) >= LATENCY_WINDOW / 4)
         {
             kept.push_back((at, now.clone()));
         }

@@ -19,7 +19,7 @@ pub(crate) async fn serve(app: Arc<App>) -> Answer {
     let probe = Arc::clone(&app);
     let shards = tokio::task::spawn_blocking(move || probe.observe()).await;
     match shards {
-        Ok(Ok(shards)) => answer(StatusCode::OK, TEXT_FORMAT, render(&app, &shards)),
+        Ok(Ok(o)) => answer(StatusCode::OK, TEXT_FORMAT, render(&app, &o.shards)),
         _ => answer(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain; charset=utf-8",

@@ -3,7 +3,6 @@
 //! (`GET /api/status`) and the health check (`GET /healthz`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::StatusCode;
 use serde_json::json;
@@ -21,12 +20,12 @@ pub(crate) fn page() -> Answer {
 }
 
 /// `GET /healthz`: 200 once every shard answers its control channel
-/// (a shard does so only after it has restored its state and listens).
+/// (a shard does so only after it has restored its state and listens),
+/// within the last quarter second.
 pub(crate) async fn health(app: Arc<App>) -> Answer {
-    let controls = app.handle.controls().clone();
-    let shards = controls.shards();
-    let probe = move || controls.call_all(|_, _| (), Duration::from_secs(1));
-    match tokio::task::spawn_blocking(probe).await {
+    let shards = app.handle.controls().shards();
+    let probe = Arc::clone(&app);
+    match tokio::task::spawn_blocking(move || probe.observe()).await {
         Ok(Ok(_)) => answer(
             StatusCode::OK,
             JSON,
@@ -45,15 +44,16 @@ pub(crate) async fn health(app: Arc<App>) -> Answer {
 /// last second.
 pub(crate) async fn json(app: Arc<App>) -> Answer {
     let probe = Arc::clone(&app);
-    let Ok(Ok(shards)) = tokio::task::spawn_blocking(move || probe.observe()).await else {
+    let Ok(Ok(o)) = tokio::task::spawn_blocking(move || probe.observe()).await else {
         return answer(
             StatusCode::SERVICE_UNAVAILABLE,
             JSON,
             json!({"error": "the shards did not answer"}).to_string(),
         );
     };
-    let total = Observed::total(&shards);
-    let ack = app.ack_last_second(&total.metrics.ack_latency);
+    let shards = &o.shards;
+    let total = Observed::total(shards);
+    let ack = app.ack_last_second(o.at, &total.metrics.ack_latency);
     let s = &total.stats;
     let dropped = s.dropped_qos0
         + s.dropped_queue_full
@@ -72,7 +72,7 @@ pub(crate) async fn json(app: Arc<App>) -> Answer {
         "profile": format!("{:?}", app.config.profile).to_ascii_lowercase(),
         "uptime_secs": app.started.elapsed().as_secs(),
         "shards": shards.len(),
-        "time_ms": crate::instance::registrar::now_ms(),
+        "time_ms": o.time_ms,
         "connections": total.connections,
         "sessions": total.sessions,
         "messages_received": s.received.total_messages(),

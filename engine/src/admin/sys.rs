@@ -80,7 +80,7 @@ pub(crate) fn topics(uptime_secs: u64, total: &Observed) -> Vec<(&'static str, S
 }
 
 fn publish_once(app: &App) -> Result<(), crate::shard::NoAnswer> {
-    let total = Observed::total(&app.observe()?);
+    let total = Observed::total(&app.observe()?.shards);
     let topics = topics(app.started.elapsed().as_secs(), &total);
     let job = move |b: &mut crate::core::Broker, now| {
         for (topic, value) in topics {
