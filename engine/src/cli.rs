@@ -261,9 +261,15 @@ fn effective_config(args: &Args) -> Result<Config, crate::config::ConfigError> {
 
 /// Structured logs to stderr; `RUST_LOG` wins over the configured filter.
 /// Records of the `log` crate (glommio's warnings) are captured too.
+/// rustls warns of every client that sends an IP address as SNI (mosquitto
+/// does): its own messages below errors are left out unless asked for.
 fn init_logging(level: &str) {
+    let level = match level.contains("rustls") {
+        true => level.to_owned(),
+        false => format!("{level},rustls=error"),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -47,6 +47,8 @@ pub struct Config {
     pub storage: Storage,
     /// The admin HTTP endpoint.
     pub admin: Admin,
+    /// The TLS listeners' certificate and key.
+    pub tls: TlsConfig,
     /// The Alibaba Cloud MQTT profile's instance and limits.
     pub aliyun: AliyunConfig,
     /// The message and device trace store.
@@ -160,6 +162,18 @@ impl Default for Storage {
 pub struct Listeners {
     /// MQTT over TCP.
     pub tcp: Vec<SocketAddr>,
+    /// MQTT over TLS (needs `[tls]`).
+    pub tls: Vec<SocketAddr>,
+}
+
+/// The server's certificate and key, for the TLS listeners.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, the server's own first.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key, PEM (PKCS#8, RSA or SEC1 EC).
+    pub key_file: Option<PathBuf>,
 }
 
 /// Authentication and authorization.
@@ -222,6 +236,7 @@ impl Default for Config {
             runtime: Runtime::default(),
             storage: Storage::default(),
             admin: Admin::default(),
+            tls: TlsConfig::default(),
             aliyun: AliyunConfig::default(),
             trace: TraceConfig::default(),
         }
@@ -232,6 +247,7 @@ impl Default for Listeners {
     fn default() -> Self {
         Listeners {
             tcp: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
+            tls: Vec::new(),
         }
     }
 }
@@ -295,8 +311,13 @@ impl Config {
         if self.listeners.tcp.is_empty() {
             return bad("listeners.tcp: at least one address is needed");
         }
-        if self.listeners.tcp.iter().any(|a| a.port() == 0) {
-            return bad("listeners.tcp: a fixed port is needed (every shard binds it)");
+        let all = self.listeners.tcp.iter().chain(&self.listeners.tls);
+        if all.clone().any(|a| a.port() == 0) {
+            return bad("listeners: a fixed port is needed (every shard binds it)");
+        }
+        let tls = &self.tls;
+        if !self.listeners.tls.is_empty() && (tls.cert_file.is_none() || tls.key_file.is_none()) {
+            return bad("listeners.tls needs tls.cert_file and tls.key_file");
         }
         if self.shards > 64 {
             return bad("shards: at most 64");

@@ -167,7 +167,12 @@ fn per_qos(w: &mut Writer, name: &str, help: &str, q: &PerQos, bytes: bool) {
 }
 
 fn counters(w: &mut Writer, s: &Stats) {
-    let rows: [(&str, &str, u64); 14] = [
+    let rows: [(&str, &str, u64); 15] = [
+        (
+            "ringmq_tls_handshakes_failed_total",
+            "TLS connections closed by a failed handshake or a bad record.",
+            s.tls_handshakes_failed,
+        ),
         ("ringmq_connects_total", "CONNECTs accepted.", s.connects),
         (
             "ringmq_connects_malformed_total",

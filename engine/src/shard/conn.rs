@@ -1,12 +1,14 @@
-//! A client connection on its shard: read CONNECT, move to the client's
-//! home shard if this is not it, then read and handle packets until the
-//! connection ends. Output is written by the connection's writer task.
+//! A client connection on its shard: finish the TLS handshake (TLS
+//! listeners), read CONNECT, move to the client's home shard if this is
+//! not it, then read and handle packets until the connection ends. Output
+//! is written by the connection's writer task.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -16,9 +18,11 @@ use glommio::timer::Timer;
 use ringmq_protocol::{
     Connect, DecodeError, Decoder, MqttString, Packet, ProtocolVersion, ReasonCode,
 };
+use rustls::ServerConfig;
 
 use super::context::Shard;
 use super::mesh::{Handoff, ShardMsg};
+use super::transport::Transport;
 use super::writer;
 use crate::core::connect::{home_shard, refusal};
 use crate::core::{ConnId, Flow};
@@ -41,6 +45,22 @@ impl Drop for Counted {
 
 type Stream = Rc<RefCell<TcpStream>>;
 
+/// A connection's socket and transport, shared by its reader and writer.
+#[derive(Clone)]
+pub(super) struct Wire {
+    pub(super) stream: Stream,
+    pub(super) transport: Rc<RefCell<Transport>>,
+}
+
+impl Wire {
+    fn new(stream: TcpStream, transport: Transport) -> Wire {
+        Wire {
+            stream: Rc::new(RefCell::new(stream)),
+            transport: Rc::new(RefCell::new(transport)),
+        }
+    }
+}
+
 /// Why reading ended.
 enum End {
     /// The peer closed, or the socket failed.
@@ -49,25 +69,34 @@ enum End {
     Closing,
 }
 
-/// Serves a connection accepted by this shard.
-pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+/// Serves a connection accepted by this shard (on a TLS listener if
+/// `tls` is set).
+pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, tls: Option<Arc<ServerConfig>>) {
     let _counted = Counted::new(&shard);
     let _ = stream.set_nodelay(true);
-    let stream: Stream = Rc::new(RefCell::new(stream));
+    let transport = match tls.as_ref().map(Transport::tls) {
+        None => Transport::Plain,
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return tracing::warn!("cannot start a TLS session: {e}"),
+    };
+    let wire = Wire::new(stream, transport);
     let mut decoder = Decoder::new(shard.config.limits.packet_bytes_max as usize);
     let mut buf = BytesMut::new();
     let timeout = Duration::from_secs(u64::from(shard.config.limits.connect_timeout_secs));
     let first = future::or(
-        read_connect(&shard, &stream, &mut decoder, &mut buf),
+        async {
+            handshake(&shard, &wire, &mut buf).await?;
+            read_connect(&shard, &wire, &mut decoder, &mut buf).await
+        },
         async {
             Timer::new(timeout).await;
-            Err(None)
+            Err(Before::Silent)
         },
     )
     .await;
     let mut connect = match first {
         Ok(c) => c,
-        Err(e) => return refuse_before_connect(&shard, &stream, e).await,
+        Err(e) => return refuse_before_connect(&shard, &wire, e).await,
     };
     let assigned = connect.client_id.is_empty()
         && (connect.clean_start || connect.protocol == ProtocolVersion::V5);
@@ -77,15 +106,16 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
     let home = home_shard(connect.client_id.as_bytes(), shard.senders.nr_consumers());
     if home != shard.index {
-        return hand_off(&shard, &stream, home, connect, assigned, buf).await;
+        return hand_off(&shard, wire, home, connect, assigned, buf).await;
     }
-    run(&shard, stream, decoder, buf, connect, assigned).await;
+    run(&shard, wire, decoder, buf, connect, assigned).await;
 }
 
 /// Serves a connection handed over by another shard.
 pub(super) async fn resume(
     shard: Rc<Shard>,
     stream: TcpStream,
+    transport: Transport,
     connect: Box<Connect>,
     assigned: bool,
     rest: Bytes,
@@ -94,26 +124,22 @@ pub(super) async fn resume(
     let mut decoder = Decoder::new(shard.config.limits.packet_bytes_max as usize);
     decoder.set_version(connect.protocol);
     let buf = BytesMut::from(&rest[..]);
-    run(
-        &shard,
-        Rc::new(RefCell::new(stream)),
-        decoder,
-        buf,
-        connect,
-        assigned,
-    )
-    .await;
+    let wire = Wire::new(stream, transport);
+    run(&shard, wire, decoder, buf, connect, assigned).await;
 }
 
+/// Sends the connection to shard `home`: a duplicate of its socket, its
+/// transport (a TLS session moves whole), its CONNECT and what was read
+/// after it.
 async fn hand_off(
     shard: &Rc<Shard>,
-    stream: &Stream,
+    wire: Wire,
     home: usize,
     connect: Box<Connect>,
     assigned: bool,
     buf: BytesMut,
 ) {
-    let raw = stream.borrow().as_raw_fd();
+    let raw = wire.stream.borrow().as_raw_fd();
     // SAFETY: dup of an open socket; the copy is owned by the handoff and
     // the original is closed when this shard drops its stream.
     let dup = unsafe { libc::dup(raw) };
@@ -126,11 +152,13 @@ async fn hand_off(
     }
     // SAFETY: `dup` is a fresh descriptor nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(dup) };
+    let transport = std::mem::replace(&mut *wire.transport.borrow_mut(), Transport::Plain);
     let handoff = Handoff {
         fd,
         connect,
         assigned,
         rest: buf.freeze(),
+        transport,
     };
     if shard
         .senders
@@ -142,28 +170,70 @@ async fn hand_off(
     }
 }
 
-/// Reads until a whole first packet is decoded; it must be CONNECT.
-async fn read_connect(
-    shard: &Shard,
-    stream: &Stream,
-    decoder: &mut Decoder,
-    buf: &mut BytesMut,
-) -> Result<Box<Connect>, Option<DecodeError>> {
+/// Why a connection ended before its CONNECT.
+enum Before {
+    /// Closed, timed out, or not CONNECT first.
+    Silent,
+    /// The TLS handshake failed.
+    Tls(std::io::Error),
+    /// The first packet did not decode.
+    Decode(DecodeError),
+}
+
+/// Drives a TLS handshake to its end (nothing to do on TCP); plaintext
+/// the client sends right after it lands in `buf`.
+async fn handshake(shard: &Shard, wire: &Wire, buf: &mut BytesMut) -> Result<(), Before> {
     loop {
-        match decoder.decode(buf) {
-            Ok(Some(Packet::Connect(c))) => return Ok(c),
-            Ok(Some(_)) => return Err(None),
-            Ok(None) => {}
-            Err(e) => return Err(Some(e)),
+        let pending = wire.transport.borrow_mut().pending().map_err(Before::Tls)?;
+        if let Some(records) = pending {
+            let sent = writer::write_all(&wire.stream, &[records], None).await;
+            sent.map_err(|_| Before::Silent)?;
         }
-        match read_more(shard, stream, buf).await {
-            Ok(0) | Err(_) => return Err(None),
+        if !wire.transport.borrow().is_handshaking() {
+            return Ok(());
+        }
+        match read_more(shard, wire, buf).await {
+            Ok(0) => return Err(Before::Silent),
             Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Err(Before::Tls(e)),
+            Err(_) => return Err(Before::Silent),
         }
     }
 }
 
-async fn refuse_before_connect(shard: &Shard, stream: &Stream, e: Option<DecodeError>) {
+/// Reads until a whole first packet is decoded; it must be CONNECT.
+async fn read_connect(
+    shard: &Shard,
+    wire: &Wire,
+    decoder: &mut Decoder,
+    buf: &mut BytesMut,
+) -> Result<Box<Connect>, Before> {
+    loop {
+        match decoder.decode(buf) {
+            Ok(Some(Packet::Connect(c))) => return Ok(c),
+            Ok(Some(_)) => return Err(Before::Silent),
+            Ok(None) => {}
+            Err(e) => return Err(Before::Decode(e)),
+        }
+        match read_more(shard, wire, buf).await {
+            Ok(0) => return Err(Before::Silent),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Err(Before::Tls(e)),
+            Err(_) => return Err(Before::Silent),
+        }
+    }
+}
+
+async fn refuse_before_connect(shard: &Shard, wire: &Wire, e: Before) {
+    let e = match e {
+        Before::Tls(e) => {
+            shard.broker.borrow_mut().stats.tls_handshakes_failed += 1;
+            tracing::info!("TLS connection closed: {e}");
+            return writer::shutdown(&wire.stream);
+        }
+        Before::Decode(e) => Some(e),
+        Before::Silent => None,
+    };
     shard.broker.borrow_mut().stats.connects_malformed += 1;
     match &e {
         Some(DecodeError::UnsupportedProtocolLevel(level)) => {
@@ -174,29 +244,31 @@ async fn refuse_before_connect(shard: &Shard, stream: &Stream, e: Option<DecodeE
                 ProtocolVersion::V5
             };
             let refused = refusal(version, ReasonCode::UnsupportedProtocolVersion);
-            let _ = writer_frames(stream, &[refused.connack]).await;
+            let _ = writer_frames(wire, vec![refused.connack]).await;
             tracing::info!("CONNECT refused: unsupported protocol level {level}");
         }
         Some(e) => tracing::info!("connection closed before CONNECT: {e}"),
         None => tracing::debug!("connection closed before CONNECT"),
     }
-    writer::shutdown(stream);
+    writer::shutdown(&wire.stream);
 }
 
-async fn writer_frames(stream: &Stream, frames: &[Bytes]) -> std::io::Result<()> {
-    writer::write_all(stream, frames, None).await
+/// Writes `frames` through the transport, then closes it (a refusal).
+async fn writer_frames(wire: &Wire, mut frames: Vec<Bytes>) -> std::io::Result<()> {
+    wire.transport.borrow_mut().outbound_last(&mut frames)?;
+    writer::write_all(&wire.stream, &frames, None).await
 }
 
 /// Runs an accepted connection on its home shard until it ends.
 async fn run(
     shard: &Rc<Shard>,
-    stream: Stream,
+    wire: Wire,
     mut decoder: Decoder,
     mut buf: BytesMut,
     connect: Box<Connect>,
     assigned: bool,
 ) {
-    let peer = stream.borrow().peer_addr().ok();
+    let peer = wire.stream.borrow().peer_addr().ok();
     let accepted = shard
         .broker
         .borrow_mut()
@@ -204,13 +276,13 @@ async fn run(
     let id = match accepted {
         Ok(a) => a.id,
         Err(refused) => {
-            let _ = writer_frames(&stream, &[refused.connack]).await;
-            return writer::shutdown(&stream);
+            let _ = writer_frames(&wire, vec![refused.connack]).await;
+            return writer::shutdown(&wire.stream);
         }
     };
-    let writer = glommio::spawn_local(writer::run(Rc::clone(shard), id, Rc::clone(&stream)));
+    let writer = glommio::spawn_local(writer::run(Rc::clone(shard), id, wire.clone()));
     shard.kick();
-    let end = read_loop(shard, id, &stream, &mut decoder, &mut buf).await;
+    let end = read_loop(shard, id, &wire, &mut decoder, &mut buf).await;
     if matches!(end, End::Closing) {
         // Give the writer a moment to flush the DISCONNECT before the session lets go.
         let _ = future::or(
@@ -235,7 +307,7 @@ async fn run(
 async fn read_loop(
     shard: &Rc<Shard>,
     id: ConnId,
-    stream: &Stream,
+    wire: &Wire,
     decoder: &mut Decoder,
     buf: &mut BytesMut,
 ) -> End {
@@ -290,24 +362,34 @@ async fn read_loop(
         while shard.broker.borrow().output_full(id) {
             Timer::new(Duration::from_millis(5)).await;
         }
-        match read_more(shard, stream, buf).await {
-            Ok(0) | Err(_) => return End::Closed,
+        match read_more(shard, wire, buf).await {
+            Ok(0) => return End::Closed,
             Ok(_) => {}
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    tracing::info!("TLS connection closed: {e}");
+                }
+                return End::Closed;
+            }
         }
     }
 }
 
-/// Reads once from the socket into `buf`, through the shard's read buffer
-/// (so an idle connection holds no buffer of its own).
-async fn read_more(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
+/// Reads once from the socket, through the shard's read buffer (so an
+/// idle connection holds no buffer of its own), and appends the plaintext
+/// to `buf`. Returns the bytes read from the socket (0: closed); a TLS
+/// error is `InvalidData`.
+async fn read_more(shard: &Shard, wire: &Wire, buf: &mut BytesMut) -> std::io::Result<usize> {
     poll_fn(|cx| {
         let mut scratch = shard.read_buf.borrow_mut();
-        let poll = Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut scratch[..]);
-        if let std::task::Poll::Ready(Ok(n)) = &poll {
-            buf.reserve((*n).max(512));
-            buf.extend_from_slice(&scratch[..*n]);
+        let poll = Pin::new(&mut *wire.stream.borrow_mut()).poll_read(cx, &mut scratch[..]);
+        match poll {
+            std::task::Poll::Ready(Ok(n)) => {
+                let inbound = wire.transport.borrow_mut().inbound(&scratch[..n], buf);
+                std::task::Poll::Ready(inbound.map(|()| n))
+            }
+            other => other,
         }
-        poll
     })
     .await
 }

@@ -249,6 +249,7 @@ pub(super) async fn shard_main(
         ready,
         counts,
         registry,
+        tls,
     } = shared;
     let (senders, mut receivers) = mesh
         .join()
@@ -289,11 +290,14 @@ pub(super) async fn shard_main(
     glommio::spawn_local(super::sync::sync_loop(Rc::clone(&shard))).detach();
     all_ready(&shard, &ready, shards).await;
     let mut accepts = Vec::new();
-    for addr in &config.listeners.tcp {
+    let tcp = config.listeners.tcp.iter().map(|a| (a, None));
+    let tls = config.listeners.tls.iter().map(|a| (a, tls.clone()));
+    for (addr, tls) in tcp.chain(tls) {
         let listener = listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         accepts.push(glommio::spawn_local(accept_loop(
             Rc::clone(&shard),
             listener,
+            tls,
         )));
     }
     glommio::spawn_local(ticker(Rc::clone(&shard))).detach();
@@ -338,6 +342,8 @@ pub(super) struct Shared {
     pub(super) counts: Arc<[AtomicU64]>,
     /// The instance registry (aliyun profile), copied by every shard.
     pub(super) registry: Option<Arc<Registry>>,
+    /// The TLS listeners' config.
+    pub(super) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Seeds of the hash that turns the instance id into message ids' tag.
@@ -389,11 +395,17 @@ async fn all_ready(shard: &Shard, ready: &AtomicUsize, shards: usize) {
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts connections on `listener`, TLS ones if `tls` is set.
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(super::conn::serve(Rc::clone(&shard), stream)).detach();
+                let serve = super::conn::serve(Rc::clone(&shard), stream, tls.clone());
+                glommio::spawn_local(serve).detach();
             }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.

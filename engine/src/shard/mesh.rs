@@ -33,8 +33,10 @@ pub struct Handoff {
     pub connect: Box<Connect>,
     /// Whether the client identifier was assigned by the server.
     pub assigned: bool,
-    /// Bytes read after CONNECT.
+    /// Bytes read after CONNECT (plaintext).
     pub rest: Bytes,
+    /// Its transport (a TLS session goes with it).
+    pub transport: super::transport::Transport,
 }
 
 /// Receives everything peer `from` sends, until the mesh closes.
@@ -53,12 +55,13 @@ pub(super) async fn receive(shard: Rc<Shard>, from: usize, rx: ConnectedReceiver
                     connect,
                     assigned,
                     rest,
+                    transport,
                 } = *h;
                 // SAFETY: the descriptor was duplicated for this shard alone.
                 let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
                 let shard = Rc::clone(&shard);
-                glommio::spawn_local(super::conn::resume(shard, stream, connect, assigned, rest))
-                    .detach();
+                let resume = super::conn::resume(shard, stream, transport, connect, assigned, rest);
+                glommio::spawn_local(resume).detach();
             }
         }
     }

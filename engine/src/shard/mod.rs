@@ -11,6 +11,7 @@ mod lock;
 mod mesh;
 mod storage;
 mod sync;
+mod transport;
 mod writer;
 
 use std::sync::atomic::AtomicU64;
@@ -80,12 +81,17 @@ pub fn start(
     let offline_counts: Arc<[AtomicU64]> = (0..shards).map(|_| AtomicU64::new(0)).collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mesh = MeshBuilder::<ShardMsg, Full>::full(shards, config.runtime.mesh_queue_batches_max);
+    let tls = match config.listeners.tls.is_empty() {
+        true => None,
+        false => Some(transport::server_config(&config.tls).map_err(RunError::Data)?),
+    };
     let (controls, wakers) = control::channels(shards)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         shards,
         profile = ?config.profile,
         listeners = ?config.listeners.tcp,
+        tls_listeners = ?config.listeners.tls,
         data_dir = %config.data_dir.display(),
         "ringmq starting"
     );
@@ -97,6 +103,7 @@ pub fn start(
             ready: Arc::clone(&ready),
             counts: Arc::clone(&offline_counts),
             registry: registry.clone(),
+            tls: tls.clone(),
         };
         let spawned = LocalExecutorBuilder::new(Placement::Fixed(index % cores))
             .name(&format!("shard-{index}"))

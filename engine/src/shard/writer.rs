@@ -16,6 +16,7 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use std::time::Duration;
 
+use super::conn::Wire;
 use super::context::Shard;
 use crate::core::timers::Output;
 use crate::core::ConnId;
@@ -28,7 +29,8 @@ const IOV_BATCH: usize = 256;
 
 /// Writes connection `id`'s output until the broker closes it or forgets
 /// it; then shuts the socket down, which also ends the reader.
-pub(super) async fn run(shard: Rc<Shard>, id: ConnId, stream: Rc<RefCell<TcpStream>>) {
+pub(super) async fn run(shard: Rc<Shard>, id: ConnId, wire: Wire) {
+    let stream = &wire.stream;
     let mut frames: Vec<Bytes> = Vec::new();
     loop {
         let out = poll_fn(|cx| {
@@ -47,7 +49,15 @@ pub(super) async fn run(shard: Rc<Shard>, id: ConnId, stream: Rc<RefCell<TcpStre
             Output::Ready { close } => close,
             Output::Idle | Output::Gone => true,
         };
-        if let Err(e) = write_all(&stream, &frames, Some((&shard, id))).await {
+        let sealed = match close {
+            true => wire.transport.borrow_mut().outbound_last(&mut frames),
+            false => wire.transport.borrow_mut().outbound(&mut frames),
+        };
+        if let Err(e) = sealed {
+            tracing::warn!("TLS output failed: {e}");
+            break;
+        }
+        if let Err(e) = write_all(stream, &frames, Some((&shard, id))).await {
             tracing::debug!("write failed: {e}");
             frames.clear();
             break;
@@ -57,7 +67,7 @@ pub(super) async fn run(shard: Rc<Shard>, id: ConnId, stream: Rc<RefCell<TcpStre
             break;
         }
     }
-    shutdown(&stream);
+    shutdown(stream);
 }
 
 /// Shuts both directions of the socket: a blocked reader wakes with EOF.
