@@ -164,6 +164,23 @@ pub struct Listeners {
     pub tcp: Vec<SocketAddr>,
     /// MQTT over TLS (needs `[tls]`).
     pub tls: Vec<SocketAddr>,
+    /// MQTT over WebSocket.
+    pub ws: Vec<SocketAddr>,
+    /// MQTT over WebSocket over TLS (needs `[tls]`).
+    pub wss: Vec<SocketAddr>,
+    /// The path of the WebSocket upgrade (`ws://host:port/mqtt`).
+    pub ws_path: String,
+}
+
+impl Listeners {
+    /// Every address, of every kind.
+    pub fn all(&self) -> impl Iterator<Item = &SocketAddr> + Clone {
+        self.tcp
+            .iter()
+            .chain(&self.tls)
+            .chain(&self.ws)
+            .chain(&self.wss)
+    }
 }
 
 /// The server's certificate and key, for the TLS listeners.
@@ -248,6 +265,9 @@ impl Default for Listeners {
         Listeners {
             tcp: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
             tls: Vec::new(),
+            ws: Vec::new(),
+            wss: Vec::new(),
+            ws_path: "/mqtt".into(),
         }
     }
 }
@@ -311,13 +331,17 @@ impl Config {
         if self.listeners.tcp.is_empty() {
             return bad("listeners.tcp: at least one address is needed");
         }
-        let all = self.listeners.tcp.iter().chain(&self.listeners.tls);
-        if all.clone().any(|a| a.port() == 0) {
+        let ls = &self.listeners;
+        if ls.all().any(|a| a.port() == 0) {
             return bad("listeners: a fixed port is needed (every shard binds it)");
         }
         let tls = &self.tls;
-        if !self.listeners.tls.is_empty() && (tls.cert_file.is_none() || tls.key_file.is_none()) {
-            return bad("listeners.tls needs tls.cert_file and tls.key_file");
+        let wants_tls = !ls.tls.is_empty() || !ls.wss.is_empty();
+        if wants_tls && (tls.cert_file.is_none() || tls.key_file.is_none()) {
+            return bad("listeners.tls and listeners.wss need tls.cert_file and tls.key_file");
+        }
+        if !ls.ws_path.starts_with('/') {
+            return bad("listeners.ws_path: a path such as /mqtt");
         }
         if self.shards > 64 {
             return bad("shards: at most 64");

@@ -169,9 +169,9 @@ fn per_qos(w: &mut Writer, name: &str, help: &str, q: &PerQos, bytes: bool) {
 fn counters(w: &mut Writer, s: &Stats) {
     let rows: [(&str, &str, u64); 15] = [
         (
-            "ringmq_tls_handshakes_failed_total",
-            "TLS connections closed by a failed handshake or a bad record.",
-            s.tls_handshakes_failed,
+            "ringmq_transport_errors_total",
+            "Connections closed for their transport: a failed TLS handshake or WebSocket upgrade, a bad record or frame.",
+            s.transport_errors,
         ),
         ("ringmq_connects_total", "CONNECTs accepted.", s.connects),
         (

@@ -16,9 +16,10 @@ pub struct Stats {
     /// Connections closed before a valid CONNECT (malformed, wrong first
     /// packet, unsupported protocol level, timeout).
     pub connects_malformed: u64,
-    /// TLS connections closed by a failed handshake or a bad record
-    /// (counted by the shard layer).
-    pub tls_handshakes_failed: u64,
+    /// Connections closed for their transport: a failed TLS handshake or
+    /// WebSocket upgrade, a bad TLS record or WebSocket frame (counted by
+    /// the shard layer).
+    pub transport_errors: u64,
     /// Connections ended by the server for a protocol violation or limit.
     pub protocol_errors: u64,
     /// PUBLISH packets received from clients.
@@ -89,7 +90,7 @@ impl Stats {
             connects_refused,
             signins_refused,
             connects_malformed,
-            tls_handshakes_failed,
+            transport_errors,
             protocol_errors,
             publishes_in,
             received,
@@ -122,7 +123,7 @@ impl Stats {
         self.connects_refused += connects_refused;
         self.signins_refused += signins_refused;
         self.connects_malformed += connects_malformed;
-        self.tls_handshakes_failed += tls_handshakes_failed;
+        self.transport_errors += transport_errors;
         self.protocol_errors += protocol_errors;
         self.publishes_in += publishes_in;
         self.received.merge(received);

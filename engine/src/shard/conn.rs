@@ -8,7 +8,6 @@ use std::future::poll_fn;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -18,11 +17,10 @@ use glommio::timer::Timer;
 use ringmq_protocol::{
     Connect, DecodeError, Decoder, MqttString, Packet, ProtocolVersion, ReasonCode,
 };
-use rustls::ServerConfig;
 
 use super::context::Shard;
 use super::mesh::{Handoff, ShardMsg};
-use super::transport::Transport;
+use super::transport::{Layers, Transport};
 use super::writer;
 use crate::core::connect::{home_shard, refusal};
 use crate::core::{ConnId, Flow};
@@ -69,15 +67,14 @@ enum End {
     Closing,
 }
 
-/// Serves a connection accepted by this shard (on a TLS listener if
-/// `tls` is set).
-pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, tls: Option<Arc<ServerConfig>>) {
+/// Serves a connection accepted by this shard; `layers` says what its
+/// listener speaks (TLS, WebSocket).
+pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, layers: Layers) {
     let _counted = Counted::new(&shard);
     let _ = stream.set_nodelay(true);
-    let transport = match tls.as_ref().map(Transport::tls) {
-        None => Transport::Plain,
-        Some(Ok(t)) => t,
-        Some(Err(e)) => return tracing::warn!("cannot start a TLS session: {e}"),
+    let transport = match Transport::new(&layers) {
+        Ok(t) => t,
+        Err(e) => return tracing::warn!("cannot start a TLS session: {e}"),
     };
     let wire = Wire::new(stream, transport);
     let mut decoder = Decoder::new(shard.config.limits.packet_bytes_max as usize);
@@ -152,7 +149,7 @@ async fn hand_off(
     }
     // SAFETY: `dup` is a fresh descriptor nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(dup) };
-    let transport = std::mem::replace(&mut *wire.transport.borrow_mut(), Transport::Plain);
+    let transport = std::mem::replace(&mut *wire.transport.borrow_mut(), Transport::plain());
     let handoff = Handoff {
         fd,
         connect,
@@ -174,17 +171,22 @@ async fn hand_off(
 enum Before {
     /// Closed, timed out, or not CONNECT first.
     Silent,
-    /// The TLS handshake failed.
-    Tls(std::io::Error),
+    /// The TLS handshake or WebSocket upgrade failed, or a record or
+    /// frame was bad.
+    Transport(std::io::Error),
     /// The first packet did not decode.
     Decode(DecodeError),
 }
 
-/// Drives a TLS handshake to its end (nothing to do on TCP); plaintext
-/// the client sends right after it lands in `buf`.
+/// Drives the TLS handshake and WebSocket upgrade to their end (nothing
+/// to do on TCP); MQTT bytes the client sends right after land in `buf`.
 async fn handshake(shard: &Shard, wire: &Wire, buf: &mut BytesMut) -> Result<(), Before> {
     loop {
-        let pending = wire.transport.borrow_mut().pending().map_err(Before::Tls)?;
+        let pending = wire
+            .transport
+            .borrow_mut()
+            .pending()
+            .map_err(Before::Transport)?;
         if let Some(records) = pending {
             let sent = writer::write_all(&wire.stream, &[records], None).await;
             sent.map_err(|_| Before::Silent)?;
@@ -195,7 +197,9 @@ async fn handshake(shard: &Shard, wire: &Wire, buf: &mut BytesMut) -> Result<(),
         match read_more(shard, wire, buf).await {
             Ok(0) => return Err(Before::Silent),
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Err(Before::Tls(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(Before::Transport(e))
+            }
             Err(_) => return Err(Before::Silent),
         }
     }
@@ -218,7 +222,9 @@ async fn read_connect(
         match read_more(shard, wire, buf).await {
             Ok(0) => return Err(Before::Silent),
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Err(Before::Tls(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(Before::Transport(e))
+            }
             Err(_) => return Err(Before::Silent),
         }
     }
@@ -226,9 +232,9 @@ async fn read_connect(
 
 async fn refuse_before_connect(shard: &Shard, wire: &Wire, e: Before) {
     let e = match e {
-        Before::Tls(e) => {
-            shard.broker.borrow_mut().stats.tls_handshakes_failed += 1;
-            tracing::info!("TLS connection closed: {e}");
+        Before::Transport(e) => {
+            shard.broker.borrow_mut().stats.transport_errors += 1;
+            tracing::info!("connection closed before CONNECT: {e}");
             return writer::shutdown(&wire.stream);
         }
         Before::Decode(e) => Some(e),
@@ -367,7 +373,8 @@ async fn read_loop(
             Ok(_) => {}
             Err(e) => {
                 if e.kind() == std::io::ErrorKind::InvalidData {
-                    tracing::info!("TLS connection closed: {e}");
+                    shard.broker.borrow_mut().stats.transport_errors += 1;
+                    tracing::info!("connection closed: {e}");
                 }
                 return End::Closed;
             }

@@ -18,6 +18,7 @@ use glommio::{GlommioError, ResourceType};
 use super::control::{Control, Wake};
 use super::mesh::{self, ShardMsg};
 use super::storage::{self, Storage};
+use super::transport::Layers;
 use crate::config::{Config, Flush, Profile};
 use crate::core::aliyun::registry::Registry;
 use crate::core::aliyun::Aliyun;
@@ -290,14 +291,12 @@ pub(super) async fn shard_main(
     glommio::spawn_local(super::sync::sync_loop(Rc::clone(&shard))).detach();
     all_ready(&shard, &ready, shards).await;
     let mut accepts = Vec::new();
-    let tcp = config.listeners.tcp.iter().map(|a| (a, None));
-    let tls = config.listeners.tls.iter().map(|a| (a, tls.clone()));
-    for (addr, tls) in tcp.chain(tls) {
+    for (addr, layers) in listener_layers(&config, tls) {
         let listener = listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         accepts.push(glommio::spawn_local(accept_loop(
             Rc::clone(&shard),
             listener,
-            tls,
+            layers,
         )));
     }
     glommio::spawn_local(ticker(Rc::clone(&shard))).detach();
@@ -395,16 +394,42 @@ async fn all_ready(shard: &Shard, ready: &AtomicUsize, shards: usize) {
     }
 }
 
-/// Accepts connections on `listener`, TLS ones if `tls` is set.
-async fn accept_loop(
-    shard: Rc<Shard>,
-    listener: TcpListener,
+/// Every listen address with what its connections speak.
+fn listener_layers(
+    config: &Config,
     tls: Option<Arc<rustls::ServerConfig>>,
-) {
+) -> Vec<(&std::net::SocketAddr, Layers)> {
+    let l = &config.listeners;
+    // A WebSocket frame holds one MQTT packet at most, or a part of one.
+    let frame_max = config.limits.packet_bytes_max as usize + 16;
+    let ws = Some((Arc::<str>::from(l.ws_path.as_str()), frame_max));
+    let kinds = [
+        (&l.tcp, None, None),
+        (&l.tls, tls.clone(), None),
+        (&l.ws, None, ws.clone()),
+        (&l.wss, tls, ws),
+    ];
+    let mut out = Vec::new();
+    for (addrs, tls, ws) in kinds {
+        for addr in addrs {
+            out.push((
+                addr,
+                Layers {
+                    tls: tls.clone(),
+                    ws: ws.clone(),
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// Accepts connections on `listener`; `layers` says what they speak.
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, layers: Layers) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                let serve = super::conn::serve(Rc::clone(&shard), stream, tls.clone());
+                let serve = super::conn::serve(Rc::clone(&shard), stream, layers.clone());
                 glommio::spawn_local(serve).detach();
             }
             Err(e) => {

@@ -45,7 +45,7 @@ pub(super) fn acquire(config: &Config) -> Result<DataLock, RunError> {
             path.display()
         )));
     }
-    for addr in config.listeners.tcp.iter().chain(&config.listeners.tls) {
+    for addr in config.listeners.all() {
         port_free(addr)?;
     }
     Ok(DataLock { _file: file })

@@ -81,7 +81,8 @@ pub fn start(
     let offline_counts: Arc<[AtomicU64]> = (0..shards).map(|_| AtomicU64::new(0)).collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mesh = MeshBuilder::<ShardMsg, Full>::full(shards, config.runtime.mesh_queue_batches_max);
-    let tls = match config.listeners.tls.is_empty() {
+    let l = &config.listeners;
+    let tls = match l.tls.is_empty() && l.wss.is_empty() {
         true => None,
         false => Some(transport::server_config(&config.tls).map_err(RunError::Data)?),
     };
@@ -92,6 +93,8 @@ pub fn start(
         profile = ?config.profile,
         listeners = ?config.listeners.tcp,
         tls_listeners = ?config.listeners.tls,
+        ws_listeners = ?config.listeners.ws,
+        wss_listeners = ?config.listeners.wss,
         data_dir = %config.data_dir.display(),
         "ringmq starting"
     );

@@ -1,0 +1,44 @@
+//! The TLS listeners' server config, from the PEM files of `[tls]`.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+
+use crate::config::TlsConfig;
+
+/// The TLS listeners' server config: the certificate chain and key of
+/// `[tls]`, TLS 1.2 and 1.3, no client certificates.
+pub(crate) fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
+    let (Some(cert_file), Some(key_file)) = (&tls.cert_file, &tls.key_file) else {
+        return Err("tls.cert_file and tls.key_file are needed".into());
+    };
+    let certs = certificates(cert_file)?;
+    let key = private_key(key_file)?;
+    ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map(Arc::new)
+        .map_err(|e| format!("{} / {}: {e}", cert_file.display(), key_file.display()))
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_reader_iter(BufReader::new(file)).collect();
+    let certs = certs.map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    PrivateKeyDer::from_pem_reader(BufReader::new(file))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
