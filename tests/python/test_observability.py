@@ -135,11 +135,12 @@ class Chromium:
     """Headless Chromium driven over its DevTools protocol, in real time
     (the page polls every second of the wall clock)."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, *flags: str):
         port = free_port()
         self.proc = subprocess.Popen(
             ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
-             f"--remote-debugging-port={port}", f"--user-data-dir={tmp / 'chromium'}", "about:blank"],
+             f"--remote-debugging-port={port}", f"--user-data-dir={tmp / 'chromium'}", *flags,
+             "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
@@ -160,6 +161,9 @@ class Chromium:
             m = json.loads(self.ws.recv())
             if m.get("id") == self.seq:
                 return m.get("result", {})
+
+    def eval(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression)["result"].get("value")
 
     def dom(self) -> str:
         r = self.call("Runtime.evaluate", expression="document.documentElement.outerHTML")
