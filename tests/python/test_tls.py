@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import signal
 import socket
 import ssl
 import subprocess
@@ -254,5 +255,45 @@ def test_the_aliyun_sign_in_works_over_tls(tmp_path, certs, uid):
                         password="wrong")
         bad.connect(expect_success=False)
         assert bad.connack_rc == 0x87
+    finally:
+        _stop_and_check(b)
+
+
+def test_sighup_reloads_the_certificate_and_open_connections_stay(tmp_path, uid):
+    d = tmp_path
+    make_ca(d, "ca")
+    make_ca(d, "ca2")
+    make_server(d, "ca", "server", ("ec", "-pkeyopt", "ec_paramgen_curve:P-256"))
+    make_server(d, "ca2", "next", ("ec", "-pkeyopt", "ec_paramgen_curve:P-256"))
+    b = TlsBroker(d / "broker", d).start()
+    try:
+        old = TlsClient(b.tls_port, f"{uid}-old", d / "ca.pem")
+        old.connect()
+        old.sub(f"{uid}/t", 1)
+        (d / "next.pem").replace(d / "server.pem")
+        (d / "next.key").replace(d / "server.key")
+        b.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + TIMEOUT
+        while "TLS certificate reloaded" not in b.log():
+            assert time.monotonic() < deadline, b.log()
+            time.sleep(0.05)
+        fresh = TlsClient(b.tls_port, f"{uid}-new", d / "ca2.pem")
+        fresh.connect()
+        stale = TlsClient(b.tls_port, f"{uid}-stale", d / "ca.pem")
+        with pytest.raises(ssl.SSLError):
+            stale.c.connect(HOST, b.tls_port)
+        assert fresh.publish(f"{uid}/t", b"old connection still up", qos=1) == 0
+        assert old.expect_one().payload == b"old connection still up"
+        # A broken file: the reload fails and the certificate in force stays.
+        (d / "server.pem").write_text("not a certificate\n")
+        b.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + TIMEOUT
+        while "not reloaded" not in b.log():
+            assert time.monotonic() < deadline, b.log()
+            time.sleep(0.05)
+        again = TlsClient(b.tls_port, f"{uid}-again", d / "ca2.pem")
+        again.connect()
+        for c in (old, fresh, again):
+            c.close_quietly()
     finally:
         _stop_and_check(b)

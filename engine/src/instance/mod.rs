@@ -211,6 +211,7 @@ impl Handle {
 /// Runs the broker until SIGINT or SIGTERM: the binary's main loop.
 pub fn run(config: Config) -> Result<(), RunError> {
     let instance = Instance::start(config)?;
-    shard::watch_signals(instance.controls().clone())?;
+    let tls = instance.running.certificates().cloned();
+    shard::watch_signals(instance.controls().clone(), tls)?;
     instance.wait()
 }

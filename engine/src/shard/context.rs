@@ -341,8 +341,8 @@ pub(super) struct Shared {
     pub(super) counts: Arc<[AtomicU64]>,
     /// The instance registry (aliyun profile), copied by every shard.
     pub(super) registry: Option<Arc<Registry>>,
-    /// The TLS listeners' config.
-    pub(super) tls: Option<Arc<rustls::ServerConfig>>,
+    /// The TLS listeners' certificates.
+    pub(super) tls: Option<Arc<super::transport::Certificates>>,
 }
 
 /// Seeds of the hash that turns the instance id into message ids' tag.
@@ -397,7 +397,7 @@ async fn all_ready(shard: &Shard, ready: &AtomicUsize, shards: usize) {
 /// Every listen address with what its connections speak.
 fn listener_layers(
     config: &Config,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<super::transport::Certificates>>,
 ) -> Vec<(&std::net::SocketAddr, Layers)> {
     let l = &config.listeners;
     // A WebSocket frame holds one MQTT packet at most, or a part of one.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use futures_lite::AsyncReadExt;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::RunError;
@@ -147,9 +147,13 @@ pub(super) fn channels(n: usize) -> Result<(Controls, Vec<Wake>), RunError> {
 }
 
 /// Turns SIGINT and SIGTERM into [`Control::Shutdown`]; a second signal
-/// exits at once.
-pub(super) fn watch_signals(controls: Controls) -> Result<(), RunError> {
-    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|source| RunError::Io {
+/// exits at once. SIGHUP reloads the TLS certificate and key (a bad file
+/// leaves the ones in force, with an error in the log).
+pub(super) fn watch_signals(
+    controls: Controls,
+    tls: Option<Arc<super::transport::Certificates>>,
+) -> Result<(), RunError> {
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|source| RunError::Io {
         what: "cannot install signal handlers".into(),
         source,
     })?;
@@ -158,6 +162,10 @@ pub(super) fn watch_signals(controls: Controls) -> Result<(), RunError> {
         .spawn(move || {
             let mut seen = 0;
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reload(tls.as_deref());
+                    continue;
+                }
                 seen += 1;
                 if seen > 1 {
                     tracing::warn!(signal, "second signal: exiting now");
@@ -172,6 +180,16 @@ pub(super) fn watch_signals(controls: Controls) -> Result<(), RunError> {
             source,
         })?;
     Ok(())
+}
+
+fn reload(tls: Option<&super::transport::Certificates>) {
+    match tls.map(super::transport::Certificates::reload) {
+        None => tracing::info!("SIGHUP: no TLS listener, nothing to reload"),
+        Some(Ok(())) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+        Some(Err(e)) => {
+            tracing::error!("SIGHUP: TLS certificate not reloaded, the old one stays: {e}")
+        }
+    }
 }
 
 impl Wake {

@@ -11,7 +11,7 @@ mod lock;
 mod mesh;
 mod storage;
 mod sync;
-mod transport;
+pub mod transport;
 mod writer;
 
 use std::sync::atomic::AtomicU64;
@@ -56,6 +56,7 @@ pub enum RunError {
 pub struct Running {
     handles: Vec<glommio::ExecutorJoinHandle<Result<(), String>>>,
     controls: Controls,
+    tls: Option<Arc<transport::Certificates>>,
     _lock: DataLock,
 }
 
@@ -84,7 +85,9 @@ pub fn start(
     let l = &config.listeners;
     let tls = match l.tls.is_empty() && l.wss.is_empty() {
         true => None,
-        false => Some(transport::server_config(&config.tls).map_err(RunError::Data)?),
+        false => Some(Arc::new(
+            transport::Certificates::load(&config.tls).map_err(RunError::Data)?,
+        )),
     };
     let (controls, wakers) = control::channels(shards)?;
     tracing::info!(
@@ -125,6 +128,7 @@ pub fn start(
     Ok(Running {
         handles,
         controls,
+        tls,
         _lock: lock,
     })
 }
@@ -133,6 +137,11 @@ impl Running {
     /// The control plane of the shards.
     pub fn controls(&self) -> &Controls {
         &self.controls
+    }
+
+    /// The TLS listeners' certificates, if there are TLS listeners.
+    pub fn certificates(&self) -> Option<&Arc<transport::Certificates>> {
+        self.tls.as_ref()
     }
 
     /// Waits until every shard has stopped (after a shutdown, or a
@@ -162,9 +171,13 @@ impl Running {
     }
 }
 
-/// Stops the shards on SIGINT or SIGTERM (a second signal exits at once).
-pub fn watch_signals(controls: Controls) -> Result<(), RunError> {
-    control::watch_signals(controls)
+/// Stops the shards on SIGINT or SIGTERM (a second signal exits at once);
+/// reloads the TLS certificate on SIGHUP.
+pub fn watch_signals(
+    controls: Controls,
+    tls: Option<Arc<transport::Certificates>>,
+) -> Result<(), RunError> {
+    control::watch_signals(controls, tls)
 }
 
 /// Raises the open-file soft limit to the hard limit: every connection is a

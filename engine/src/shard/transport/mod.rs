@@ -14,9 +14,9 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::ServerConnection;
 
-pub(super) use tls::server_config;
+pub use tls::Certificates;
 use ws::Ws;
 
 /// A connection's transport: its layers, outermost first.
@@ -29,8 +29,8 @@ pub struct Transport {
 /// What a listener's connections speak.
 #[derive(Debug, Clone)]
 pub(super) struct Layers {
-    /// TLS with this config.
-    pub(super) tls: Option<Arc<ServerConfig>>,
+    /// TLS with the certificate in force.
+    pub(super) tls: Option<Arc<Certificates>>,
     /// A WebSocket upgrade on this path, frames up to this many bytes.
     pub(super) ws: Option<(Arc<str>, usize)>,
 }
@@ -44,8 +44,8 @@ impl Transport {
     /// A transport about to start its handshakes.
     pub(super) fn new(layers: &Layers) -> io::Result<Transport> {
         let tls = match &layers.tls {
-            Some(config) => {
-                let mut c = ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
+            Some(certs) => {
+                let mut c = ServerConnection::new(certs.current()).map_err(io::Error::other)?;
                 // The broker bounds each connection's output; rustls need not.
                 c.set_buffer_limit(None);
                 Some(Box::new(c))

@@ -1,9 +1,11 @@
-//! The TLS listeners' server config, from the PEM files of `[tls]`.
+//! The TLS listeners' server config, from the PEM files of `[tls]`, and
+//! its reload (SIGHUP): new connections get the new certificate, those
+//! already open keep the session they have.
 
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
@@ -41,4 +43,33 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     PrivateKeyDer::from_pem_reader(BufReader::new(file))
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The server config in force, shared by every shard's TLS listeners.
+#[derive(Debug)]
+pub struct Certificates {
+    files: TlsConfig,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl Certificates {
+    /// Loads the files of `tls`.
+    pub(crate) fn load(tls: &TlsConfig) -> Result<Certificates, String> {
+        Ok(Certificates {
+            current: RwLock::new(server_config(tls)?),
+            files: tls.clone(),
+        })
+    }
+
+    /// The config for a new connection.
+    pub(crate) fn current(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Reads the files again; on an error the config in force stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let fresh = server_config(&self.files)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
 }
