@@ -191,6 +191,16 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// Its private key, PEM (PKCS#8, RSA or SEC1 EC).
     pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to; set,
+    /// the TLS listeners ask clients for a certificate.
+    pub ca_file: Option<PathBuf>,
+    /// With `ca_file`: a client without a valid certificate is refused
+    /// (else it may connect without one; a bad one is refused anyway).
+    pub require_client_cert: bool,
+    /// With `ca_file`: the client certificate's subject CN stands as the
+    /// MQTT user name (for the ACL file and the password file), whatever
+    /// the client sent.
+    pub cert_cn_as_username: bool,
 }
 
 /// Authentication and authorization.
@@ -339,6 +349,9 @@ impl Config {
         let wants_tls = !ls.tls.is_empty() || !ls.wss.is_empty();
         if wants_tls && (tls.cert_file.is_none() || tls.key_file.is_none()) {
             return bad("listeners.tls and listeners.wss need tls.cert_file and tls.key_file");
+        }
+        if tls.ca_file.is_none() && (tls.require_client_cert || tls.cert_cn_as_username) {
+            return bad("tls.require_client_cert and tls.cert_cn_as_username need tls.ca_file");
         }
         if !ls.ws_path.starts_with('/') {
             return bad("listeners.ws_path: a path such as /mqtt");

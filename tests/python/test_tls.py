@@ -79,9 +79,10 @@ def tb(tmp_path_factory, certs) -> TlsBroker:
 class TlsClient(MqttClient):
     """A paho client over TLS, trusting `ca`."""
 
-    def __init__(self, port: int, client_id: str, ca: Path, **kw):
+    def __init__(self, port: int, client_id: str, ca: Path, cert: Path | None = None, **kw):
         super().__init__(port, client_id, **kw)
-        self.c.tls_set(ca_certs=str(ca))
+        key = cert.with_suffix(".key") if cert is not None else None
+        self.c.tls_set(ca_certs=str(ca), certfile=cert and str(cert), keyfile=key and str(key))
 
 
 class Clients(ClientFactory):
@@ -297,3 +298,66 @@ def test_sighup_reloads_the_certificate_and_open_connections_stay(tmp_path, uid)
             c.close_quietly()
     finally:
         _stop_and_check(b)
+
+
+def make_client(d: Path, ca: str, name: str, cn: str) -> None:
+    """A client certificate with subject CN `cn`, signed by `ca`."""
+    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+            f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", "client.ext", cwd=d)
+
+
+@pytest.fixture(scope="module")
+def mtls(tmp_path_factory):
+    """A broker asking TLS clients for a certificate of `ca`, whose CN is
+    the user name its ACL file knows."""
+    d = tmp_path_factory.mktemp("mtls")
+    make_ca(d, "ca")
+    make_ca(d, "other-ca")
+    make_server(d, "ca", "server", ("ec", "-pkeyopt", "ec_paramgen_curve:P-256"))
+    make_client(d, "ca", "alice", "alice")
+    make_client(d, "other-ca", "mallory", "alice")
+    (d / "acl").write_text("user alice\ntopic readwrite alice/#\n")
+    extra = f'[auth]\nacl_file = "{d / "acl"}"\n'
+    tls = (f'ca_file = "{d / "ca.pem"}"\nrequire_client_cert = true\ncert_cn_as_username = true\n')
+    b = TlsBroker(d / "broker", d, extra=extra)
+    cfg = (b.workdir / "ringmq.toml").read_text().replace("[tls]\n", "[tls]\n" + tls)
+    (b.workdir / "ringmq.toml").write_text(cfg)
+    b.start()
+    yield b, d
+    _stop_and_check(b)
+
+
+def mtls_client(b: TlsBroker, d: Path, cid: str, cert: str | None) -> TlsClient:
+    return TlsClient(b.tls_port, cid, d / "ca.pem", cert=d / f"{cert}.pem" if cert else None)
+
+
+def test_a_client_certificate_is_required_and_its_cn_is_the_user_name(mtls, uid):
+    b, d = mtls
+    alice = mtls_client(b, d, f"{uid}-alice", "alice")
+    alice.connect()
+    assert alice.subscribe("alice/inbox", 1) == 1
+    assert alice.subscribe("bob/inbox", 1) in (0x80, 0x87), "the ACL of user alice (the CN)"
+    assert alice.publish("alice/inbox", b"mine", qos=1) == 0
+    assert alice.expect_one().payload == b"mine"
+    alice.close_quietly()
+    assert tls_connack(b, d, "alice").startswith(b"\x20"), "a CONNACK with the certificate"
+    for cert in (None, "mallory"):  # no certificate; one of another CA
+        assert tls_connack(b, d, cert) in (None, b""), f"{cert}: not refused"
+
+
+def tls_connack(b: TlsBroker, d: Path, cert: str | None) -> bytes | None:
+    """The first bytes the broker answers a CONNECT with over TLS (with
+    client certificate `cert`); None or b"" if the connection failed."""
+    ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
+    if cert is not None:
+        ctx.load_cert_chain(str(d / f"{cert}.pem"), str(d / f"{cert}.key"))
+    try:
+        with socket.create_connection((HOST, b.tls_port), timeout=TIMEOUT) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(connect_packet(f"raw-{cert}"))
+                return s.recv(4)
+    except (ssl.SSLError, OSError):
+        return None

@@ -95,6 +95,11 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, layers: Layers) {
         Ok(c) => c,
         Err(e) => return refuse_before_connect(&shard, &wire, e).await,
     };
+    if shard.config.tls.cert_cn_as_username {
+        if let Some(cn) = wire.transport.borrow().peer_common_name() {
+            connect.username = MqttString::new(cn).ok();
+        }
+    }
     let assigned = connect.client_id.is_empty()
         && (connect.clean_start || connect.protocol == ProtocolVersion::V5);
     if assigned {

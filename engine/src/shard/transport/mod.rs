@@ -126,6 +126,15 @@ impl Transport {
         Ok(())
     }
 
+    /// The subject CN of the client's certificate, if it sent one (the
+    /// verifier checked it during the handshake).
+    pub(super) fn peer_common_name(&self) -> Option<String> {
+        let der = self.tls.as_ref()?.peer_certificates()?.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        let cn = cert.subject().iter_common_name().next()?;
+        cn.as_str().ok().map(str::to_owned)
+    }
+
     /// What the handshakes have to send now, if anything.
     pub(super) fn pending(&mut self) -> io::Result<Option<Bytes>> {
         let mut frames = Vec::new();

@@ -13,16 +13,41 @@ use rustls::ServerConfig;
 use crate::config::TlsConfig;
 
 /// The TLS listeners' server config: the certificate chain and key of
-/// `[tls]`, TLS 1.2 and 1.3, no client certificates.
+/// `[tls]`, TLS 1.2 and 1.3, and client certificates checked against
+/// `ca_file` when it is set.
 pub(crate) fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     let (Some(cert_file), Some(key_file)) = (&tls.cert_file, &tls.key_file) else {
         return Err("tls.cert_file and tls.key_file are needed".into());
     };
     let certs = certificates(cert_file)?;
     let key = private_key(key_file)?;
-    ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| e.to_string())?;
+    let builder = match &tls.ca_file {
+        None => builder.with_no_client_auth(),
+        Some(ca_file) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in certificates(ca_file)? {
+                roots
+                    .add(ca)
+                    .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let verifier = match tls.require_client_cert {
+                true => verifier.build(),
+                false => verifier.allow_unauthenticated().build(),
+            };
+            let verifier = verifier.map_err(|e| format!("{}: {e}", ca_file.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    builder
+        .with_single_cert(certs, key)
         .map(Arc::new)
         .map_err(|e| format!("{} / {}: {e}", cert_file.display(), key_file.display()))
 }
