@@ -55,6 +55,13 @@ pub struct RunArgs {
     /// MQTT version: 3.1.1 or 5 (`shared` needs 5 on brokers that follow the 3.1.1 spec strictly).
     #[arg(long, value_enum, default_value = "3.1.1")]
     pub mqtt_version: MqttVersion,
+    /// How clients reach the broker: TCP, TLS, WebSocket (path /mqtt,
+    /// subprotocol mqtt) or WebSocket over TLS.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub transport: crate::transport::Transport,
+    /// CA certificate (PEM) the broker's certificate must chain to (tls, wss).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// User name for every client.
     #[arg(long)]
     pub username: Option<String>,

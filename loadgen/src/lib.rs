@@ -30,4 +30,5 @@ pub mod stamp;
 pub mod subscriber;
 pub mod summary;
 pub mod system;
+pub mod transport;
 pub mod worker;

@@ -12,8 +12,9 @@ use ringmq_protocol::{
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
+
+use crate::transport::{ReadHalf, Transport, WriteHalf};
 
 /// Largest packet a loadgen client accepts (the protocol's own limit).
 const PACKET_BYTES_MAX: usize = ringmq_protocol::PACKET_BYTES_LIMIT;
@@ -53,12 +54,14 @@ pub struct Target {
     pub source: Option<IpAddr>,
     /// Protocol version.
     pub version: ProtocolVersion,
+    /// TCP, TLS, WebSocket or WebSocket over TLS.
+    pub transport: Transport,
 }
 
 /// The reading half of a connection and its decode state.
 #[derive(Debug)]
 pub struct Reader {
-    read: OwnedReadHalf,
+    read: ReadHalf,
     /// Bytes read and not yet decoded.
     pub buf: BytesMut,
     /// Splits `buf` into packets.
@@ -92,7 +95,7 @@ pub struct Conn {
     /// Incoming packets.
     pub reader: Reader,
     /// Outgoing bytes.
-    pub write: OwnedWriteHalf,
+    pub write: WriteHalf,
     /// The version spoken.
     pub version: ProtocolVersion,
     /// Whether the broker resumed a session.
@@ -123,7 +126,7 @@ impl Conn {
     /// the reason code. `read_chunk`: bytes reserved before each read.
     pub async fn open(target: &Target, spec: &ClientSpec, read_chunk: usize) -> Result<Conn> {
         let stream = tcp(target).await?;
-        let (read, write) = stream.into_split();
+        let (read, write) = crate::transport::open(target.transport, stream).await?;
         let mut conn = Conn {
             reader: Reader {
                 read,

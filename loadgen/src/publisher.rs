@@ -21,7 +21,6 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 /// What a publisher reports at the end.
@@ -60,7 +59,7 @@ pub async fn run(ctx: SharedCtx, local: Rc<Local>, spec: PubSpec, n: usize) -> P
 /// A publisher's connection after its last message.
 struct Open {
     reading: tokio::task::JoinHandle<()>,
-    write: OwnedWriteHalf,
+    write: crate::transport::WriteHalf,
     version: ProtocolVersion,
 }
 
@@ -264,7 +263,7 @@ struct Writer {
     wake: Rc<Notify>,
     seq: u64,
     window: Window,
-    write: OwnedWriteHalf,
+    write: crate::transport::WriteHalf,
 }
 
 impl Writer {

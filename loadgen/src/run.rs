@@ -58,10 +58,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, clients.max(1));
+    crate::transport::init(args.transport, args.ca_file.as_deref())?;
     let target = Target {
         addr,
         source: None,
         version,
+        transport: args.transport,
     };
     let broker_version = args
         .broker_version

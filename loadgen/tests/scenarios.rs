@@ -55,6 +55,39 @@ fn fanin_closed_loop_gets_every_publisher_to_the_subscriber() {
 }
 
 #[test]
+fn every_transport_carries_a_run_without_loss() {
+    let (broker, [tls, ws, wss]) = Broker::ringmq_all_transports("transports");
+    let ca = broker.dir.join("ca.pem");
+    let ca = ca.to_str().expect("utf-8");
+    for (transport, port) in [("tls", tls), ("ws", ws), ("wss", wss)] {
+        let run = loadgen_run(
+            port,
+            &[
+                "-s",
+                "pairs",
+                "-P",
+                "3",
+                "--qos",
+                "1",
+                "--rate",
+                "600",
+                "--transport",
+                transport,
+                "--ca-file",
+                ca,
+            ],
+        );
+        assert!(run.ok(), "{transport}: {}", run.stdout());
+        let c = &run.summary().results.checks;
+        assert_eq!(
+            (c.expected, c.received, c.lost),
+            (600, 600, 0),
+            "{transport}"
+        );
+    }
+}
+
+#[test]
 fn pairs_deliver_each_publisher_to_its_own_subscriber_only() {
     let broker = Broker::ringmq("pairs");
     let run = loadgen_run(

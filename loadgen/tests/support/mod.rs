@@ -75,6 +75,103 @@ impl Broker {
         Broker::ready(child, port, dir)
     }
 
+    /// ringmq with TCP, TLS, WebSocket and WSS listeners, and a fresh CA
+    /// (openssl) whose certificate is at `dir/ca.pem`; returns the broker
+    /// and the TLS, WS and WSS ports.
+    pub fn ringmq_all_transports(name: &str) -> (Broker, [u16; 3]) {
+        let dir = temp_dir(name);
+        let openssl = |args: &[&str]| {
+            let ok = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("run openssl (scripts/test installs it)")
+                .status
+                .success();
+            assert!(ok, "openssl {args:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=loadgen-test-ca",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "srv.key",
+                    "-out",
+                    "srv.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("san.ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        let (port, ports) = (free_port(), [free_port(), free_port(), free_port()]);
+        let config = format!(
+            "[listeners]\ntls = [\"127.0.0.1:{}\"]\nws = [\"127.0.0.1:{}\"]\nwss = [\"127.0.0.1:{}\"]\n\
+             [tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            ports[0],
+            ports[1],
+            ports[2],
+            dir.join("srv.pem").display(),
+            dir.join("srv.key").display(),
+        );
+        std::fs::write(dir.join("ringmq.toml"), config).expect("ringmq.toml");
+        let child = Command::new(ringmq_bin())
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--shards", "1"])
+            .args(["--admin-listen", ""])
+            .arg("--config")
+            .arg(dir.join("ringmq.toml"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ringmq");
+        (Broker::ready(child, port, dir), ports)
+    }
+
     /// mosquitto on its own port (scripts/test installs it).
     pub fn mosquitto(name: &str) -> Broker {
         let dir = temp_dir(name);
