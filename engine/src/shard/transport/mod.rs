@@ -94,9 +94,7 @@ impl Transport {
             w.outbound(frames)?;
         }
         if let Some(c) = &mut self.tls {
-            for f in frames.drain(..) {
-                c.writer().write_all(&f)?;
-            }
+            seal(c, frames)?;
             if let Some(records) = pending(c)? {
                 frames.push(records);
             }
@@ -115,9 +113,7 @@ impl Transport {
             }
         }
         if let Some(c) = &mut self.tls {
-            for f in frames.drain(..) {
-                c.writer().write_all(&f)?;
-            }
+            seal(c, frames)?;
             c.send_close_notify();
             if let Some(records) = pending(c)? {
                 frames.push(records);
@@ -142,15 +138,29 @@ impl Transport {
             frames.push(answer);
         }
         if let Some(c) = &mut self.tls {
-            for f in frames.drain(..) {
-                c.writer().write_all(&f)?;
-            }
+            seal(c, &mut frames)?;
             if let Some(records) = pending(c)? {
                 frames.push(records);
             }
         }
         Ok(frames.pop())
     }
+}
+
+/// Hands `frames` to the TLS session as one write, so that many small
+/// packets share records (a record per packet would multiply the
+/// overhead and the encryptions).
+fn seal(c: &mut ServerConnection, frames: &mut Vec<Bytes>) -> io::Result<()> {
+    match frames.len() {
+        0 => {}
+        1 => c.writer().write_all(&frames[0])?,
+        _ => {
+            let joined: Vec<u8> = frames.concat();
+            c.writer().write_all(&joined)?;
+        }
+    }
+    frames.clear();
+    Ok(())
 }
 
 fn decrypt(c: &mut ServerConnection, mut input: &[u8], out: &mut BytesMut) -> io::Result<()> {

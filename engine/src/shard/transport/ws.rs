@@ -15,6 +15,13 @@ use tungstenite::http::{HeaderValue, StatusCode};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
+/// Largest binary frame the broker sends: what it writes at once is
+/// packed into frames of this size (one frame per packet would cost a
+/// header and a copy each).
+const FRAME_PACK_BYTES: usize = 64 << 10;
+/// tungstenite's read buffer per connection (grown as frames need).
+const READ_BUFFER_BYTES: usize = 4096;
+
 /// Subprotocols of MQTT over WebSocket, the one to answer first.
 const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 
@@ -112,7 +119,11 @@ impl Ws {
     /// A WebSocket waiting for its upgrade request on `path`, with frames
     /// and messages bounded by `bytes_max`.
     pub(super) fn new(path: &str, bytes_max: usize) -> Ws {
+        // Small buffers: an idle WebSocket must cost little (tungstenite's
+        // default read buffer is 128 KiB); they grow for large frames.
         let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(0)
             .max_message_size(Some(bytes_max))
             .max_frame_size(Some(bytes_max));
         Ws::Upgrading(
@@ -197,12 +208,23 @@ impl Ws {
         }
     }
 
-    /// Wraps `frames` in one binary WebSocket frame each, then everything
-    /// waiting (the upgrade answer, pongs) is returned.
+    /// Packs `frames` (MQTT packets) into binary WebSocket frames of up to
+    /// [`FRAME_PACK_BYTES`] (packets may straddle frames, as MQTT over
+    /// WebSocket allows), then returns everything waiting (with the
+    /// upgrade answer, pongs).
     pub(super) fn outbound(&mut self, frames: &mut Vec<Bytes>) -> io::Result<()> {
         if let Ws::Open(ws) = self {
+            let mut packed = BytesMut::new();
             for f in frames.drain(..) {
-                ws.write(Message::Binary(f)).map_err(invalid)?;
+                packed.extend_from_slice(&f);
+                while packed.len() >= FRAME_PACK_BYTES {
+                    let frame = packed.split_to(FRAME_PACK_BYTES).freeze();
+                    ws.write(Message::Binary(frame)).map_err(invalid)?;
+                }
+            }
+            if !packed.is_empty() {
+                ws.write(Message::Binary(packed.freeze()))
+                    .map_err(invalid)?;
             }
             match ws.flush() {
                 Ok(()) => {}
