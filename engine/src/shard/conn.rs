@@ -199,7 +199,12 @@ async fn handshake(shard: &Shard, wire: &Wire, buf: &mut BytesMut) -> Result<(),
         if !wire.transport.borrow().is_handshaking() {
             return Ok(());
         }
-        match read_more(shard, wire, buf).await {
+        let tls = wire.transport.borrow().is_tls();
+        let read = match tls {
+            true => handshake_step(shard, wire, buf).await,
+            false => read_more(shard, wire, buf).await,
+        };
+        match read {
             Ok(0) => return Err(Before::Silent),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -208,6 +213,35 @@ async fn handshake(shard: &Shard, wire: &Wire, buf: &mut BytesMut) -> Result<(),
             Err(_) => return Err(Before::Silent),
         }
     }
+}
+
+/// One read of a TLS handshake. Its crypto (the server's signature, key
+/// agreement) runs on the executor's blocking thread, not on the reactor:
+/// an RSA signature takes a millisecond or more, which the shard's other
+/// connections would otherwise wait for.
+async fn handshake_step(shard: &Shard, wire: &Wire, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let raw = poll_fn(|cx| {
+        let mut scratch = shard.read_buf.borrow_mut();
+        let poll = Pin::new(&mut *wire.stream.borrow_mut()).poll_read(cx, &mut scratch[..]);
+        poll.map(|r| r.map(|n| scratch[..n].to_vec()))
+    })
+    .await?;
+    if raw.is_empty() {
+        return Ok(0);
+    }
+    let n = raw.len();
+    let mut transport = std::mem::replace(&mut *wire.transport.borrow_mut(), Transport::plain());
+    let (transport, plain, result) = glommio::executor()
+        .spawn_blocking(move || {
+            let mut plain = BytesMut::new();
+            let result = transport.inbound(&raw, &mut plain);
+            (transport, plain, result)
+        })
+        .await;
+    *wire.transport.borrow_mut() = transport;
+    result?;
+    buf.extend_from_slice(&plain);
+    Ok(n)
 }
 
 /// Reads until a whole first packet is decoded; it must be CONNECT.

@@ -59,6 +59,11 @@ impl Transport {
         Ok(Transport { tls, ws })
     }
 
+    /// Whether there is a TLS layer.
+    pub(super) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Whether a TLS handshake or WebSocket upgrade is still going on.
     pub(super) fn is_handshaking(&self) -> bool {
         self.tls.as_ref().is_some_and(|c| c.is_handshaking())
