@@ -131,30 +131,25 @@ pub(crate) fn render(app: &App, shards: &[Observed]) -> String {
     w.0
 }
 
+/// One figure of a shard.
+type ShardGauge = fn(&Observed) -> u64;
+
 fn per_shard(w: &mut Writer, shards: &[Observed]) {
-    w.family(
-        "ringmq_connections",
-        "gauge",
-        "Connected clients, by shard.",
-    );
-    for o in shards {
-        w.line(
-            "ringmq_connections",
-            &format!("shard=\"{}\"", o.shard),
-            o.connections as f64,
-        );
-    }
-    w.family(
-        "ringmq_sessions",
-        "gauge",
-        "Sessions, connected or not, by shard.",
-    );
-    for o in shards {
-        w.line(
+    let gauges: [(&str, &str, ShardGauge); 2] = [
+        ("ringmq_connections", "Connected clients, by shard.", |o| {
+            o.connections
+        }),
+        (
             "ringmq_sessions",
-            &format!("shard=\"{}\"", o.shard),
-            o.sessions as f64,
-        );
+            "Sessions, connected or not, by shard.",
+            |o| o.sessions,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        w.family(name, "gauge", help);
+        for o in shards {
+            w.line(name, &format!("shard=\"{}\"", o.shard), value(o) as f64);
+        }
     }
 }
 

@@ -61,11 +61,19 @@ pub struct Broker {
 impl Broker {
     /// ringmq with one shard and its data in a fresh directory.
     pub fn ringmq(name: &str) -> Broker {
-        let dir = temp_dir(name);
+        Broker::ringmq_in(temp_dir(name), None)
+    }
+
+    /// ringmq with one shard, its data under `dir`, and `config` if given.
+    fn ringmq_in(dir: PathBuf, config: Option<&Path>) -> Broker {
         let port = free_port();
-        let child = Command::new(ringmq_bin())
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--shards", "1"])
-            .args(["--admin-listen", ""])
+        let mut cmd = Command::new(ringmq_bin());
+        cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--shards", "1"])
+            .args(["--admin-listen", ""]);
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(dir.join("data"))
             .stdout(Stdio::null())
@@ -147,8 +155,8 @@ impl Broker {
             "-extfile",
             "san.ext",
         ]);
-        let (port, ports) = (free_port(), [free_port(), free_port(), free_port()]);
-        let config = format!(
+        let ports = [free_port(), free_port(), free_port()];
+        let config_text = format!(
             "[listeners]\ntls = [\"127.0.0.1:{}\"]\nws = [\"127.0.0.1:{}\"]\nwss = [\"127.0.0.1:{}\"]\n\
              [tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
             ports[0],
@@ -157,19 +165,9 @@ impl Broker {
             dir.join("srv.pem").display(),
             dir.join("srv.key").display(),
         );
-        std::fs::write(dir.join("ringmq.toml"), config).expect("ringmq.toml");
-        let child = Command::new(ringmq_bin())
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--shards", "1"])
-            .args(["--admin-listen", ""])
-            .arg("--config")
-            .arg(dir.join("ringmq.toml"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ringmq");
-        (Broker::ready(child, port, dir), ports)
+        let config = dir.join("ringmq.toml");
+        std::fs::write(&config, config_text).expect("ringmq.toml");
+        (Broker::ringmq_in(dir, Some(&config)), ports)
     }
 
     /// mosquitto on its own port (scripts/test installs it).
