@@ -223,3 +223,100 @@ async fn v5_properties_pass_through_unchanged() {
     assert_eq!(p.content_type, props.content_type);
     assert_eq!(p.payload_format_indicator, Some(1));
 }
+
+/// rumqttc over TLS (rustls, the ring provider) trusting only the test CA.
+fn tls_options(id: &str, port: u16, ca: &std::path::Path) -> MqttOptions {
+    let mut o = options(id, port);
+    let config = support::tls::client_config(ca);
+    o.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(config),
+    ));
+    o
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn v311_over_tls_crosses_to_tcp_and_back_at_every_qos() {
+    let (broker, tls_port, ca) = support::tls::broker_with_tls("rumqttctls");
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
+        let tls_id = id_on_shard(&format!("tls{i}"), 0);
+        let tcp_id = id_on_shard(&format!("tcp{i}"), 1);
+        let (over_tls, mut tls_rx) =
+            client311(tls_options(&tls_id, tls_port, &ca), Some(("down/+", qos))).await;
+        let (over_tcp, mut tcp_rx) =
+            client311(options(&tcp_id, broker.port()), Some(("up/+", qos))).await;
+        for n in 0..50u32 {
+            over_tcp
+                .publish("down/x", qos, false, n.to_be_bytes().to_vec())
+                .await
+                .expect("publish over TCP");
+            over_tls
+                .publish("up/x", qos, false, n.to_be_bytes().to_vec())
+                .await
+                .expect("publish over TLS");
+        }
+        for (way, rx) in [("TCP→TLS", &mut tls_rx), ("TLS→TCP", &mut tcp_rx)] {
+            let got = expect_n(rx, 50).await;
+            let numbers: Vec<u32> = got
+                .iter()
+                .map(|p| u32::from_be_bytes(p.payload[..4].try_into().expect("4 bytes")))
+                .collect();
+            assert_eq!(numbers, (0..50).collect::<Vec<u32>>(), "{way} {qos:?}");
+            assert!(got.iter().all(|p| p.qos == qos), "{way} {qos:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn v5_over_tls_round_trip_keeps_properties() {
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    use rumqttc::v5::{AsyncClient, Event as Event5, MqttOptions as Options5};
+    let (_broker, tls_port, ca) = support::tls::broker_with_tls("rumqttctls5");
+    let config = support::tls::client_config(&ca);
+    let client = |id: &str| {
+        let mut o = Options5::new(id, "127.0.0.1", tls_port);
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(config.clone()),
+        ));
+        AsyncClient::new(o, 100)
+    };
+    let (sub, mut sub_loop) = client(&id_on_shard("v5tlssub", 0));
+    let (publisher, mut pub_loop) = client(&id_on_shard("v5tlspub", 1));
+    sub.subscribe("rpc/#", QoS5::ExactlyOnce).await.expect("subscribe");
+    let suback = async {
+        loop {
+            match sub_loop.poll().await.expect("subscriber over TLS") {
+                Event5::Incoming(Packet5::SubAck(_)) => return,
+                _ => continue,
+            }
+        }
+    };
+    timeout(WAIT, suback).await.expect("SUBACK over TLS");
+    tokio::spawn(async move { while pub_loop.poll().await.is_ok() {} });
+    let props = PublishProperties {
+        content_type: Some("text/plain".into()),
+        response_topic: Some("rpc/reply".into()),
+        ..Default::default()
+    };
+    publisher
+        .publish_with_properties("rpc/q", QoS5::ExactlyOnce, false, "ping", props)
+        .await
+        .expect("publish");
+    let got = async {
+        loop {
+            if let Event5::Incoming(Packet5::Publish(p)) =
+                sub_loop.poll().await.expect("subscriber over TLS")
+            {
+                return p;
+            }
+        }
+    };
+    let p = timeout(WAIT, got).await.expect("message over TLS");
+    assert_eq!(&p.payload[..], b"ping");
+    assert_eq!(p.qos, QoS5::ExactlyOnce);
+    let props = p.properties.expect("properties");
+    assert_eq!(props.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(props.response_topic.as_deref(), Some("rpc/reply"));
+}

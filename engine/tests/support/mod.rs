@@ -3,6 +3,7 @@
 
 pub mod aliyun;
 pub mod client;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
