@@ -96,7 +96,7 @@ pub struct RunArgs {
     /// `connections`/`churn`: connections to open (held, or looping for churn).
     #[arg(long, short = 'n', default_value_t = 1000)]
     pub connections: u32,
-    /// `connections`: new connections per second, all threads together (0: as fast as possible).
+    /// `connections`/`churn`: new connections per second, all threads together (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     pub connect_rate: u32,
     /// Concurrent connection attempts per thread while connecting.

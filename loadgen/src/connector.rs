@@ -107,13 +107,26 @@ async fn hold(ctx: &SharedCtx, mut conn: Conn, keep_alive_secs: u16) {
     let _ = conn.disconnect(false).await;
 }
 
-/// `churn`: connects, disconnects and starts again until the run ends.
+/// `churn`: connects, disconnects and starts again until the run ends; with
+/// `--connect-rate R`, each of the `-n` loops starts a connection every
+/// `n / R` seconds (R together), else as fast as the broker answers.
 pub async fn churn(ctx: SharedCtx, local: Rc<Local>, n: usize, spec: ClientSpec) {
     ctx.ready.fetch_add(1, Relaxed);
     let Some(window) = ctx.started().await else {
         return;
     };
+    let every = (ctx.args.connect_rate > 0).then(|| {
+        Duration::from_secs_f64(f64::from(ctx.args.connections) / f64::from(ctx.args.connect_rate))
+    });
+    let began = Instant::now();
+    let mut k = 0u32;
     while ctx.clock.nanos() < window.end {
+        if let Some(every) = every {
+            // Loops start spread over one interval, not all at once.
+            let offset = every.mul_f64(n as f64 / f64::from(ctx.args.connections.max(1)));
+            tokio::time::sleep_until((began + offset + every * k).into()).await;
+            k += 1;
+        }
         let measured = window.measures(ctx.clock.nanos());
         match connect(&ctx, &local, &spec, n, IDLE_READ_CHUNK_BYTES, measured).await {
             Ok(conn) => {
