@@ -233,3 +233,62 @@ fn a_subscriber_that_stops_reading_does_not_stop_the_others() {
     assert_eq!(got, n, "every message reached the subscriber that reads");
     drop(stuck);
 }
+
+/// A v5 session whose CONNECT sets Maximum Packet Size to `max`; returns
+/// what the broker sent before CONNACK's end (or the whole conversation if
+/// it closed at once).
+fn with_packet_limit(broker: &Broker, client_id: &str, max: u32) -> (Raw, Vec<Packet>) {
+    let mut c = support::connect(V5, client_id);
+    c.properties.maximum_packet_size = std::num::NonZeroU32::new(max);
+    let mut raw = Raw::connect(broker.addr, V5);
+    raw.send(&Packet::Connect(Box::new(c)), V5);
+    let first = raw.recv().into_iter().collect();
+    (raw, first)
+}
+
+fn encoded_len(p: &Packet) -> usize {
+    let mut buf = bytes::BytesMut::new();
+    p.encode(V5, &mut buf).expect("encode");
+    buf.len()
+}
+
+#[test]
+fn a_disconnect_fits_the_clients_maximum_packet_size() {
+    let broker = Broker::start("clientmax", &[]);
+    let mut subs = bystanders(&broker);
+    let (mut raw, first) = with_packet_limit(&broker, "small", 21);
+    assert!(
+        matches!(first.as_slice(), [Packet::ConnAck(a)] if !a.reason_code.is_error() && encoded_len(&first[0]) <= 21),
+        "a CONNACK of at most 21 bytes: {first:?}"
+    );
+    // A wildcard in a PUBLISH topic: DISCONNECT 0x90, whose reason string
+    // would make it 60-odd bytes [MQTT-3.1.2-24].
+    raw.send_bytes(&[0x30, 0x07, 0x00, 0x03, b'a', b'/', b'+', 0x00, b'x']);
+    match raw.until_closed().as_slice() {
+        [d @ Packet::Disconnect(inner)] => {
+            assert_eq!(inner.reason_code, ReasonCode::TopicNameInvalid);
+            assert!(inner.properties.reason_string.is_none(), "{inner:?}");
+            assert!(encoded_len(d) <= 21, "{} bytes", encoded_len(d));
+        }
+        other => panic!("expected a short DISCONNECT 0x90, got {other:?}"),
+    }
+    // Without the limit the same mistake gets the reason string.
+    let (mut raw, _) = with_packet_limit(&broker, "roomy", 1 << 20);
+    raw.send_bytes(&[0x30, 0x07, 0x00, 0x03, b'a', b'/', b'+', 0x00, b'x']);
+    match raw.until_closed().as_slice() {
+        [Packet::Disconnect(d)] => assert!(d.properties.reason_string.is_some()),
+        other => panic!("expected DISCONNECT 0x90, got {other:?}"),
+    }
+    assert_untouched(&broker, &mut subs);
+}
+
+#[test]
+fn a_connack_that_cannot_fit_is_not_sent() {
+    let broker = Broker::start("clienttiny", &[]);
+    let mut subs = bystanders(&broker);
+    // 8 bytes: no v5 CONNACK with the server's properties fits.
+    let (mut raw, first) = with_packet_limit(&broker, "tiny", 8);
+    assert!(first.is_empty(), "closed without a packet: {first:?}");
+    assert!(raw.until_closed().is_empty());
+    assert_untouched(&broker, &mut subs);
+}

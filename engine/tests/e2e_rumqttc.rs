@@ -284,7 +284,9 @@ async fn v5_over_tls_round_trip_keeps_properties() {
     };
     let (sub, mut sub_loop) = client(&id_on_shard("v5tlssub", 0));
     let (publisher, mut pub_loop) = client(&id_on_shard("v5tlspub", 1));
-    sub.subscribe("rpc/#", QoS5::ExactlyOnce).await.expect("subscribe");
+    sub.subscribe("rpc/#", QoS5::ExactlyOnce)
+        .await
+        .expect("subscribe");
     let suback = async {
         loop {
             match sub_loop.poll().await.expect("subscriber over TLS") {

@@ -309,9 +309,8 @@ impl Broker {
         let Some(link) = self.session_mut(id).and_then(|s| s.link.as_mut()) else {
             return;
         };
-        let version = link.version;
-        if let Err(e) = link.tx.encode(|buf| packet.encode(version, buf)) {
-            tracing::error!(error = %e, "cannot encode {:?}", packet.packet_type());
+        if !link.send(packet) {
+            self.stats.dropped_too_large += 1;
         }
     }
 
@@ -336,9 +335,7 @@ impl Broker {
                     ..Default::default()
                 };
             }
-            let _ = link
-                .tx
-                .encode(|buf| packet.encode(ProtocolVersion::V5, buf));
+            link.send(&Packet::Disconnect(packet));
         }
         link.tx.close();
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ahash::{AHashMap, AHashSet};
 use ringmq_protocol::{
-    Disconnect, MqttString, PacketId, ProtocolVersion, QoS, ReasonCode, SubscriptionId,
+    Disconnect, MqttString, Packet, PacketId, ProtocolVersion, QoS, ReasonCode, SubscriptionId,
     SubscriptionOptions, TopicName,
 };
 
@@ -143,12 +143,43 @@ impl Link {
     /// DISCONNECT with `code` first; the output closes once written.
     pub fn close_with(&mut self, code: ReasonCode) {
         if self.version == ProtocolVersion::V5 {
-            let packet = Disconnect::new(code);
-            let _ = self
-                .tx
-                .encode(|buf| packet.encode(ProtocolVersion::V5, buf));
+            self.send(&Packet::Disconnect(Disconnect::new(code)));
         }
         self.tx.close();
+    }
+
+    /// Encodes `packet` into the output within the client's Maximum Packet
+    /// Size [MQTT-3.1.2-24]: too large, it goes without its Reason String
+    /// and User Properties [MQTT-3.1.2-25]; still too large, it is not sent
+    /// and the connection closes. Returns whether it was sent.
+    pub fn send(&mut self, packet: &Packet) -> bool {
+        if self.encode_within(packet) {
+            return true;
+        }
+        let mut lean = packet.clone();
+        if lean.drop_diagnostics() && self.encode_within(&lean) {
+            return true;
+        }
+        tracing::info!(
+            packet = ?packet.packet_type(),
+            client_limit = self.packet_bytes_max,
+            "closing: a packet for the client does not fit its Maximum Packet Size [MQTT-3.1.2-24]"
+        );
+        self.tx.close();
+        false
+    }
+
+    fn encode_within(&mut self, packet: &Packet) -> bool {
+        let (version, max) = (self.version, self.packet_bytes_max as usize);
+        let encoded = self.tx.encode(|buf| {
+            let before = buf.len();
+            packet.encode(version, buf).map_err(|_| ())?;
+            match buf.len() - before <= max {
+                true => Ok(()),
+                false => Err(()),
+            }
+        });
+        encoded.is_ok()
     }
 }
 

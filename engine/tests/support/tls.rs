@@ -50,7 +50,9 @@ pub fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).expect("read ca.pem") {
-        roots.add(cert.expect("a PEM certificate")).expect("add root");
+        roots
+            .add(cert.expect("a PEM certificate"))
+            .expect("add root");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)

@@ -148,6 +148,59 @@ impl Packet {
     }
 }
 
+impl Packet {
+    /// Removes the Reason String and User Properties a sender may leave out
+    /// to fit the receiver's Maximum Packet Size [MQTT-3.1.2-25] (CONNACK,
+    /// acknowledgements, DISCONNECT, AUTH). Returns whether any was there.
+    pub fn drop_diagnostics(&mut self) -> bool {
+        fn strip<T>(reason: &mut Option<T>, users: &mut Vec<impl Sized>) -> bool {
+            let had = reason.is_some() || !users.is_empty();
+            *reason = None;
+            users.clear();
+            had
+        }
+        match self {
+            Packet::ConnAck(p) => {
+                let q = &mut p.properties;
+                strip(&mut q.reason_string, &mut q.user_properties)
+            }
+            Packet::PubAck(p) => strip(
+                &mut p.properties.reason_string,
+                &mut p.properties.user_properties,
+            ),
+            Packet::PubRec(p) => strip(
+                &mut p.properties.reason_string,
+                &mut p.properties.user_properties,
+            ),
+            Packet::PubRel(p) => strip(
+                &mut p.properties.reason_string,
+                &mut p.properties.user_properties,
+            ),
+            Packet::PubComp(p) => strip(
+                &mut p.properties.reason_string,
+                &mut p.properties.user_properties,
+            ),
+            Packet::SubAck(p) => strip(
+                &mut p.properties.reason_string,
+                &mut p.properties.user_properties,
+            ),
+            Packet::UnsubAck(p) => strip(
+                &mut p.properties.reason_string,
+                &mut p.properties.user_properties,
+            ),
+            Packet::Disconnect(p) => {
+                let q = &mut p.properties;
+                strip(&mut q.reason_string, &mut q.user_properties)
+            }
+            Packet::Auth(p) => {
+                let q = &mut p.properties;
+                strip(&mut q.reason_string, &mut q.user_properties)
+            }
+            _ => false,
+        }
+    }
+}
+
 fn encode_empty(t: PacketType, out: &mut BytesMut) -> Result<(), EncodeError> {
     out.put_slice(&[(t as u8) << 4, 0]);
     Ok(())
