@@ -24,7 +24,8 @@ fn subscribe(raw: &mut Raw, v: ProtocolVersion, filter: &str) {
         )],
     };
     raw.send(&Packet::Subscribe(s), v);
-    assert!(matches!(raw.recv(), Some(Packet::SubAck(_))));
+    let got = raw.recv();
+    assert!(matches!(got, Some(Packet::SubAck(_))), "{got:?}");
 }
 
 fn publish(raw: &mut Raw, v: ProtocolVersion, topic: &str, payload: &str) {
@@ -291,4 +292,76 @@ fn a_connack_that_cannot_fit_is_not_sent() {
     assert!(first.is_empty(), "closed without a packet: {first:?}");
     assert!(raw.until_closed().is_empty());
     assert_untouched(&broker, &mut subs);
+}
+
+fn publish_qos(raw: &mut Raw, v: ProtocolVersion, topic: &str, qos: QoS, id: u16) {
+    let mut p = Publish::new(
+        TopicName::new(topic.to_owned()).expect("topic"),
+        Bytes::from_static(b"x"),
+    );
+    p.qos = qos;
+    p.packet_id = PacketId::new(id);
+    raw.send(&Packet::Publish(p), v);
+}
+
+#[test]
+fn v5_acks_say_when_nobody_subscribes() {
+    let broker = Broker::start("nomatch", &[]);
+    let mut publisher = Raw::session(broker.addr, V5, &id_on_shard("lonely", 0));
+    publish_qos(&mut publisher, V5, "nobody/here", QoS::AtLeastOnce, 1);
+    match publisher.recv() {
+        Some(Packet::PubAck(a)) => assert_eq!(a.reason_code, ReasonCode::NoMatchingSubscribers),
+        other => panic!("expected PUBACK 0x10, got {other:?}"),
+    }
+    publish_qos(&mut publisher, V5, "nobody/here", QoS::ExactlyOnce, 2);
+    match publisher.recv() {
+        Some(Packet::PubRec(a)) => assert_eq!(a.reason_code, ReasonCode::NoMatchingSubscribers),
+        other => panic!("expected PUBREC 0x10, got {other:?}"),
+    }
+    // A subscriber on the other shard: once its route arrives, Success.
+    let mut sub = Raw::session(broker.addr, V5, &id_on_shard("listener", 1));
+    subscribe(&mut sub, V5, "nobody/#");
+    let mut code = ReasonCode::NoMatchingSubscribers;
+    for id in 10..200u16 {
+        publish_qos(&mut publisher, V5, "nobody/here", QoS::AtLeastOnce, id);
+        match publisher.recv() {
+            Some(Packet::PubAck(a)) => code = a.reason_code,
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+        if code == ReasonCode::Success {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(code, ReasonCode::Success, "a matched message is acked 0x00");
+    assert!(matches!(sub.recv(), Some(Packet::Publish(_))));
+}
+
+#[test]
+fn clients_cannot_publish_into_sys_topics() {
+    let broker = Broker::start("sysspoof", &[]);
+    let mut sub = Raw::session(broker.addr, V311, &id_on_shard("watcher", 0));
+    // Filters the broker's own $SYS figures never match.
+    subscribe(&mut sub, V311, "$SYS/forged/#");
+    subscribe(&mut sub, V311, "$SYS");
+    subscribe(&mut sub, V311, "marker");
+    let mut v5 = Raw::session(broker.addr, V5, &id_on_shard("spoof5", 1));
+    publish_qos(&mut v5, V5, "$SYS/forged/uptime", QoS::AtLeastOnce, 1);
+    match v5.recv() {
+        Some(Packet::PubAck(a)) => assert_eq!(a.reason_code, ReasonCode::NotAuthorized),
+        other => panic!("expected PUBACK 0x87, got {other:?}"),
+    }
+    let mut v3 = Raw::session(broker.addr, V311, &id_on_shard("spoof3", 0));
+    publish_qos(&mut v3, V311, "$SYS/forged/clients", QoS::AtLeastOnce, 1);
+    assert!(
+        matches!(v3.recv(), Some(Packet::PubAck(_))),
+        "3.1.1 gets its PUBACK"
+    );
+    publish(&mut v3, V311, "$SYS", "bare");
+    publish(&mut v3, V311, "marker", "after");
+    // Nothing of the forged ones arrives: the first message is the marker.
+    match sub.recv() {
+        Some(Packet::Publish(m)) => assert_eq!(m.topic.as_str(), "marker"),
+        other => panic!("expected the marker, got {other:?}"),
+    }
 }

@@ -36,6 +36,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 HOST = "127.0.0.1"
 DEFAULT_BIN = "/work/main/target/release/ringmq"
 TIMEOUT = 5.0  # upper bound for anything that should happen "now"
+# A PUBLISH the broker took: v5 acknowledges 0x10 (No matching subscribers)
+# when no subscription matched it, 0x00 otherwise; 3.1.1 always 0.
+ACCEPTED = (0x00, 0x10)
 QUIET = 0.5  # how long to listen when asserting that nothing arrives
 
 

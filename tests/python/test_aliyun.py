@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from conftest import (TIMEOUT, Broker, ClientFactory, _stop_and_check, free_port, raw_connect,
+from conftest import (ACCEPTED, TIMEOUT, Broker, ClientFactory, _stop_and_check, free_port, raw_connect,
                       ringmq_bin)
 
 V311, V5 = 4, 5
@@ -433,7 +433,7 @@ def test_a_token_allows_only_its_topics_and_actions(ali, devices, uid, proto):
         c.wait_disconnected()
     w = mint(ali, "alerts/#", "W")
     both = devices.token(unique(uid + "b"), f"R|{r}|W|{w}", protocol=proto)
-    assert both.publish("alerts/fire", b"ok", qos=1) == 0
+    assert both.publish("alerts/fire", b"ok", qos=1) in ACCEPTED
     assert both.subscribe("devices/#", 1) == 1
     rw = mint(ali, "devices/#,alerts/#", "R,W")
     devices.token(unique(uid + "rw"), f"RW|{rw}", protocol=proto).sub("alerts/#", 1)
@@ -525,7 +525,7 @@ secret = "LocalSecret0123456789abcd"
     try:
         c = f.signed("GID_app@@@after")
         c.sub("devices/#", 1)
-        assert c.publish("alerts/x", b"still here", qos=1) == 0
+        assert c.publish("alerts/x", b"still here", qos=1) in ACCEPTED
     finally:
         f.close_all()
     _stop_and_check(b)

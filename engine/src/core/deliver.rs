@@ -49,13 +49,22 @@ fn vi(v: ProtocolVersion) -> usize {
     usize::from(v == ProtocolVersion::V5)
 }
 
+/// Where [`Broker::route`] sent a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Routed {
+    /// Another shard it went to logs it (a persistent session there, a
+    /// shared group, the retained store of a topic it owns): the
+    /// publisher's acknowledgement waits for it.
+    pub(super) wait: bool,
+    /// A subscription matched it, here or on another shard.
+    pub(super) matched: bool,
+}
+
 impl Broker {
     /// Sends `message` wherever it is subscribed: other shards through the
     /// outbox, this shard's sessions directly. A retained message is also
-    /// stored on every shard. Returns whether another shard it went to logs
-    /// it (a persistent session there, a shared group, the retained store
-    /// of a topic it owns): the publisher's acknowledgement waits for it.
-    pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) -> bool {
+    /// stored on every shard.
+    pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) -> Routed {
         if message.retain {
             let stored = Arc::new(retained::compact(&message));
             for peer in self.peers() {
@@ -83,10 +92,13 @@ impl Broker {
                 self.outbox[peer].push(Remote::Publish(Arc::clone(&message)));
             }
         }
-        self.deliver_local(&message, now);
+        let local = self.deliver_local(&message, now);
         let shared = self.route_shared(&message, now);
         let retained_elsewhere = message.retain && !self.owns_topic(message.topic.as_str());
-        durable & mask != 0 || shared || retained_elsewhere
+        Routed {
+            wait: durable & mask != 0 || shared.remote || retained_elsewhere,
+            matched: mask != 0 || local > 0 || shared.picked,
+        }
     }
 
     fn peers(&self) -> impl Iterator<Item = usize> {
@@ -97,7 +109,9 @@ impl Broker {
     /// Applies what shard `from` sent.
     pub fn apply_remote(&mut self, from: usize, remote: Remote, now: Instant) {
         match remote {
-            Remote::Publish(m) => self.deliver_local(&m, now),
+            Remote::Publish(m) => {
+                self.deliver_local(&m, now);
+            }
             Remote::Retain(m) => {
                 if self
                     .retained
@@ -134,10 +148,11 @@ impl Broker {
     /// Delivers `message` to this shard's matching sessions, once per
     /// session: at the highest QoS of its matching subscriptions
     /// [MQTT-3.3.5-1], with all their Subscription Identifiers.
-    pub(super) fn deliver_local(&mut self, message: &Arc<Message>, now: Instant) {
+    /// Returns how many sessions it matched.
+    pub(super) fn deliver_local(&mut self, message: &Arc<Message>, now: Instant) -> usize {
         if message.is_expired(now) {
             self.stats.dropped_expired += 1;
-            return;
+            return 0;
         }
         let mut matches = std::mem::take(&mut self.matches);
         let origin = message.origin;
@@ -156,8 +171,10 @@ impl Broker {
             self.deliver_to(group[0].slot, message, copy, &mut enc, now);
         }
         self.journal.finish(message);
+        let matched = matches.len();
         matches.clear();
         self.matches = matches;
+        matched
     }
 
     /// Hands one copy to session `slot`: written, queued or dropped; then

@@ -10,14 +10,14 @@ use std::time::Instant;
 use super::aliyun::names;
 use super::broker::{Broker, Remote};
 use super::connect::home_shard;
-use super::deliver::{Encoded, Outgoing};
+use super::deliver::{Encoded, Outgoing, Routed};
 use super::message::Message;
 
 impl Broker {
     /// Routes a message the broker publishes itself (a Will): to one
     /// client if its topic is a P2P topic of the aliyun profile, else to
-    /// its subscribers. Returns what [`Broker::route`] returns.
-    pub(super) fn route_published(&mut self, message: Arc<Message>, now: Instant) -> bool {
+    /// its subscribers.
+    pub(super) fn route_published(&mut self, message: Arc<Message>, now: Instant) -> Routed {
         let target =
             self.aliyun
                 .as_deref()
@@ -26,7 +26,10 @@ impl Broker {
                     _ => None,
                 });
         match target {
-            Some(target) => self.route_p2p(message, &target, now),
+            Some(target) => Routed {
+                wait: self.route_p2p(message, &target, now),
+                matched: true,
+            },
             None => self.route(message, now),
         }
     }

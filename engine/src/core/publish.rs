@@ -11,8 +11,14 @@ use ringmq_protocol::{
 use super::aliyun::PublishTo;
 use super::auth::Principal;
 use super::broker::{Broker, ConnId};
+use super::deliver::Routed;
 use super::message::Message;
 use super::trace::{Action, Info};
+
+/// Whether `topic` is one of the broker's `$SYS` topics.
+fn is_system_topic(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
 
 /// Payloads up to this size are copied out of the read buffer.
 const COPY_PAYLOAD_BYTES_MAX: usize = 4096;
@@ -66,29 +72,40 @@ impl Broker {
             client_id: session.client_id.as_str(),
             username: session.username.as_ref().map(|u| u.as_str()),
         };
-        let allowed = self.auth.authorizer.can_publish(who, topic.as_str());
+        // `$SYS/…` is the broker's own status: a client may not forge it
+        // (§4.7.2). Topics the broker reads from clients were handled above.
+        let system = is_system_topic(topic.as_str());
+        let allowed = !system && self.auth.authorizer.can_publish(who, topic.as_str());
         let origin = session.uid;
         let (qos, pid) = (p.qos, p.packet_id);
-        let mut wait = false;
-        if !allowed {
+        let (mut wait, mut matched) = (false, true);
+        if system {
+            self.stats.denied += 1;
+            tracing::info!(topic = %topic.as_str(), "PUBLISH refused: $SYS topics are the broker's [MQTT §4.7.2]");
+        } else if !allowed {
             self.stats.denied += 1;
             tracing::info!(topic = %topic.as_str(), "PUBLISH not authorized");
         } else {
             let message = Arc::new(self.message_from(p, topic, origin, now));
             self.trace_publish(id, &message, now);
             let logged = self.journal.entries.len();
-            let remote = match to {
+            let routed = match to {
                 PublishTo::Subscribers => self.route(message, now),
-                PublishTo::Client(target) => self.route_p2p(message, &target, now),
+                PublishTo::Client(target) => Routed {
+                    wait: self.route_p2p(message, &target, now),
+                    matched: true,
+                },
             };
             let grew = self.journal.entries.len() > logged;
             let j = &self.journal;
-            wait = (j.hold_acks && remote) || (j.sync_acks && grew);
+            wait = (j.hold_acks && routed.wait) || (j.sync_acks && grew);
+            matched = routed.matched;
         }
-        let code = if allowed {
-            ReasonCode::Success
-        } else {
-            ReasonCode::NotAuthorized
+        let code = match (allowed, matched) {
+            (false, _) => ReasonCode::NotAuthorized,
+            // v5 tells the publisher nobody wanted it (3.1.1 acks omit the code).
+            (true, false) => ReasonCode::NoMatchingSubscribers,
+            (true, true) => ReasonCode::Success,
         };
         self.ack_publish(id, qos, pid, code, wait);
     }

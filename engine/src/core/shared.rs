@@ -84,10 +84,17 @@ impl GroupRoute {
     }
 }
 
+/// Where [`Broker::route_shared`] sent a message.
+pub(super) struct SharedRouted {
+    /// One of the groups' picks is another shard.
+    pub(super) remote: bool,
+    /// A group matched it.
+    pub(super) picked: bool,
+}
+
 impl Broker {
     /// For each shared group matching `message`, sends it to one shard.
-    /// Returns whether one of them is another shard.
-    pub(super) fn route_shared(&mut self, message: &Arc<Message>, now: Instant) -> bool {
+    pub(super) fn route_shared(&mut self, message: &Arc<Message>, now: Instant) -> SharedRouted {
         let mut picks: Vec<(usize, Arc<SharedKey>)> = Vec::new();
         self.routes.for_each_match(message.topic.as_str(), |slot| {
             for g in &slot.groups {
@@ -96,11 +103,14 @@ impl Broker {
                 }
             }
         });
-        let remote = picks.iter().any(|(shard, _)| *shard != self.shard);
+        let routed = SharedRouted {
+            remote: picks.iter().any(|(shard, _)| *shard != self.shard),
+            picked: !picks.is_empty(),
+        };
         for (shard, key) in picks {
             self.send_shared(shard, key, message, now);
         }
-        remote
+        routed
     }
 
     fn send_shared(
