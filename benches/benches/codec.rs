@@ -306,6 +306,7 @@ fn forward(c: &mut Criterion, id: &str, one: &BytesMut) {
 fn connect(c: &mut Criterion) {
     let connect = Connect {
         protocol: V4,
+        v31: false,
         clean_start: false,
         keep_alive: 60,
         properties: Default::default(),

@@ -87,6 +87,7 @@ fn broker(v: Variant, now: Instant) -> Broker {
 fn connect(b: &mut Broker, client_id: &str, now: Instant) -> ConnId {
     let c = Connect {
         protocol: ProtocolVersion::V311,
+        v31: false,
         clean_start: true,
         keep_alive: 0,
         properties: ConnectProperties::default(),

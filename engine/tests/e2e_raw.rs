@@ -78,20 +78,6 @@ fn garbage_before_connect_closes_only_that_connection() {
 }
 
 #[test]
-fn unsupported_protocol_level_gets_connack_0x01() {
-    let broker = Broker::start("level", &[]);
-    let mut raw = Raw::connect(broker.addr, V311);
-    // CONNECT "MQTT" level 3, clean, keep-alive 0, client id "x".
-    raw.send_bytes(&[
-        0x10, 0x0D, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x03, 0x02, 0x00, 0x00, 0x00, 0x01, b'x',
-    ]);
-    match raw.until_closed().as_slice() {
-        [Packet::ConnAck(a)] => assert_eq!(a.reason_code, ReasonCode::UnsupportedProtocolVersion),
-        other => panic!("expected CONNACK 0x01, got {other:?}"),
-    }
-}
-
-#[test]
 fn wildcard_in_a_v5_publish_topic_gets_disconnect_0x90() {
     let broker = Broker::start("wildcard", &[]);
     let mut subs = bystanders(&broker);
@@ -363,5 +349,65 @@ fn clients_cannot_publish_into_sys_topics() {
     match sub.recv() {
         Some(Packet::Publish(m)) => assert_eq!(m.topic.as_str(), "marker"),
         other => panic!("expected the marker, got {other:?}"),
+    }
+}
+
+/// A CONNECT with protocol `name` and `level`, clean, keep-alive 30.
+fn connect_bytes(name: &[u8], level: u8, client_id: &[u8]) -> Vec<u8> {
+    let mut body = vec![0, name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(&[level, 0x02, 0, 30, 0, client_id.len() as u8]);
+    body.extend_from_slice(client_id);
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    packet
+}
+
+#[test]
+fn mqtt_3_1_clients_are_served_as_3_1_1() {
+    let broker = Broker::start("mqisdp", &[]);
+    let mut sub = Raw::connect(broker.addr, V311);
+    sub.send_bytes(&connect_bytes(b"MQIsdp", 3, b"old-device-sub"));
+    match sub.recv() {
+        Some(Packet::ConnAck(a)) => {
+            assert_eq!(a.reason_code, ReasonCode::Success);
+            assert!(!a.session_present, "3.1's CONNACK has no flags");
+        }
+        other => panic!("expected CONNACK 0, got {other:?}"),
+    }
+    subscribe(&mut sub, V311, "legacy/#");
+    let mut pubr = Raw::connect(broker.addr, V311);
+    pubr.send_bytes(&connect_bytes(b"MQIsdp", 3, b"old-device-pub"));
+    assert!(
+        matches!(pubr.recv(), Some(Packet::ConnAck(a)) if a.reason_code == ReasonCode::Success)
+    );
+    publish_qos(&mut pubr, V311, "legacy/t", QoS::AtLeastOnce, 7);
+    assert!(matches!(pubr.recv(), Some(Packet::PubAck(a)) if a.packet_id.get() == 7));
+    match sub.recv() {
+        Some(Packet::Publish(m)) => assert_eq!(m.topic.as_str(), "legacy/t"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+    // 3.1 has no assigned identifiers: an empty one is refused (0x02).
+    let mut anon = Raw::connect(broker.addr, V311);
+    anon.send_bytes(&connect_bytes(b"MQIsdp", 3, b""));
+    match anon.until_closed().as_slice() {
+        [Packet::ConnAck(a)] => assert_eq!(a.reason_code, ReasonCode::ClientIdentifierNotValid),
+        other => panic!("expected CONNACK 0x02, got {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_protocol_levels_get_the_3_1_1_connack_0x01() {
+    let broker = Broker::start("levels", &[]);
+    for (name, level) in [(&b"MQTT"[..], 6u8), (b"MQTT", 0), (b"MQTT", 3)] {
+        let mut raw = Raw::connect(broker.addr, V311);
+        raw.send_bytes(&connect_bytes(name, level, b"x"));
+        let mut reply = [0u8; 16];
+        let n = std::io::Read::read(&mut raw.stream, &mut reply).expect("read");
+        assert_eq!(
+            &reply[..n],
+            &[0x20, 0x02, 0x00, 0x01],
+            "{name:?} level {level}"
+        );
     }
 }

@@ -215,6 +215,7 @@ fn connect_packet(version: ProtocolVersion, spec: &ClientSpec) -> Result<Connect
     let string = |s: &str| MqttString::new(s.to_owned()).map_err(|e| anyhow!("{s:?}: {e}"));
     let mut connect = Connect {
         protocol: version,
+        v31: false,
         clean_start: spec.clean,
         keep_alive: spec.keep_alive_secs,
         properties: Default::default(),

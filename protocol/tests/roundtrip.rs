@@ -240,6 +240,7 @@ fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             )| {
                 Packet::Connect(Box::new(Connect {
                     protocol: v,
+                    v31: false,
                     clean_start,
                     keep_alive,
                     properties,

@@ -201,6 +201,7 @@ fn connect_v311_minimal_decodes_on_server_decoder() {
         hex_str,
         Connect {
             protocol: V311,
+            v31: false,
             clean_start: true,
             keep_alive: 60,
             properties: ConnectProperties::default(),
@@ -230,6 +231,7 @@ fn connect_v311_with_will_username_and_password() {
         hex_str,
         Connect {
             protocol: V311,
+            v31: false,
             clean_start: true,
             keep_alive: 10,
             properties: ConnectProperties::default(),
@@ -271,6 +273,7 @@ fn connect_v5_with_properties() {
         hex_str,
         Connect {
             protocol: V5,
+            v31: false,
             clean_start: true,
             keep_alive: 30,
             properties: ConnectProperties {
@@ -316,6 +319,7 @@ fn connect_v5_with_will_properties_and_empty_client_id() {
         hex_str,
         Connect {
             protocol: V5,
+            v31: false,
             clean_start: true,
             keep_alive: 0,
             properties: ConnectProperties::default(),
@@ -357,6 +361,7 @@ fn connect_v5_accepts_password_without_user_name() {
         hex_str,
         Connect {
             protocol: V5,
+            v31: false,
             clean_start: true,
             keep_alive: 0,
             properties: ConnectProperties::default(),
@@ -1433,8 +1438,6 @@ fn rejects_invalid_connect_header() {
         ("protocol name MQTX", SERVER, "10 0e 00 04 4d 51 54 58 04 02 00 3c 00 02 63 31", InvalidProtocolName, "[MQTT-3.1.2-1]"),
         // Protocol name "mqtt": case matters.
         ("protocol name mqtt", SERVER, "10 0e 00 04 6d 71 74 74 04 02 00 3c 00 02 63 31", InvalidProtocolName, "[MQTT-3.1.2-1]"),
-        // MQTT 3.1: protocol name "MQIsdp", level 3.
-        ("MQIsdp level 3", SERVER, "10 10 00 06 4d 51 49 73 64 70 03 02 00 3c 00 02 63 31", UnsupportedProtocolLevel(3), "[MQTT-3.1.2-2]"),
         // "MQTT" with level 6.
         ("level 6", SERVER, "10 0e 00 04 4d 51 54 54 06 02 00 3c 00 02 63 31", UnsupportedProtocolLevel(6), "[MQTT-3.1.2-2]"),
         // Flags 03: clean session and the reserved bit.
@@ -1707,5 +1710,31 @@ fn errors_map_to_v5_reason_codes() {
     assert_eq!(
         DecodeError::DuplicateProperty(0x11).reason_code(),
         ReasonCode::ProtocolError
+    );
+}
+
+#[test]
+fn connect_mqtt_3_1_decodes_as_3_1_1_flagged() {
+    let hex_str = concat!(
+        "10 10",                   // CONNECT, remaining length 16
+        "00 06 4d 51 49 73 64 70", // protocol name "MQIsdp"
+        "03",                      // protocol level 3 (3.1)
+        "02",                      // flags: clean session
+        "00 3c",                   // keep alive 60 s
+        "00 02 63 31",             // client identifier "c1"
+    );
+    assert_connect_vector(
+        hex_str,
+        Connect {
+            protocol: V311,
+            v31: true,
+            clean_start: true,
+            keep_alive: 60,
+            properties: ConnectProperties::default(),
+            client_id: s("c1"),
+            will: None,
+            username: None,
+            password: None,
+        },
     );
 }

@@ -94,7 +94,7 @@ wait_sub() {
 
 msgs() { grep '^MSG ' "$1" | sed 's/^MSG //' || true; }
 
-for v in mqttv311 mqttv5; do
+for v in mqttv31 mqttv311 mqttv5; do
   t="$run_id/$v"
 
   # 1. QoS 1 round trip

@@ -133,7 +133,8 @@ impl Broker {
         }
         self.log_session(slot);
         let connack = Packet::ConnAck(Box::new(ConnAck {
-            session_present,
+            // 3.1's CONNACK has no flags: the byte is reserved.
+            session_present: session_present && !connect.v31,
             reason_code: ReasonCode::Success,
             properties: props,
         }));
@@ -176,7 +177,10 @@ impl Broker {
             Err(invalid(code))
         };
         if c.client_id.is_empty() && !assigned {
-            let why = "[MQTT-3.1.3-8] an empty client id needs Clean Session";
+            let why = match c.v31 {
+                true => "[MQTT 3.1 §3.1] a 3.1 client id has 1 to 23 characters",
+                false => "[MQTT-3.1.3-8] an empty client id needs Clean Session",
+            };
             return refuse(ReasonCode::ClientIdentifierNotValid, why);
         }
         if c.client_id.len() > self.limits.client_id_bytes_max {

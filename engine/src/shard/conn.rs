@@ -100,7 +100,9 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, layers: Layers) {
             connect.username = MqttString::new(cn).ok();
         }
     }
+    // MQTT 3.1 has no assigned identifiers: its clients must send one.
     let assigned = connect.client_id.is_empty()
+        && !connect.v31
         && (connect.clean_start || connect.protocol == ProtocolVersion::V5);
     if assigned {
         let id = shard.broker.borrow_mut().assign_client_id();
@@ -282,13 +284,12 @@ async fn refuse_before_connect(shard: &Shard, wire: &Wire, e: Before) {
     shard.broker.borrow_mut().stats.connects_malformed += 1;
     match &e {
         Some(DecodeError::UnsupportedProtocolLevel(level)) => {
-            // Answer in the form the client can read: 3.1.1 below 5 [MQTT-3.1.2-2].
-            let version = if *level < 5 {
-                ProtocolVersion::V311
-            } else {
-                ProtocolVersion::V5
-            };
-            let refused = refusal(version, ReasonCode::UnsupportedProtocolVersion);
+            // 3.1.1's CONNACK 0x01 [MQTT-3.1.2-2]: four bytes every
+            // version can read (a level it does not know is not v5).
+            let refused = refusal(
+                ProtocolVersion::V311,
+                ReasonCode::UnsupportedProtocolVersion,
+            );
             let _ = writer_frames(wire, vec![refused.connack]).await;
             tracing::info!("CONNECT refused: unsupported protocol level {level}");
         }

@@ -29,6 +29,7 @@ pub struct Client {
 pub fn connect_packet(client_id: &str, v: ProtocolVersion, clean: bool) -> Connect {
     Connect {
         protocol: v,
+        v31: false,
         clean_start: clean,
         keep_alive: 0,
         properties: ConnectProperties::default(),

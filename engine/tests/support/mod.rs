@@ -228,6 +228,7 @@ impl Raw {
 pub fn connect(version: ProtocolVersion, client_id: &str) -> Connect {
     Connect {
         protocol: version,
+        v31: false,
         clean_start: true,
         keep_alive: 30,
         properties: ConnectProperties::default(),

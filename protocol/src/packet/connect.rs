@@ -9,8 +9,11 @@ use crate::types::{MqttString, ProtocolVersion, QoS, TopicName};
 use crate::wire::{self, Reader};
 
 const PROTOCOL_NAME: &str = "MQTT";
-/// The name MQTT 3.1 (level 3) used; answered as an unsupported level.
+/// The name MQTT 3.1 (level 3) used; read as 3.1.1, whose wire format it
+/// shares.
 const PROTOCOL_NAME_V31: &str = "MQIsdp";
+/// MQTT 3.1's protocol level.
+const LEVEL_V31: u8 = 3;
 
 /// The Will: a message the server publishes when the connection ends
 /// without a DISCONNECT.
@@ -33,6 +36,9 @@ pub struct LastWill {
 pub struct Connect {
     /// The protocol version the client speaks.
     pub protocol: ProtocolVersion,
+    /// The client speaks MQTT 3.1 (`MQIsdp`, level 3): `protocol` is 3.1.1,
+    /// whose packets are 3.1's; only a few rules differ.
+    pub v31: bool,
     /// Clean Session (3.1.1) / Clean Start (v5).
     pub clean_start: bool,
     /// Keep Alive, in seconds; 0 turns it off.
@@ -61,7 +67,7 @@ mod flag {
 
 impl Connect {
     pub(crate) fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
-        let protocol = decode_protocol(r)?;
+        let (protocol, v31) = decode_protocol(r)?;
         let v5 = protocol == ProtocolVersion::V5;
         let flags = r.u8("connect flags")?;
         if flags & flag::RESERVED != 0 {
@@ -97,6 +103,7 @@ impl Connect {
         let password = has_password.then(|| r.binary("password")).transpose()?;
         Ok(Connect {
             protocol,
+            v31,
             clean_start: flags & flag::CLEAN_START != 0,
             keep_alive,
             properties,
@@ -112,7 +119,11 @@ impl Connect {
         let v5 = self.protocol == ProtocolVersion::V5;
         let props_len = self.properties.len();
         let will_props_len = self.will.as_ref().map_or(0, |w| w.properties.len());
-        let mut len = 2 + PROTOCOL_NAME.len() + 1 + 1 + 2 + 2 + self.client_id.len();
+        let name_len = match self.v31 {
+            true => PROTOCOL_NAME_V31.len(),
+            false => PROTOCOL_NAME.len(),
+        };
+        let mut len = 2 + name_len + 1 + 1 + 2 + 2 + self.client_id.len();
         if v5 {
             len += wire::varint_len(props_len as u32) + props_len;
         }
@@ -125,9 +136,13 @@ impl Connect {
         len += self.username.as_ref().map_or(0, |u| 2 + u.len());
         len += self.password.as_ref().map_or(0, |p| 2 + p.len());
         put_fixed_header(out, (PacketType::Connect as u8) << 4, len)?;
-        out.put_u16(PROTOCOL_NAME.len() as u16);
-        out.put_slice(PROTOCOL_NAME.as_bytes());
-        out.put_u8(self.protocol.level());
+        let (name, level) = match self.v31 {
+            true => (PROTOCOL_NAME_V31, LEVEL_V31),
+            false => (PROTOCOL_NAME, self.protocol.level()),
+        };
+        out.put_u16(name.len() as u16);
+        out.put_slice(name.as_bytes());
+        out.put_u8(level);
         out.put_u8(self.flags());
         out.put_u16(self.keep_alive);
         if v5 {
@@ -171,15 +186,15 @@ impl Connect {
     }
 }
 
-/// Reads the protocol name and level [MQTT-3.1.2-1] [MQTT-3.1.2-2].
-fn decode_protocol(r: &mut Reader) -> Result<ProtocolVersion, DecodeError> {
+/// Reads the protocol name and level [MQTT-3.1.2-1] [MQTT-3.1.2-2]; MQTT
+/// 3.1 (`MQIsdp`, level 3) is read as 3.1.1, flagged.
+fn decode_protocol(r: &mut Reader) -> Result<(ProtocolVersion, bool), DecodeError> {
     let name = r.string("protocol name")?;
     let level = r.u8("protocol level")?;
     match (name.as_str(), ProtocolVersion::from_level(level)) {
-        (PROTOCOL_NAME, Some(v)) => Ok(v),
-        (PROTOCOL_NAME, None) | (PROTOCOL_NAME_V31, None) => {
-            Err(DecodeError::UnsupportedProtocolLevel(level))
-        }
+        (PROTOCOL_NAME, Some(v)) => Ok((v, false)),
+        (PROTOCOL_NAME_V31, _) if level == LEVEL_V31 => Ok((ProtocolVersion::V311, true)),
+        (PROTOCOL_NAME, None) => Err(DecodeError::UnsupportedProtocolLevel(level)),
         _ => Err(DecodeError::InvalidProtocolName),
     }
 }
