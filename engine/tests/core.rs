@@ -776,3 +776,79 @@ fn expired_retained_messages_are_purged() {
     b.tick(t0 + Duration::from_secs(11));
     assert_eq!(b.retained_count(), 0);
 }
+
+/// The old connection's Will on a take-over, case by case, as MQTT 5.0
+/// §3.1.2.5, §3.1.3.2.2 and §3.1.4 word it (EMQX and HiveMQ do the same;
+/// mosquitto 2.0 drops it on a persistent 3.1.1 resume): published unless
+/// the new connection resumes the session (Clean Start 0, Session Expiry
+/// > 0) and the Will has a delay [MQTT-3.1.3-9].
+#[test]
+fn the_will_on_a_take_over_follows_the_spec_case_by_case() {
+    let v311 = ProtocolVersion::V311;
+    // (case, old CONNECT, new Clean Start, Will published at the take-over)
+    let cases = [
+        (
+            "3.1.1, new clean session",
+            connect_packet("c", v311, true),
+            true,
+            true,
+        ),
+        (
+            "3.1.1, persistent session resumed",
+            connect_packet("c", v311, false),
+            false,
+            true,
+        ),
+        ("v5, delay 0, resumed", v5_connect("c", 60), false, true),
+        ("v5, delay 30, resumed", v5_connect("c", 60), false, false),
+        (
+            "v5, delay 30, Clean Start 1",
+            v5_connect("c", 60),
+            true,
+            true,
+        ),
+        (
+            "v5, delay 30, Session Expiry 0",
+            v5_connect("c", 0),
+            false,
+            true,
+        ),
+    ];
+    for (case, mut old, clean, published) in cases {
+        let t0 = Instant::now();
+        let mut b = broker(t0);
+        let mut watcher = join(&mut b, "watcher", v311, true, t0);
+        watcher.subscribe(&mut b, "wills/#", QoS::AtMostOnce, t0);
+        let delay = case.contains("delay 30").then_some(30);
+        old.will = Some(will("wills/c", delay));
+        let old_client = connect(&mut b, old.clone(), t0);
+        let mut new = old.clone();
+        new.will = None;
+        new.clean_start = clean;
+        let _new = connect(&mut b, new, t0 + Duration::from_secs(1));
+        b.disconnected(old_client.id, t0 + Duration::from_secs(1));
+        let at_once = watcher.publishes(&mut b).len();
+        b.tick(t0 + Duration::from_secs(120));
+        let later = watcher.publishes(&mut b).len();
+        assert_eq!(
+            (at_once, later),
+            (usize::from(published), 0),
+            "{case}: Will at the take-over, and none later"
+        );
+    }
+}
+
+#[test]
+fn a_delayed_will_of_a_session_that_ends_with_its_connection_goes_at_once() {
+    // "until the Will Delay Interval has passed or the Session ends,
+    // whichever happens first" (§3.1.3.2.2): Session Expiry 0 ends it now.
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    let mut watcher = join(&mut b, "watcher", ProtocolVersion::V311, true, t0);
+    watcher.subscribe(&mut b, "wills/#", QoS::AtMostOnce, t0);
+    let mut c = v5_connect("brief", 0);
+    c.will = Some(will("wills/brief", Some(30)));
+    let brief = connect(&mut b, c, t0);
+    b.disconnected(brief.id, t0);
+    assert_eq!(watcher.publishes(&mut b).len(), 1);
+}
