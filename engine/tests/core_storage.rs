@@ -302,7 +302,7 @@ fn messages_past_offline_retention_secs_are_dropped_and_counted() {
 fn a_full_persistent_queue_drops_its_oldest_message() {
     let t0 = Instant::now();
     let limits = Limits {
-        session_queue_messages_max: 3,
+        offline_session_messages_max: 3,
         ..Limits::default()
     };
     let mut b = logging_broker(t0, Duration::ZERO, limits);
@@ -563,4 +563,108 @@ fn an_acknowledgement_never_overtakes_a_held_one_of_the_same_connection() {
         })
         .collect();
     assert_eq!(ids, [1, 2]);
+}
+
+/// Counts the PUBLISHes `sub` gets while acknowledging each, so the
+/// window keeps moving; returns the payloads in order.
+fn drain_acking(sub: &mut Client, b: &mut Broker, now: Instant) -> Vec<String> {
+    let mut all = Vec::new();
+    loop {
+        let got = sub.publishes(b);
+        if got.is_empty() {
+            return all;
+        }
+        for p in &got {
+            if let Some(id) = p.packet_id {
+                sub.send(b, Packet::PubAck(PubAck::new(id)), now);
+            }
+        }
+        all.extend(payloads(&got));
+    }
+}
+
+#[test]
+fn a_persistent_session_holds_more_than_the_online_queue_cap_while_offline() {
+    let t0 = Instant::now();
+    // The online cap is small; the offline backlog follows the instance's.
+    let limits = Limits {
+        session_queue_messages_max: 100,
+        session_queue_bytes_max: 4 << 10,
+        ..Limits::default()
+    };
+    let mut b = logging_broker(t0, Duration::ZERO, limits.clone());
+    let publisher = offline_subscriber_and_publisher(&mut b, t0);
+    publish_n(&mut b, &publisher, "a/b", 3_000, QoS::AtLeastOnce, t0);
+    b.tick(t0 + Duration::from_millis(250));
+    assert_eq!(b.stats.dropped_queue_full, 0);
+    assert_eq!(b.stats.dropped_offline_cap, 0);
+    let mut log = Vec::new();
+    persist(&mut b, &mut log, t0);
+
+    // After a restart too, and with live messages arriving during the drain.
+    let (mut b, counts) = restart(&log, t0, Duration::from_secs(1), limits);
+    assert_eq!(counts.messages, 3_000);
+    let now = t0 + Duration::from_secs(1);
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, now);
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, now);
+    publisher.send(
+        &mut b,
+        publish("a/b", "live", QoS::AtLeastOnce, Some(1)),
+        now,
+    );
+    let got = drain_acking(&mut sub, &mut b, now);
+    assert_eq!(
+        got.len(),
+        3_001,
+        "nothing dropped: {:?}",
+        b.stats.dropped_queue_full
+    );
+    assert_eq!(got[..3], ["m1", "m2", "m3"]);
+    assert_eq!(got.last().map(String::as_str), Some("live"));
+}
+
+#[test]
+fn offline_session_messages_max_and_offline_bytes_max_drop_the_oldest() {
+    let t0 = Instant::now();
+    for (limits, kept) in [
+        (
+            Limits {
+                offline_session_messages_max: 40,
+                ..Limits::default()
+            },
+            40,
+        ),
+        (
+            // Room for no bytes at all: the clock drops everything.
+            Limits {
+                offline_bytes_max: 0,
+                ..Limits::default()
+            },
+            0,
+        ),
+    ] {
+        let mut b = logging_broker(t0, Duration::ZERO, limits);
+        let publisher = offline_subscriber_and_publisher(&mut b, t0);
+        publish_n(&mut b, &publisher, "a/b", 90, QoS::AtLeastOnce, t0);
+        b.tick(t0 + Duration::from_millis(250));
+        let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
+        let got = drain_acking(&mut sub, &mut b, t0);
+        let want: Vec<String> = (91 - kept..=90).map(|i| format!("m{i}")).collect();
+        assert_eq!(got, want, "the newest {kept} kept");
+    }
+    // A byte cap that holds some: what is kept is the newest, in order.
+    let limits = Limits {
+        offline_bytes_max: 2_000,
+        ..Limits::default()
+    };
+    let mut b = logging_broker(t0, Duration::ZERO, limits);
+    let publisher = offline_subscriber_and_publisher(&mut b, t0);
+    publish_n(&mut b, &publisher, "a/b", 90, QoS::AtLeastOnce, t0);
+    b.tick(t0 + Duration::from_millis(250));
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
+    let got = drain_acking(&mut sub, &mut b, t0);
+    assert!((1..90).contains(&got.len()), "{} kept", got.len());
+    let want: Vec<String> = (91 - got.len()..=90).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want);
+    assert_eq!(b.stats.dropped_offline_cap as usize, 90 - got.len());
 }

@@ -217,12 +217,23 @@ impl Broker {
             return;
         };
         let (stats, journal) = (&mut self.stats, &mut self.journal);
+        // A logged (persistent) session answers to the offline caps, the
+        // instance's above all: it exists to get what it missed.
+        let q = match session.logged {
+            true => Queue {
+                msgs_max: match self.limits.offline_session_messages_max {
+                    0 => usize::MAX,
+                    n => n,
+                },
+                bytes_max: usize::MAX,
+            },
+            false => Queue {
+                msgs_max,
+                bytes_max,
+            },
+        };
         let Some(link) = session.link.as_mut() else {
             if keeps_offline(aliyun, copy.qos, copy.sub_qos) {
-                let q = Queue {
-                    msgs_max,
-                    bytes_max,
-                };
                 enqueue(session, stats, journal, message, copy, q);
             } else if copy.qos != QoS::AtMostOnce {
                 stats.dropped_offline_rule += 1;
@@ -246,10 +257,6 @@ impl Broker {
             return;
         }
         if !session.queue.is_empty() || !session.window_open(cap) {
-            let q = Queue {
-                msgs_max,
-                bytes_max,
-            };
             return enqueue(session, stats, journal, message, copy, q);
         }
         let packet_id = session.next_packet_id();

@@ -62,6 +62,15 @@ pub struct Limits {
     /// Age past which a message held for a persistent session is dropped,
     /// in seconds (default 3 days).
     pub offline_retention_secs: u64,
+    /// Bytes (payload and topic) of the copies held for persistent
+    /// sessions, per instance, split evenly over the shards; beyond it the
+    /// oldest queued copies are dropped, and counted.
+    pub offline_bytes_max: u64,
+    /// Copies one persistent session may hold; 0: no cap below the
+    /// instance's (`offline_messages_max`, `offline_bytes_max`). With
+    /// storage on, this replaces `session_queue_messages_max` and
+    /// `session_queue_bytes_max` for persistent sessions.
+    pub offline_session_messages_max: usize,
 }
 
 impl Default for Limits {
@@ -86,6 +95,8 @@ impl Default for Limits {
             connect_timeout_secs: 10,
             offline_messages_max: 1_000_000,
             offline_retention_secs: 3 * 24 * 3600,
+            offline_bytes_max: 1 << 30,
+            offline_session_messages_max: 0,
         }
     }
 }

@@ -43,11 +43,26 @@ impl Broker {
         (u128::from(over) * u128::from(mine)).div_ceil(u128::from(total)) as u64
     }
 
-    /// Applies both caps; called from the clock.
+    /// Bytes of this shard's queued copies past its even share of
+    /// `offline_bytes_max`.
+    fn offline_bytes_excess(&self) -> u64 {
+        let share = self.limits.offline_bytes_max / self.shards.max(1) as u64;
+        let held: u64 = self
+            .sessions
+            .iter()
+            .flatten()
+            .filter(|s| s.logged)
+            .map(|s| s.queued_bytes as u64)
+            .sum();
+        held.saturating_sub(share)
+    }
+
+    /// Applies the caps; called from the clock.
     pub(super) fn enforce_offline_caps(&mut self, now: Instant) {
         let over = self.offline_excess();
-        if over > 0 {
-            let dropped = self.drop_oldest(over as usize);
+        let bytes_over = self.offline_bytes_excess();
+        if over > 0 || bytes_over > 0 {
+            let dropped = self.drop_oldest(over, bytes_over);
             self.stats.dropped_offline_cap += dropped;
             if let Some(counts) = &self.offline_counts {
                 counts[self.shard].store(self.journal.copies, Ordering::Relaxed);
@@ -55,7 +70,8 @@ impl Broker {
             tracing::warn!(
                 dropped,
                 offline_messages_max = self.limits.offline_messages_max,
-                "offline_messages_max reached: oldest messages dropped"
+                offline_bytes_max = self.limits.offline_bytes_max,
+                "offline_messages_max or offline_bytes_max reached: oldest messages dropped"
             );
         }
         if now.saturating_duration_since(self.retention_checked_at) >= RETENTION_CHECK_PERIOD {
@@ -72,9 +88,10 @@ impl Broker {
         }
     }
 
-    /// Drops the `n` oldest queued copies of logged sessions: a merge of
-    /// the session queues, each in log order.
-    fn drop_oldest(&mut self, n: usize) -> u64 {
+    /// Drops the oldest queued copies of logged sessions, at least `n` of
+    /// them and at least `bytes` bytes: a merge of the session queues,
+    /// each in log order.
+    fn drop_oldest(&mut self, n: u64, bytes: u64) -> u64 {
         let mut heads: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::new();
         for (slot, s) in self.sessions.iter().enumerate() {
             let Some(s) = s.as_ref().filter(|s| s.logged) else {
@@ -84,8 +101,8 @@ impl Broker {
                 heads.push(Reverse((q.lsn, slot as u32)));
             }
         }
-        let mut dropped = 0;
-        while dropped < n as u64 {
+        let (mut dropped, mut freed) = (0, 0u64);
+        while dropped < n || freed < bytes {
             let Some(Reverse((_, slot))) = heads.pop() else {
                 break;
             };
@@ -96,6 +113,7 @@ impl Broker {
                 continue;
             };
             s.queued_bytes -= q.message.weight();
+            freed += q.message.weight() as u64;
             self.journal.ack(s.uid, q.lsn);
             dropped += 1;
             if let Some(next) = s.queue.front().filter(|q| q.lsn != 0) {
