@@ -185,6 +185,27 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+
+    /// Find the highest sustainable rate: runs again and again from --rate, doubling it
+    /// while a run is sustained (nothing lost, end-to-end p99 within --p99-max, the
+    /// publishers kept up), then halving the gap to the first rate that was not,
+    /// --find-max-steps times. Each run gets fresh clients; the broker stays.
+    #[arg(long, requires = "rate")]
+    pub find_max: bool,
+    /// --find-max: the end-to-end p99 a sustained run stays within.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    #[serde(serialize_with = "secs")]
+    pub p99_max: Duration,
+    /// --find-max: runs between the highest sustained rate and the lowest that was not.
+    #[arg(long, default_value_t = 4)]
+    pub find_max_steps: u32,
+    /// --find-max: the highest rate to try (0: no limit); sustained there, the search ends.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_max: f64,
+    /// --find-max: a rate that is not sustained is run again this many times before it
+    /// counts as not sustained (one noisy run should not decide the search).
+    #[arg(long, default_value_t = 1)]
+    pub find_max_retries: u32,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod compare;
 pub mod connector;
 pub mod ctx;
+pub mod findmax;
 pub mod format;
 pub mod identity;
 pub mod mqtt;

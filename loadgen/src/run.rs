@@ -36,7 +36,17 @@ const CONNECTIONS_PER_SOURCE: usize = 25_000;
 
 /// Runs a scenario and reports it; the exit code fails a run whose QoS ≥ 1
 /// subscribers lost messages, or whose clients could not be set up.
+/// `--find-max` runs it at one rate after another (see [`crate::findmax`]).
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    if args.find_max {
+        return crate::findmax::run(args);
+    }
+    let summary = run_once(args)?;
+    Ok(exit_code(&summary))
+}
+
+/// One run: prints its report, writes it to `--out`, returns its summary.
+pub fn run_once(args: RunArgs) -> Result<Summary> {
     let run_id = system::run_id();
     let prefix = args
         .prefix
@@ -127,7 +137,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if let Some(dir) = &ctx.args.out {
         report::write(dir, &summary, &intervals)?;
     }
-    Ok(exit_code(&summary))
+    Ok(summary)
 }
 
 fn exit_code(s: &Summary) -> ExitCode {

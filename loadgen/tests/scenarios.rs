@@ -340,3 +340,102 @@ fn compare_fails_a_run_past_its_threshold_and_plot_draws_both() {
     let drawn = std::fs::read_to_string(&svg).expect("svg written");
     assert!(drawn.contains("slow") && drawn.contains("<svg"));
 }
+
+/// `--find-max` against `port`: the parsed find-max.json and the exit code.
+fn find_max(port: u16, args: &[&str]) -> (serde_json::Value, Option<i32>) {
+    let out = support::temp_dir("findmax");
+    let port = port.to_string();
+    let out_arg = out.to_string_lossy().into_owned();
+    let fixed = [
+        "run",
+        "--port",
+        &port,
+        "--threads",
+        "1",
+        "-q",
+        "--warmup",
+        "0s",
+        "-d",
+        "1s",
+        "--drain",
+        "2s",
+        "--find-max",
+        "--out",
+        &out_arg,
+    ];
+    let output = loadgen(&[&fixed[..], args].concat());
+    let text = std::fs::read_to_string(out.join("find-max.json")).unwrap_or_else(|_| {
+        panic!(
+            "no find-max.json; stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let json = serde_json::from_str(&text).expect("find-max.json is JSON");
+    (json, output.status.code())
+}
+
+#[test]
+fn find_max_doubles_the_rate_while_runs_are_sustained() {
+    let broker = Broker::ringmq("findmax");
+    let (f, code) = find_max(
+        broker.port,
+        &[
+            "-s",
+            "pairs",
+            "-P",
+            "2",
+            "--qos",
+            "1",
+            "--rate",
+            "500",
+            "--rate-max",
+            "2000",
+        ],
+    );
+    assert_eq!(code, Some(0), "{f}");
+    let rates: Vec<f64> = f["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["rate"].as_f64().unwrap_or(0.0))
+        .collect();
+    assert_eq!(rates, [500.0, 1000.0, 2000.0], "{f}");
+    assert_eq!(f["sustained_rate"].as_f64(), Some(2000.0));
+    assert!(
+        f["sustained_delivery_rate"]
+            .as_f64()
+            .is_some_and(|d| d > 1500.0),
+        "{f}"
+    );
+}
+
+#[test]
+fn find_max_runs_a_failed_rate_again_before_it_counts() {
+    let broker = Broker::ringmq("findmaxretry");
+    // The 10th message delivered through the proxy is lost: the first run
+    // fails, the second (same rate) does not.
+    let proxy = LossyProxy::start(broker.port, vec![10], vec![]);
+    let (f, code) = find_max(
+        proxy.port,
+        &[
+            "-s",
+            "pairs",
+            "-P",
+            "1",
+            "--qos",
+            "1",
+            "--rate",
+            "300",
+            "--rate-max",
+            "300",
+        ],
+    );
+    assert_eq!(code, Some(0), "{f}");
+    let steps = f["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2, "{f}");
+    assert_eq!(steps[0]["sustained"], false);
+    assert_eq!(steps[0]["why"], "1 lost");
+    assert_eq!(steps[1]["sustained"], true);
+    assert_eq!(f["sustained_rate"].as_f64(), Some(300.0));
+}
