@@ -73,6 +73,18 @@ fn judge(s: &Summary, rate: f64, p99_max_us: f64) -> Step {
     }
 }
 
+fn failed(rate: f64, e: &anyhow::Error) -> Step {
+    Step {
+        rate,
+        publish_rate: 0.0,
+        delivery_rate: 0.0,
+        p99_us: None,
+        lost: 0,
+        sustained: false,
+        why: Some(format!("run failed: {e:#}")),
+    }
+}
+
 /// The next rate to try, or none when the search is done.
 fn next_rate(good: Option<f64>, bad: Option<f64>, halvings: u32, steps: u32) -> Option<f64> {
     match (good, bad) {
@@ -112,7 +124,12 @@ fn try_rate(
             "{} at {rate:.0}/s",
             args.label.as_deref().unwrap_or("run")
         ));
-        let step = judge(&run::run_once(one)?, rate, p99_max_us);
+        // A run that could not even start (the broker refused its clients,
+        // or is gone) is a rate not sustained, not the end of the search.
+        let step = match run::run_once(one) {
+            Ok(summary) => judge(&summary, rate, p99_max_us),
+            Err(e) => failed(rate, &e),
+        };
         eprintln!(
             "find-max: {rate:.0}/s: {}",
             step.why.as_deref().unwrap_or("sustained")
