@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
+use ringmq_benches::rss_bytes;
 use ringmq_engine::core::message::Message;
 use ringmq_engine::core::retained::Retained;
 use ringmq_protocol::{QoS, TopicName};
@@ -30,16 +31,6 @@ fn message(topic: String, payload: &Bytes) -> Arc<Message> {
         expires_at: None,
         encoded: Default::default(),
     })
-}
-
-fn rss_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }
 
 fn build() -> Retained {

@@ -10,21 +10,12 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use ringmq_benches::rss_bytes;
 use ringmq_engine::core::trie::Trie;
 
 const SITES: usize = 1_000;
 const DEVICES: usize = 900;
 const WILD_DEVICES: usize = 50;
-
-fn rss_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
 
 fn filters() -> Vec<String> {
     let mut all = Vec::with_capacity(SITES * (DEVICES + 2 * WILD_DEVICES));

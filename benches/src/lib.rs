@@ -2,3 +2,14 @@
 //! an example run under valgrind) sets up lives here.
 
 pub mod fanout;
+
+/// This process's resident set, in bytes (0 if /proc cannot say).
+pub fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}

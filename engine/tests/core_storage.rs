@@ -623,48 +623,48 @@ fn a_persistent_session_holds_more_than_the_online_queue_cap_while_offline() {
     assert_eq!(got.last().map(String::as_str), Some("live"));
 }
 
-#[test]
-fn offline_session_messages_max_and_offline_bytes_max_drop_the_oldest() {
-    let t0 = Instant::now();
-    for (limits, kept) in [
-        (
-            Limits {
-                offline_session_messages_max: 40,
-                ..Limits::default()
-            },
-            40,
-        ),
-        (
-            // Room for no bytes at all: the clock drops everything.
-            Limits {
-                offline_bytes_max: 0,
-                ..Limits::default()
-            },
-            0,
-        ),
-    ] {
-        let mut b = logging_broker(t0, Duration::ZERO, limits);
-        let publisher = offline_subscriber_and_publisher(&mut b, t0);
-        publish_n(&mut b, &publisher, "a/b", 90, QoS::AtLeastOnce, t0);
-        b.tick(t0 + Duration::from_millis(250));
-        let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
-        let got = drain_acking(&mut sub, &mut b, t0);
-        let want: Vec<String> = (91 - kept..=90).map(|i| format!("m{i}")).collect();
-        assert_eq!(got, want, "the newest {kept} kept");
-    }
-    // A byte cap that holds some: what is kept is the newest, in order.
-    let limits = Limits {
-        offline_bytes_max: 2_000,
-        ..Limits::default()
-    };
+/// 90 messages for an offline persistent session under `limits`, a tick of
+/// the clock, then the session back: what it gets, and the drops counted.
+fn kept_of_90(limits: Limits, t0: Instant) -> (Vec<String>, u64) {
     let mut b = logging_broker(t0, Duration::ZERO, limits);
     let publisher = offline_subscriber_and_publisher(&mut b, t0);
     publish_n(&mut b, &publisher, "a/b", 90, QoS::AtLeastOnce, t0);
     b.tick(t0 + Duration::from_millis(250));
     let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
     let got = drain_acking(&mut sub, &mut b, t0);
+    (
+        got,
+        b.stats.dropped_offline_cap + b.stats.dropped_queue_full,
+    )
+}
+
+fn newest(n: usize) -> Vec<String> {
+    (91 - n..=90).map(|i| format!("m{i}")).collect()
+}
+
+#[test]
+fn offline_session_messages_max_and_offline_bytes_max_drop_the_oldest() {
+    let t0 = Instant::now();
+    let per_session = Limits {
+        offline_session_messages_max: 40,
+        ..Limits::default()
+    };
+    assert_eq!(kept_of_90(per_session, t0), (newest(40), 50));
+    // Room for no bytes at all: the clock drops everything.
+    let no_bytes = Limits {
+        offline_bytes_max: 0,
+        ..Limits::default()
+    };
+    assert_eq!(kept_of_90(no_bytes, t0), (newest(0), 90));
+    // A byte cap that holds some: what is kept is the newest, in order.
+    let some_bytes = Limits {
+        offline_bytes_max: 2_000,
+        ..Limits::default()
+    };
+    let (got, dropped) = kept_of_90(some_bytes, t0);
     assert!((1..90).contains(&got.len()), "{} kept", got.len());
-    let want: Vec<String> = (91 - got.len()..=90).map(|i| format!("m{i}")).collect();
-    assert_eq!(got, want);
-    assert_eq!(b.stats.dropped_offline_cap as usize, 90 - got.len());
+    assert_eq!(
+        (got.clone(), dropped),
+        (newest(got.len()), 90 - got.len() as u64)
+    );
 }
