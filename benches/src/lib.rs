@@ -13,3 +13,10 @@ pub fn rss_bytes() -> usize {
         .unwrap_or(0);
     pages * 4096
 }
+
+/// Whether the bench was started to measure (`cargo bench` passes
+/// `--bench`), not by `cargo test --benches`, which only checks that each
+/// bench runs: the big setups shrink then.
+pub fn measuring() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
