@@ -106,6 +106,14 @@ def clients(tb, uid, certs):
     f.close_all()
 
 
+def wait_for_log(b: Broker, text: str) -> None:
+    """Waits until the broker's log holds `text`."""
+    deadline = time.monotonic() + TIMEOUT
+    while text not in b.log():
+        assert time.monotonic() < deadline, b.log()
+        time.sleep(0.05)
+
+
 def metrics(b: Broker) -> str:
     with urllib.request.urlopen(f"http://{HOST}:{b.admin_port}/metrics", timeout=TIMEOUT) as r:
         return r.read().decode()
@@ -274,10 +282,7 @@ def test_sighup_reloads_the_certificate_and_open_connections_stay(tmp_path, uid)
         (d / "next.pem").replace(d / "server.pem")
         (d / "next.key").replace(d / "server.key")
         b.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + TIMEOUT
-        while "TLS certificate reloaded" not in b.log():
-            assert time.monotonic() < deadline, b.log()
-            time.sleep(0.05)
+        wait_for_log(b, "TLS certificate reloaded")
         fresh = TlsClient(b.tls_port, f"{uid}-new", d / "ca2.pem")
         fresh.connect()
         stale = TlsClient(b.tls_port, f"{uid}-stale", d / "ca.pem")
@@ -288,10 +293,7 @@ def test_sighup_reloads_the_certificate_and_open_connections_stay(tmp_path, uid)
         # A broken file: the reload fails and the certificate in force stays.
         (d / "server.pem").write_text("not a certificate\n")
         b.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + TIMEOUT
-        while "not reloaded" not in b.log():
-            assert time.monotonic() < deadline, b.log()
-            time.sleep(0.05)
+        wait_for_log(b, "not reloaded")
         again = TlsClient(b.tls_port, f"{uid}-again", d / "ca2.pem")
         again.connect()
         for c in (old, fresh, again):

@@ -206,14 +206,18 @@ async fn handshake(shard: &Shard, wire: &Wire, buf: &mut BytesMut) -> Result<(),
             true => handshake_step(shard, wire, buf).await,
             false => read_more(shard, wire, buf).await,
         };
-        match read {
-            Ok(0) => return Err(Before::Silent),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(Before::Transport(e))
-            }
-            Err(_) => return Err(Before::Silent),
-        }
+        read_before_connect(read)?;
+    }
+}
+
+/// A read before CONNECT: closed or failed ends the connection quietly,
+/// bad input of a layer (`InvalidData`) as a transport error.
+fn read_before_connect(read: std::io::Result<usize>) -> Result<(), Before> {
+    match read {
+        Ok(0) => Err(Before::Silent),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(Before::Transport(e)),
+        Err(_) => Err(Before::Silent),
     }
 }
 
@@ -260,14 +264,7 @@ async fn read_connect(
             Ok(None) => {}
             Err(e) => return Err(Before::Decode(e)),
         }
-        match read_more(shard, wire, buf).await {
-            Ok(0) => return Err(Before::Silent),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(Before::Transport(e))
-            }
-            Err(_) => return Err(Before::Silent),
-        }
+        read_before_connect(read_more(shard, wire, buf).await)?;
     }
 }
 

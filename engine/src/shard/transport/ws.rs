@@ -8,7 +8,7 @@
 
 use std::io::{self, Read, Write};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response, ServerHandshake};
 use tungstenite::handshake::{HandshakeError, MidHandshake};
 use tungstenite::http::{HeaderValue, StatusCode};
@@ -38,7 +38,8 @@ impl Read for Pipe {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = buf.len().min(self.input.len());
-        buf[..n].copy_from_slice(&self.input.split_to(n));
+        buf[..n].copy_from_slice(&self.input[..n]);
+        self.input.advance(n);
         Ok(n)
     }
 }
