@@ -785,41 +785,57 @@ fn expired_retained_messages_are_purged() {
 #[test]
 fn the_will_on_a_take_over_follows_the_spec_case_by_case() {
     let v311 = ProtocolVersion::V311;
-    // (case, old CONNECT, new Clean Start, Will published at the take-over)
+    // (case, old CONNECT, its Will Delay, new Clean Start, Will published
+    // at the take-over)
     let cases = [
         (
             "3.1.1, new clean session",
             connect_packet("c", v311, true),
+            None,
             true,
             true,
         ),
         (
             "3.1.1, persistent session resumed",
             connect_packet("c", v311, false),
+            None,
             false,
             true,
         ),
-        ("v5, delay 0, resumed", v5_connect("c", 60), false, true),
-        ("v5, delay 30, resumed", v5_connect("c", 60), false, false),
+        (
+            "v5, delay 0, resumed",
+            v5_connect("c", 60),
+            None,
+            false,
+            true,
+        ),
+        (
+            "v5, delay 30, resumed",
+            v5_connect("c", 60),
+            Some(30),
+            false,
+            false,
+        ),
         (
             "v5, delay 30, Clean Start 1",
             v5_connect("c", 60),
+            Some(30),
             true,
             true,
         ),
         (
             "v5, delay 30, Session Expiry 0",
             v5_connect("c", 0),
+            Some(30),
             false,
             true,
         ),
     ];
-    for (case, mut old, clean, published) in cases {
+    for (case, mut old, delay, clean, published) in cases {
         let t0 = Instant::now();
         let mut b = broker(t0);
         let mut watcher = join(&mut b, "watcher", v311, true, t0);
         watcher.subscribe(&mut b, "wills/#", QoS::AtMostOnce, t0);
-        let delay = case.contains("delay 30").then_some(30);
         old.will = Some(will("wills/c", delay));
         let old_client = connect(&mut b, old.clone(), t0);
         let mut new = old.clone();
