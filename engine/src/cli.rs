@@ -42,8 +42,10 @@ pub struct Args {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Add or replace a user in a password file (argon2id, salted); the
-    /// password is read from stdin.
+    /// Add or replace a user in a password file (argon2id, salted, file
+    /// mode 0600). On a terminal the password is asked for twice without
+    /// echo; otherwise it is the first line of stdin. Empty passwords are
+    /// refused.
     Passwd {
         /// The password file; created if missing.
         file: PathBuf,

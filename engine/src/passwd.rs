@@ -37,6 +37,14 @@ pub enum PasswdError {
     /// Hashing failed.
     #[error("hashing failed: {0}")]
     Hash(String),
+    /// The password given is empty.
+    #[error(
+        "the password is empty: refused (a user without a password could sign in with any client)"
+    )]
+    EmptyPassword,
+    /// The password typed twice differs.
+    #[error("the passwords typed differ: nothing written")]
+    Mismatch,
 }
 
 impl PasswordFile {
@@ -90,15 +98,18 @@ pub fn hash_password(password: &[u8]) -> Result<String, PasswdError> {
         .map_err(|e| PasswdError::Hash(e.to_string()))
 }
 
-/// Adds or replaces `user` in `file`, reading the password from the first
-/// line of stdin.
+/// Adds or replaces `user` in `file`. The password is read from the
+/// terminal without echo, typed twice, when stdin is one; otherwise from
+/// the first line of stdin. An empty password is refused. The file is
+/// replaced as a whole and is readable by its owner only (0600).
 pub fn add_user_from_stdin(file: &Path, user: &str) -> Result<(), PasswdError> {
     if user.is_empty() || user.contains(':') {
         return Err(PasswdError::BadUser);
     }
-    let mut password = String::new();
-    io::stdin().lock().read_line(&mut password)?;
-    let password = password.trim_end_matches(['\r', '\n']);
+    let password = read_password()?;
+    if password.is_empty() {
+        return Err(PasswdError::EmptyPassword);
+    }
     let hash = hash_password(password.as_bytes())?;
     let existing = match std::fs::read_to_string(file) {
         Ok(text) => text,
@@ -111,6 +122,92 @@ pub fn add_user_from_stdin(file: &Path, user: &str) -> Result<(), PasswdError> {
         .map(|l| format!("{l}\n"))
         .collect();
     out.push_str(&format!("{user}:{hash}\n"));
-    std::fs::write(file, out)?;
+    write_private(file, out.as_bytes())?;
     Ok(())
+}
+
+/// The password: prompted for twice without echo on a terminal, else the
+/// first line of stdin.
+fn read_password() -> Result<String, PasswdError> {
+    let stdin = io::stdin();
+    if !io::IsTerminal::is_terminal(&stdin) {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let first = tty::prompt_hidden("Password: ")?;
+    if first.is_empty() {
+        return Err(PasswdError::EmptyPassword);
+    }
+    let second = tty::prompt_hidden("Password again: ")?;
+    match first == second {
+        true => Ok(first),
+        false => Err(PasswdError::Mismatch),
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `file` created with mode
+/// 0600, then renames it over `file`: a reader sees the old file or the
+/// new one, and never a world-readable hash.
+fn write_private(file: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = file.file_name().unwrap_or_default().to_owned();
+    name.push(".tmp");
+    let tmp = file.with_file_name(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::rename(&tmp, file)
+}
+
+/// Reading a line from the terminal with echo off.
+mod tty {
+    use std::io::{self, BufRead, Write};
+
+    /// Echo turned off on stdin until dropped.
+    struct NoEcho(libc::termios);
+
+    impl NoEcho {
+        fn new() -> io::Result<NoEcho> {
+            // SAFETY: a termios is plain data; tcgetattr fills it.
+            let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+            // SAFETY: fd 0 is open; `saved` is a valid termios.
+            if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut saved) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut quiet = saved;
+            quiet.c_lflag &= !libc::ECHO;
+            quiet.c_lflag |= libc::ECHONL;
+            // SAFETY: as above.
+            if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(NoEcho(saved))
+        }
+    }
+
+    impl Drop for NoEcho {
+        fn drop(&mut self) {
+            // SAFETY: restores the attributes read in `new`.
+            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.0) };
+        }
+    }
+
+    /// Prints `prompt` on stderr and reads one line without echo.
+    pub(super) fn prompt_hidden(prompt: &str) -> io::Result<String> {
+        eprint!("{prompt}");
+        io::stderr().flush()?;
+        let _quiet = NoEcho::new()?;
+        let mut line = String::new();
+        io::stdin().lock().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
 }
