@@ -156,10 +156,21 @@ pub fn main() -> ExitCode {
     match crate::instance::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("ringmq: {e}");
-            ExitCode::from(1)
+            fatal(&e);
+            match e {
+                crate::shard::RunError::Config(_) => ExitCode::from(2),
+                _ => ExitCode::from(1),
+            }
         }
+    }
+}
+
+/// Reports the error that stopped the broker once: as a log line when
+/// errors are logged, else as a plain `ringmq:` line.
+fn fatal(e: &crate::shard::RunError) {
+    match tracing::enabled!(tracing::Level::ERROR) {
+        true => tracing::error!("{e}"),
+        false => eprintln!("ringmq: {e}"),
     }
 }
 

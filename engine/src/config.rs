@@ -338,6 +338,18 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(ConfigError::Invalid(format!(
+                "log_level: {:?}: {e} (e.g. info, debug, ringmq=trace)",
+                self.log_level
+            )));
+        }
+        if self.profile == Profile::Standard
+            && !self.auth.allow_anonymous
+            && self.auth.password_file.is_none()
+        {
+            return bad("auth.allow_anonymous = false needs auth.password_file");
+        }
         if self.listeners.tcp.is_empty() {
             return bad("listeners.tcp: at least one address is needed");
         }

@@ -4,6 +4,7 @@
 //! it on glommio executors, one per core; [`config`] reads the config file
 //! and flags.
 
+pub mod access;
 pub mod acl;
 pub mod admin;
 pub mod cli;

@@ -51,7 +51,11 @@ fn a_second_broker_on_the_same_port_is_refused() {
         other.join("data").to_str().expect("utf-8"),
     ]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("cannot listen on"), "{err}");
+    assert_eq!(
+        err.matches("cannot listen on").count(),
+        1,
+        "said once: {err}"
+    );
     let _ = std::fs::remove_dir_all(other);
 }
 
@@ -168,4 +172,122 @@ fn the_annotated_example_config_is_the_default() {
         from_file.stdout, default.stdout,
         "ringmq.toml documents the defaults"
     );
+}
+
+/// Starts a broker on `config` (a TOML text) in a fresh directory whose
+/// data directory is `data`; returns the exit code, stderr and whether the
+/// data directory exists afterwards.
+fn start_with(name: &str, config: &str, extra: &[&str]) -> (Option<i32>, String, bool) {
+    let dir = support::temp_dir(name);
+    let path = support::write_file(&dir, "ringmq.toml", config);
+    let data = dir.join("data");
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let mut args = vec![
+        "--config",
+        path.to_str().expect("utf-8"),
+        "--listen",
+        &listen,
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    let (code, err) = second(&args);
+    let created = data.exists();
+    let _ = std::fs::remove_dir_all(dir);
+    (code, err, created)
+}
+
+#[test]
+fn auth_without_a_password_file_is_a_config_error_before_anything_starts() {
+    let (code, err, created) = start_with("noanon", "[auth]\nallow_anonymous = false\n", &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("auth.allow_anonymous = false needs auth.password_file"),
+        "{err}"
+    );
+    assert!(!created, "no data directory for a broker that cannot start");
+}
+
+#[test]
+fn a_missing_password_or_acl_file_is_a_config_error_before_anything_starts() {
+    for (key, what) in [("password_file", "passwd"), ("acl_file", "acl")] {
+        let config = format!("[auth]\n{key} = \"/nonexistent/ringmq-{what}\"\n");
+        let (code, err, created) = start_with(what, &config, &[]);
+        assert_eq!(code, Some(2), "{key}: {err}");
+        assert!(err.contains(&format!("auth.{key}")), "{err}");
+        assert!(err.contains("/nonexistent/ringmq-"), "{err}");
+        assert_eq!(
+            err.lines().filter(|l| !l.trim().is_empty()).count(),
+            1,
+            "said once: {err}"
+        );
+        assert!(!created, "{key}: no data directory");
+    }
+}
+
+#[test]
+fn a_missing_certificate_is_a_config_error_before_anything_starts() {
+    let tls = format!("127.0.0.1:{}", support::free_port());
+    let config = format!(
+        "[listeners]\ntls = [\"{tls}\"]\n[tls]\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n"
+    );
+    let (code, err, created) = start_with("nocert", &config, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/nonexistent/c.pem"), "{err}");
+    assert!(!created);
+}
+
+#[test]
+fn a_bad_log_level_is_refused() {
+    let (code, err, created) = start_with("loglevel", "", &["--log-level", "inf o=="]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("log_level"), "{err}");
+    assert!(!created);
+}
+
+/// Runs `ringmq passwd FILE USER` with `stdin` piped in.
+fn passwd(file: &std::path::Path, user: &str, stdin: &[u8]) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["passwd", file.to_str().expect("utf-8"), user])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ringmq passwd");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn passwd_refuses_empty_passwords_and_writes_the_file_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = support::temp_dir("passwd");
+    let file = dir.join("passwd");
+    for empty in [&b""[..], b"\n", b"\r\n"] {
+        let (code, err) = passwd(&file, "alice", empty);
+        assert_eq!(code, Some(2), "{empty:?}");
+        assert!(err.contains("password is empty"), "{err}");
+        assert!(!file.exists(), "nothing written for {empty:?}");
+    }
+    std::fs::write(&file, "# users\n").expect("seed a file");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert_eq!(passwd(&file, "alice", b"s3cret\n").0, Some(0));
+    assert_eq!(passwd(&file, "bob", b"other").0, Some(0));
+    assert_eq!(passwd(&file, "alice", b"").0, Some(2));
+    let mode = std::fs::metadata(&file).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "owner-only: {mode:o}");
+    let text = std::fs::read_to_string(&file).expect("read");
+    assert!(text.starts_with("# users\n"), "{text}");
+    assert_eq!(text.matches("alice:$argon2id$").count(), 1, "{text}");
+    assert_eq!(text.matches("bob:$argon2id$").count(), 1, "{text}");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -35,6 +35,7 @@ impl Instance {
     /// Starts the broker `config` describes; returns once its shards are
     /// spawned (they restore their state, then accept clients).
     pub fn start(config: Config) -> Result<Instance, RunError> {
+        shard::check_files(&config)?;
         let lock = shard::lock_data(&config)?;
         let prepared = match config.profile {
             Profile::Aliyun => Some(registrar::Prepared::open(&config).map_err(RunError::Data)?),

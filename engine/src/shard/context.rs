@@ -22,7 +22,6 @@ use super::transport::Layers;
 use crate::config::{Config, Flush, Profile};
 use crate::core::aliyun::registry::Registry;
 use crate::core::aliyun::Aliyun;
-use crate::core::auth::{AllowAll, Auth};
 use crate::core::trace::Traces;
 use crate::core::{Broker, Remote};
 
@@ -217,26 +216,6 @@ impl Shard {
     }
 }
 
-/// Builds the authenticator and authorizer from the config.
-fn auth(config: &Config) -> Result<Auth, String> {
-    let mut auth = Auth::default();
-    if let Some(path) = &config.auth.password_file {
-        let file = crate::passwd::PasswordFile::load(path, config.auth.allow_anonymous)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        auth.authenticator = Box::new(file);
-    } else if !config.auth.allow_anonymous {
-        return Err("auth.allow_anonymous = false needs auth.password_file".into());
-    }
-    if let Some(path) = &config.auth.acl_file {
-        let acl =
-            crate::acl::AclFile::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        auth.authorizer = Box::new(acl);
-    } else {
-        auth.authorizer = Box::new(AllowAll);
-    }
-    Ok(auth)
-}
-
 /// The body of shard `index`'s executor; returns after shutdown.
 pub(super) async fn shard_main(
     index: usize,
@@ -260,7 +239,7 @@ pub(super) async fn shard_main(
         index,
         shards,
         config.limits.clone(),
-        auth(&config)?,
+        crate::access::load(&config)?,
         Instant::now(),
     );
     broker.offline_counts = Some(counts);

@@ -45,6 +45,10 @@ pub enum RunError {
     /// The data directory cannot be used as it is.
     #[error("{0}")]
     Data(String),
+    /// A file the configuration names cannot be used (password, ACL,
+    /// certificate): found before anything starts.
+    #[error("{0}")]
+    Config(String),
     /// An executor could not start or panicked.
     #[error("shard {0} failed: {1}")]
     Shard(usize, String),
@@ -58,6 +62,18 @@ pub struct Running {
     controls: Controls,
     tls: Option<Arc<transport::Certificates>>,
     _lock: DataLock,
+}
+
+/// Reads every file the configuration names (password and ACL files,
+/// certificates and keys) without keeping them, so that a broken one
+/// stops the broker before it creates or locks anything.
+pub fn check_files(config: &Config) -> Result<(), RunError> {
+    crate::access::load(config).map_err(RunError::Config)?;
+    let l = &config.listeners;
+    if !l.tls.is_empty() || !l.wss.is_empty() {
+        transport::Certificates::load(&config.tls).map_err(RunError::Config)?;
+    }
+    Ok(())
 }
 
 /// Locks the data directory and checks the listen addresses are free:
