@@ -24,6 +24,7 @@ pub mod plan;
 pub mod plot;
 pub mod progress;
 pub mod publisher;
+pub mod reference;
 pub mod report;
 pub mod run;
 pub mod seqset;

@@ -1,9 +1,10 @@
-//! `loadgen run | compare | plot`.
+//! `loadgen run | compare | plot | reference`.
 
 use clap::{Parser, Subcommand};
 use loadgen::cli::RunArgs;
 use loadgen::compare::CompareArgs;
 use loadgen::plot::PlotArgs;
+use loadgen::reference::ReferenceArgs;
 use std::process::ExitCode;
 
 /// Load generator for MQTT 3.1.1 / 5.0 brokers.
@@ -22,6 +23,9 @@ enum Command {
     Compare(CompareArgs),
     /// Draw the latency percentile curves of runs into one SVG or PNG.
     Plot(PlotArgs),
+    /// Measure this host's loopback round trip without a broker (the
+    /// latency gate's reference for scaling its thresholds).
+    Reference(ReferenceArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
         Command::Run(args) => loadgen::run::run(*args),
         Command::Compare(args) => loadgen::compare::run(&args),
         Command::Plot(args) => loadgen::plot::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Reference(args) => loadgen::reference::run(&args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("loadgen: {e:#}");

@@ -439,3 +439,34 @@ fn find_max_runs_a_failed_rate_again_before_it_counts() {
     assert_eq!(steps[1]["sustained"], true);
     assert_eq!(f["sustained_rate"].as_f64(), Some(300.0));
 }
+
+#[test]
+fn reference_measures_the_host_round_trip_and_writes_it() {
+    let dir = support::temp_dir("reference");
+    let out = loadgen(&[
+        "reference",
+        "--rate",
+        "2000",
+        "-d",
+        "1s",
+        "--out",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("round trips at 2000/s"), "{text}");
+    let reference = loadgen::reference::read(&dir.join("reference.json")).expect("reference.json");
+    // 1 s of warm-up is left out: 2,000 frames measured of 4,000 sent.
+    assert_eq!(reference.frames, 2000);
+    let l = &reference.latency;
+    assert!(l.min >= 1.0 && l.p50 <= l.p99 && l.p99 <= l.max, "{l:?}");
+    assert_eq!(
+        reference.machine.cores,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
