@@ -16,7 +16,7 @@ use super::aliyun::LinkAliyun;
 use super::auth::Principal;
 use super::broker::{Broker, ConnId};
 use super::message::Message;
-use super::session::{Link, Session, Will};
+use super::session::{Link, Session, SmallMap, Will};
 use super::trace::{Action, Info, TraceName};
 use super::tx::Tx;
 
@@ -363,7 +363,7 @@ impl Broker {
                 .maximum_packet_size
                 .map_or(u32::MAX, |n| n.get()),
             aliases_in: Vec::new(),
-            aliases_out: ahash::AHashMap::new(),
+            aliases_out: SmallMap::default(),
             alias_out_max: match v5 {
                 true => c
                     .properties
@@ -372,7 +372,7 @@ impl Broker {
                     .min(self.limits.topic_alias_out_max),
                 false => 0,
             },
-            will: c.will.as_ref().map(will_message),
+            will: c.will.as_ref().map(|w| Box::new(will_message(w))),
             graceful: false,
             problem_info: c.properties.request_problem_information.unwrap_or(true),
             end: None,

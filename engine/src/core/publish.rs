@@ -219,6 +219,11 @@ impl Broker {
         }
     }
 
+    /// Whether acknowledgements are held for connection `id`.
+    pub fn holds_acks(&self, id: ConnId) -> bool {
+        self.journal.held_acks.iter().any(|(c, _)| *c == id)
+    }
+
     /// Takes connection `id`'s held acknowledgements, in order.
     pub fn take_held_acks(&mut self, id: ConnId) -> Vec<(ConnId, Packet)> {
         let held = &mut self.journal.held_acks;

@@ -3,10 +3,10 @@
 //! can be logged to disk by the storage layer.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ahash::{AHashMap, AHashSet};
 use ringmq_protocol::{
     Disconnect, MqttString, Packet, PacketId, ProtocolVersion, QoS, ReasonCode, SubscriptionId,
     SubscriptionOptions, TopicName,
@@ -82,6 +82,15 @@ pub struct Will {
     pub delay_secs: u32,
 }
 
+/// A map held by every session or connection, keyed by what its own
+/// client sent and bounded by the per-client limits: a fixed hash seed is
+/// safe there, and `AHashMap`'s per-map random seed would add 32 bytes
+/// to every session for each map.
+pub type SmallMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<ahash::AHasher>>;
+
+/// A set held by every session, as [`SmallMap`].
+pub type SmallSet<K> = std::collections::HashSet<K, BuildHasherDefault<ahash::AHasher>>;
+
 /// The connection a session is attached to.
 #[derive(Debug)]
 pub struct Link {
@@ -100,12 +109,12 @@ pub struct Link {
     /// v5 topic aliases the client set, index = alias - 1.
     pub aliases_in: Vec<Option<TopicName>>,
     /// v5 topic aliases the server set towards the client.
-    pub aliases_out: AHashMap<Box<str>, u16>,
+    pub aliases_out: SmallMap<Box<str>, u16>,
     /// Highest alias the server may use towards the client: the client's
     /// Topic Alias Maximum, capped by `topic_alias_out_max`.
     pub alias_out_max: u16,
     /// The Will, published if the connection ends without DISCONNECT.
-    pub will: Option<Will>,
+    pub will: Option<Box<Will>>,
     /// Whether the client ended the connection with DISCONNECT.
     pub graceful: bool,
     /// Whether the client asked for reason strings (v5).
@@ -200,7 +209,7 @@ pub struct Session {
     /// When a detached session ends.
     pub expires_at: Option<Instant>,
     /// Subscriptions by filter.
-    pub subs: AHashMap<Box<str>, Subscription>,
+    pub subs: SmallMap<Box<str>, Subscription>,
     /// QoS 1/2 messages sent and not yet acknowledged, oldest first.
     pub inflight: VecDeque<Inflight>,
     /// Messages waiting, oldest first.
@@ -208,13 +217,13 @@ pub struct Session {
     /// Weight of `queue`, in bytes.
     pub queued_bytes: usize,
     /// QoS 2 packet ids received (PUBREC sent), waiting for PUBREL.
-    pub qos2_in: AHashSet<u16>,
+    pub qos2_in: SmallSet<u16>,
     /// Since when the backlog is over `backlog_pause_bytes`.
     pub congested_at: Option<Instant>,
     /// Judged a slow consumer: holds no one back until it has drained.
     pub slow: bool,
     /// A Will waiting for its delay to pass.
-    pub will_due: Option<(Instant, Message)>,
+    pub will_due: Option<Box<(Instant, Message)>>,
     /// Whether the session is in the log (persistent, storage on): its
     /// QoS 1/2 copies are logged until acknowledged.
     pub logged: bool,
@@ -236,11 +245,11 @@ impl Session {
             link: None,
             expiry_secs: 0,
             expires_at: None,
-            subs: AHashMap::new(),
+            subs: SmallMap::default(),
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
-            qos2_in: AHashSet::new(),
+            qos2_in: SmallSet::default(),
             will_due: None,
             logged: false,
             trace_name: TraceName::NONE,

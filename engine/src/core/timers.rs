@@ -126,7 +126,8 @@ impl Broker {
         if delay == 0 {
             return self.publish_will(will.message, now);
         }
-        session.will_due = Some((now + Duration::from_secs(u64::from(delay)), will.message));
+        let at = now + Duration::from_secs(u64::from(delay));
+        session.will_due = Some(Box::new((at, will.message)));
     }
 
     /// Publishes a Will (or any broker-made message) as if a client had.
@@ -156,8 +157,8 @@ impl Broker {
         for filter in filters {
             self.remove_subscription(slot, &filter);
         }
-        if let Some((_, message)) = will {
-            self.publish_will(message, now);
+        if let Some(due) = will {
+            self.publish_will(due.1, now);
         }
         if let Some(session) = self.sessions.get_mut(slot as usize).and_then(Option::take) {
             self.by_client.remove(&session.client_id);
@@ -187,9 +188,9 @@ impl Broker {
             } else if session.expires_at.is_some_and(|at| at <= now) {
                 expired.push(slot as u32);
             }
-            if session.will_due.as_ref().is_some_and(|(at, _)| *at <= now) {
-                if let Some((_, m)) = session.will_due.take() {
-                    wills.push(m);
+            if session.will_due.as_ref().is_some_and(|due| due.0 <= now) {
+                if let Some(due) = session.will_due.take() {
+                    wills.push(due.1);
                 }
             }
         }

@@ -70,7 +70,7 @@ enum End {
 /// Serves a connection accepted by this shard; `layers` says what its
 /// listener speaks (TLS, WebSocket).
 pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, layers: Layers) {
-    let _counted = Counted::new(&shard);
+    let counted = Counted::new(&shard);
     let _ = stream.set_nodelay(true);
     let transport = match Transport::new(&layers) {
         Ok(t) => t,
@@ -80,7 +80,10 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, layers: Layers) {
     let mut decoder = Decoder::new(shard.config.limits.packet_bytes_max as usize);
     let mut buf = BytesMut::new();
     let timeout = Duration::from_secs(u64::from(shard.config.limits.connect_timeout_secs));
-    let first = future::or(
+    // Boxed, as are the other steps a connection takes once: what an
+    // async fn holds across an await is in its future for as long as the
+    // connection lives, so only the read loop's state stays inline.
+    let first = Box::pin(future::or(
         async {
             handshake(&shard, &wire, &mut buf).await?;
             read_connect(&shard, &wire, &mut decoder, &mut buf).await
@@ -89,11 +92,14 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, layers: Layers) {
             Timer::new(timeout).await;
             Err(Before::Silent)
         },
-    )
-    .await;
+    ));
+    let first = first.await;
     let mut connect = match first {
         Ok(c) => c,
-        Err(e) => return refuse_before_connect(&shard, &wire, e).await,
+        Err(e) => {
+            let refuse = Box::pin(refuse_before_connect(&shard, &wire, e));
+            return refuse.await;
+        }
     };
     if shard.config.tls.cert_cn_as_username {
         if let Some(cn) = wire.transport.borrow().peer_common_name() {
@@ -110,13 +116,16 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, layers: Layers) {
     }
     let home = home_shard(connect.client_id.as_bytes(), shard.senders.nr_consumers());
     if home != shard.index {
-        return hand_off(&shard, wire, home, connect, assigned, buf).await;
+        let moving = Box::pin(hand_off(&shard, wire, home, connect, assigned, buf));
+        return moving.await;
     }
-    run(&shard, wire, decoder, buf, connect, assigned).await;
+    // A task of its own: this one's state (the stream it was given, the
+    // listener's layers) would otherwise stay beside it while it runs.
+    glommio::spawn_local(run(counted, wire, decoder, buf, connect, assigned)).detach();
 }
 
-/// Serves a connection handed over by another shard.
-pub(super) async fn resume(
+/// Serves a connection handed over by another shard (spawns its task).
+pub(super) fn resume(
     shard: Rc<Shard>,
     stream: TcpStream,
     transport: Transport,
@@ -124,12 +133,12 @@ pub(super) async fn resume(
     assigned: bool,
     rest: Bytes,
 ) {
-    let _counted = Counted::new(&shard);
+    let counted = Counted::new(&shard);
     let mut decoder = Decoder::new(shard.config.limits.packet_bytes_max as usize);
     decoder.set_version(connect.protocol);
     let buf = BytesMut::from(&rest[..]);
     let wire = Wire::new(stream, transport);
-    run(&shard, wire, decoder, buf, connect, assigned).await;
+    glommio::spawn_local(run(counted, wire, decoder, buf, connect, assigned)).detach();
 }
 
 /// Sends the connection to shard `home`: a duplicate of its socket, its
@@ -302,24 +311,22 @@ async fn writer_frames(wire: &Wire, mut frames: Vec<Bytes>) -> std::io::Result<(
     writer::write_all(&wire.stream, &frames, None).await
 }
 
-/// Runs an accepted connection on its home shard until it ends.
+/// Runs an accepted connection on its home shard until it ends; the
+/// connection's own task, its shard reached through `counted`.
 async fn run(
-    shard: &Rc<Shard>,
+    counted: Counted,
     wire: Wire,
     mut decoder: Decoder,
     mut buf: BytesMut,
     connect: Box<Connect>,
     assigned: bool,
 ) {
-    let peer = wire.stream.borrow().peer_addr().ok();
-    let accepted = shard
-        .broker
-        .borrow_mut()
-        .connect_from(*connect, assigned, peer, Instant::now());
-    let id = match accepted {
-        Ok(a) => a.id,
-        Err(refused) => {
-            let _ = writer_frames(&wire, vec![refused.connack]).await;
+    let shard = &counted.0;
+    let id = match open_session(shard, &wire, connect, assigned) {
+        Ok(id) => id,
+        Err(connack) => {
+            let refusal = Box::pin(writer_frames(&wire, vec![connack]));
+            let _ = refusal.await;
             return writer::shutdown(&wire.stream);
         }
     };
@@ -328,7 +335,7 @@ async fn run(
     let end = read_loop(shard, id, &wire, &mut decoder, &mut buf).await;
     if matches!(end, End::Closing) {
         // Give the writer a moment to flush the DISCONNECT before the session lets go.
-        let _ = future::or(
+        let flushed = Box::pin(future::or(
             async {
                 writer.await;
                 true
@@ -337,14 +344,31 @@ async fn run(
                 Timer::new(Duration::from_secs(1)).await;
                 false
             },
-        )
-        .await;
+        ));
+        let _ = flushed.await;
     } else {
         writer.detach();
     }
     shard.broker.borrow_mut().disconnected(id, Instant::now());
     shard.kick();
     shard.wake_paused();
+}
+
+/// Hands the CONNECT to the broker: the connection's id, or the CONNACK
+/// that refuses it. A plain function, so that the CONNECT it unboxes is
+/// on its stack and not in the connection's future.
+fn open_session(
+    shard: &Shard,
+    wire: &Wire,
+    connect: Box<Connect>,
+    assigned: bool,
+) -> Result<ConnId, Bytes> {
+    let peer = wire.stream.borrow().peer_addr().ok();
+    let accepted = shard
+        .broker
+        .borrow_mut()
+        .connect_from(*connect, assigned, peer, Instant::now());
+    accepted.map(|a| a.id).map_err(|refused| refused.connack)
 }
 
 async fn read_loop(
@@ -372,11 +396,14 @@ async fn read_loop(
             published |= matches!(packet, Packet::Publish(_));
             let flow = shard.broker.borrow_mut().handle(id, packet, now);
             if let Flow::Barrier(pending) = flow {
-                shard.barrier().await;
-                shard
-                    .broker
-                    .borrow_mut()
-                    .finish_subscribe(pending, Instant::now());
+                let subscribed = Box::pin(async move {
+                    shard.barrier().await;
+                    shard
+                        .broker
+                        .borrow_mut()
+                        .finish_subscribe(pending, Instant::now());
+                });
+                subscribed.await;
             }
             if shard
                 .broker
@@ -389,15 +416,21 @@ async fn read_loop(
                 return End::Closing;
             }
         }
-        shard.commit(id).await;
+        if shard.broker.borrow().holds_acks(id) {
+            let committed = Box::pin(shard.commit(id));
+            committed.await;
+        }
         shard.kick();
         shard.wake_paused();
         if buf.is_empty() {
             // Nothing half-read: an idle connection keeps no read buffer.
             *buf = BytesMut::new();
         }
+        if published && shard.must_wait(id) {
+            let waited = Box::pin(shard.wait_backpressure(Some(id)));
+            waited.await;
+        }
         if published {
-            shard.wait_backpressure(Some(id)).await;
             // Paused by the broker, not silent.
             shard.broker.borrow_mut().touch(id, Instant::now());
         }

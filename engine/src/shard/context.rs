@@ -98,6 +98,16 @@ impl Shard {
         }
     }
 
+    /// Whether `reader` must wait for congested connections before it
+    /// reads on ([`Shard::wait_backpressure`] would not return at once).
+    pub(super) fn must_wait(&self, reader: crate::core::ConnId) -> bool {
+        let local = self
+            .broker
+            .borrow_mut()
+            .backpressure(Instant::now(), Some(reader));
+        local || self.mesh_backed_up()
+    }
+
     /// Waits while connections this shard writes to are congested (see
     /// `core::backpressure`); `reader` is the connection asking, if any.
     pub(super) async fn wait_backpressure(&self, reader: Option<crate::core::ConnId>) {

@@ -60,8 +60,7 @@ pub(super) async fn receive(shard: Rc<Shard>, from: usize, rx: ConnectedReceiver
                 // SAFETY: the descriptor was duplicated for this shard alone.
                 let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
                 let shard = Rc::clone(&shard);
-                let resume = super::conn::resume(shard, stream, transport, connect, assigned, rest);
-                glommio::spawn_local(resume).detach();
+                super::conn::resume(shard, stream, transport, connect, assigned, rest);
             }
         }
     }

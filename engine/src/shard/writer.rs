@@ -57,7 +57,10 @@ pub(super) async fn run(shard: Rc<Shard>, id: ConnId, wire: Wire) {
             tracing::warn!("TLS output failed: {e}");
             break;
         }
-        if let Err(e) = write_all(stream, &frames, Some((&shard, id))).await {
+        // Boxed: the write's state exists only while it runs, not in
+        // every idle connection's writer.
+        let written = Box::pin(write_all(stream, &frames, Some((&shard, id))));
+        if let Err(e) = written.await {
             tracing::debug!("write failed: {e}");
             frames.clear();
             break;
@@ -102,18 +105,20 @@ pub(super) async fn write_all(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Let the reactor wait for room, writing part of this frame.
                 let frame = &frames[i][off..];
+                // Boxed: a full socket is rare, and inline this wait
+                // would sit in every connection's writer future.
                 let wait = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, frame));
                 match watch {
                     None => wait.await?,
                     Some((shard, id)) => {
-                        future::or(wait, async {
+                        let watched = Box::pin(future::or(wait, async {
                             closing_watch(shard, id).await;
                             Err(io::Error::new(
                                 io::ErrorKind::TimedOut,
                                 "peer stopped reading while closing",
                             ))
-                        })
-                        .await?
+                        }));
+                        watched.await?
                     }
                 }
             }
