@@ -1,7 +1,7 @@
 //! Who may connect and what they may do, as the config's files say: the
 //! password file and the ACL file, read into the core's [`Auth`].
 
-use crate::config::Config;
+use crate::config::{Config, Profile};
 use crate::core::auth::{AllowAll, Auth};
 
 /// Builds the authenticator and authorizer from the files `config` names.
@@ -13,6 +13,10 @@ pub fn load(config: &Config) -> Result<Auth, String> {
         let file = crate::passwd::PasswordFile::load(path, config.auth.allow_anonymous)
             .map_err(|e| format!("auth.password_file: {}: {e}", path.display()))?;
         auth.authenticator = Box::new(file);
+    } else if !config.auth.allow_anonymous && config.profile == Profile::Standard {
+        // `Config::validate` says so first; an embedder that skips it
+        // must not get a broker that lets everyone in.
+        return Err("auth.allow_anonymous = false needs auth.password_file".into());
     }
     if let Some(path) = &config.auth.acl_file {
         let acl = crate::acl::AclFile::load(path)

@@ -320,6 +320,26 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A log filter is a comma-separated list of levels (`info`) and
+/// `target=level` directives. tracing reads a word that is not a level as
+/// a target shown at every level, so `inf` or `warning` would leave the
+/// broker silent: every directive must end in a level here.
+fn check_log_level(text: &str) -> Result<(), String> {
+    tracing_subscriber::EnvFilter::try_new(text).map_err(|e| e.to_string())?;
+    let levels = [
+        "off", "error", "warn", "info", "debug", "trace", "0", "1", "2", "3", "4", "5",
+    ];
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !levels.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{directive:?} does not end in a level (off, error, warn, info, debug, trace)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     /// Reads and checks a config file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -338,9 +358,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+        if let Err(e) = check_log_level(&self.log_level) {
             return Err(ConfigError::Invalid(format!(
-                "log_level: {:?}: {e} (e.g. info, debug, ringmq=trace)",
+                "log_level: {:?}: {e} (e.g. info, debug, info,ringmq=trace)",
                 self.log_level
             )));
         }

@@ -11,6 +11,7 @@ use argon2::Argon2;
 use ringmq_protocol::{Connect, ReasonCode};
 
 use crate::core::auth::Authenticator;
+use crate::store::replace::{replace, Access};
 
 /// Users and their password hashes.
 #[derive(Debug, Default, Clone)]
@@ -101,7 +102,8 @@ pub fn hash_password(password: &[u8]) -> Result<String, PasswdError> {
 /// Adds or replaces `user` in `file`. The password is read from the
 /// terminal without echo, typed twice, when stdin is one; otherwise from
 /// the first line of stdin. An empty password is refused. The file is
-/// replaced as a whole and is readable by its owner only (0600).
+/// replaced as a whole: a new one is 0600, an existing one keeps its
+/// owner, group and group-read bit and loses any access for others.
 pub fn add_user_from_stdin(file: &Path, user: &str) -> Result<(), PasswdError> {
     if user.is_empty() || user.contains(':') {
         return Err(PasswdError::BadUser);
@@ -122,7 +124,16 @@ pub fn add_user_from_stdin(file: &Path, user: &str) -> Result<(), PasswdError> {
         .map(|l| format!("{l}\n"))
         .collect();
     out.push_str(&format!("{user}:{hash}\n"));
-    write_private(file, out.as_bytes())?;
+    // A symlinked file is written where it points; an existing file keeps
+    // its owner and group (a service user may read it) but never its bits
+    // for others; a new one is 0600.
+    let target = match std::fs::canonicalize(file) {
+        Ok(real) => real,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => file.to_owned(),
+        Err(e) => return Err(e.into()),
+    };
+    let access = Access::kept_from(&target)?;
+    replace(&target, out.as_bytes(), access)?;
     Ok(())
 }
 
@@ -135,37 +146,18 @@ fn read_password() -> Result<String, PasswdError> {
         stdin.lock().read_line(&mut line)?;
         return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
     }
-    let first = tty::prompt_hidden("Password: ")?;
+    // Echo stays off from before the first prompt to after the second,
+    // so nothing typed ahead is shown.
+    let _quiet = tty::NoEcho::new()?;
+    let first = tty::prompt("Password: ")?;
     if first.is_empty() {
         return Err(PasswdError::EmptyPassword);
     }
-    let second = tty::prompt_hidden("Password again: ")?;
+    let second = tty::prompt("Password again: ")?;
     match first == second {
         true => Ok(first),
         false => Err(PasswdError::Mismatch),
     }
-}
-
-/// Writes `bytes` to a temporary file beside `file` created with mode
-/// 0600, then renames it over `file`: a reader sees the old file or the
-/// new one, and never a world-readable hash.
-fn write_private(file: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut name = file.file_name().unwrap_or_default().to_owned();
-    name.push(".tmp");
-    let tmp = file.with_file_name(name);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    std::fs::rename(&tmp, file)
 }
 
 /// Reading a line from the terminal with echo off.
@@ -173,10 +165,10 @@ mod tty {
     use std::io::{self, BufRead, Write};
 
     /// Echo turned off on stdin until dropped.
-    struct NoEcho(libc::termios);
+    pub(super) struct NoEcho(libc::termios);
 
     impl NoEcho {
-        fn new() -> io::Result<NoEcho> {
+        pub(super) fn new() -> io::Result<NoEcho> {
             // SAFETY: a termios is plain data; tcgetattr fills it.
             let mut saved: libc::termios = unsafe { std::mem::zeroed() };
             // SAFETY: fd 0 is open; `saved` is a valid termios.
@@ -201,11 +193,11 @@ mod tty {
         }
     }
 
-    /// Prints `prompt` on stderr and reads one line without echo.
-    pub(super) fn prompt_hidden(prompt: &str) -> io::Result<String> {
+    /// Prints `prompt` on stderr and reads one line (echo is the
+    /// caller's: see [`NoEcho`]).
+    pub(super) fn prompt(prompt: &str) -> io::Result<String> {
         eprint!("{prompt}");
         io::stderr().flush()?;
-        let _quiet = NoEcho::new()?;
         let mut line = String::new();
         io::stdin().lock().read_line(&mut line)?;
         Ok(line.trim_end_matches(['\r', '\n']).to_owned())

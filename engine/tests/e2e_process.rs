@@ -239,10 +239,12 @@ fn a_missing_certificate_is_a_config_error_before_anything_starts() {
 
 #[test]
 fn a_bad_log_level_is_refused() {
-    let (code, err, created) = start_with("loglevel", "", &["--log-level", "inf o=="]);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("log_level"), "{err}");
-    assert!(!created);
+    for bad in ["inf o==", "warning", "inf", "info,ringmq=loud"] {
+        let (code, err, created) = start_with("loglevel", "", &["--log-level", bad]);
+        assert_eq!(code, Some(2), "{bad}: {err}");
+        assert!(err.contains("log_level"), "{err}");
+        assert!(!created);
+    }
 }
 
 /// Runs `ringmq passwd FILE USER` with `stdin` piped in.
@@ -268,7 +270,7 @@ fn passwd(file: &std::path::Path, user: &str, stdin: &[u8]) -> (Option<i32>, Str
 }
 
 #[test]
-fn passwd_refuses_empty_passwords_and_writes_the_file_0600() {
+fn passwd_refuses_empty_passwords_and_writes_the_file_for_its_owner() {
     use std::os::unix::fs::PermissionsExt;
     let dir = support::temp_dir("passwd");
     let file = dir.join("passwd");
@@ -278,15 +280,33 @@ fn passwd_refuses_empty_passwords_and_writes_the_file_0600() {
         assert!(err.contains("password is empty"), "{err}");
         assert!(!file.exists(), "nothing written for {empty:?}");
     }
+    let mode =
+        |f: &std::path::Path| std::fs::metadata(f).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(passwd(&file, "carol", b"first\n").0, Some(0));
+    assert_eq!(mode(&file), 0o600, "a new file is owner-only");
     std::fs::write(&file, "# users\n").expect("seed a file");
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o664)).expect("chmod");
     assert_eq!(passwd(&file, "alice", b"s3cret\n").0, Some(0));
     assert_eq!(passwd(&file, "bob", b"other").0, Some(0));
     assert_eq!(passwd(&file, "alice", b"").0, Some(2));
-    let mode = std::fs::metadata(&file).expect("stat").permissions().mode();
-    assert_eq!(mode & 0o777, 0o600, "owner-only: {mode:o}");
+    assert_eq!(
+        mode(&file),
+        0o640,
+        "group may read, others nothing, nobody else writes"
+    );
+    // A symlinked file is written where it points, and stays a link.
+    let link = dir.join("passwd-link");
+    std::os::unix::fs::symlink(&file, &link).expect("symlink");
+    assert_eq!(passwd(&link, "dave", b"pw").0, Some(0));
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("lstat")
+        .file_type()
+        .is_symlink());
+    let leftovers = std::fs::read_dir(&dir).expect("ls").count();
+    assert_eq!(leftovers, 2, "no temporary file left behind");
     let text = std::fs::read_to_string(&file).expect("read");
     assert!(text.starts_with("# users\n"), "{text}");
+    assert!(text.contains("dave:$argon2id$"), "{text}");
     assert_eq!(text.matches("alice:$argon2id$").count(), 1, "{text}");
     assert_eq!(text.matches("bob:$argon2id$").count(), 1, "{text}");
     let _ = std::fs::remove_dir_all(dir);

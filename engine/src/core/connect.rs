@@ -16,7 +16,7 @@ use super::aliyun::LinkAliyun;
 use super::auth::Principal;
 use super::broker::{Broker, ConnId};
 use super::message::Message;
-use super::session::{Link, Session, SmallMap, Will};
+use super::session::{Link, Session, SessionMap, Will};
 use super::trace::{Action, Info, TraceName};
 use super::tx::Tx;
 
@@ -363,7 +363,7 @@ impl Broker {
                 .maximum_packet_size
                 .map_or(u32::MAX, |n| n.get()),
             aliases_in: Vec::new(),
-            aliases_out: SmallMap::default(),
+            aliases_out: SessionMap::default(),
             alias_out_max: match v5 {
                 true => c
                     .properties

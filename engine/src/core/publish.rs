@@ -226,10 +226,10 @@ impl Broker {
 
     /// Takes connection `id`'s held acknowledgements, in order.
     pub fn take_held_acks(&mut self, id: ConnId) -> Vec<(ConnId, Packet)> {
-        let held = &mut self.journal.held_acks;
-        if !held.iter().any(|(c, _)| *c == id) {
+        if !self.holds_acks(id) {
             return Vec::new();
         }
+        let held = &mut self.journal.held_acks;
         let (mine, rest) = std::mem::take(held)
             .into_iter()
             .partition(|(c, _)| *c == id);

@@ -13,7 +13,7 @@ use ringmq_protocol::PacketId;
 use super::broker::{Broker, Remote};
 use super::journal::{Entry, InflightRef, Target};
 use super::message::Message;
-use super::session::{Inflight, Queued, Session, SmallSet, Subscription};
+use super::session::{Inflight, Queued, Session, SessionSet, Subscription};
 use super::Sub;
 
 /// Everything replayed so far.
@@ -38,7 +38,7 @@ struct Restored {
     /// Messages in flight when it detached: sent once already.
     inflight: Vec<InflightRef>,
     /// QoS 2 packet ids received from its client and not yet released.
-    qos2_in: SmallSet<u16>,
+    qos2_in: SessionSet<u16>,
     subs: Vec<(Box<str>, Subscription)>,
 }
 
@@ -72,7 +72,7 @@ impl Replay {
                     expiry_secs,
                     detached_at_millis: None,
                     inflight: Vec::new(),
-                    qos2_in: SmallSet::default(),
+                    qos2_in: SessionSet::default(),
                     subs: Vec::new(),
                 });
                 s.client_id = client_id;

@@ -82,14 +82,15 @@ pub struct Will {
     pub delay_secs: u32,
 }
 
-/// A map held by every session or connection, keyed by what its own
-/// client sent and bounded by the per-client limits: a fixed hash seed is
-/// safe there, and `AHashMap`'s per-map random seed would add 32 bytes
-/// to every session for each map.
-pub type SmallMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<ahash::AHasher>>;
+/// A map held by every session or connection: hashed with ahash's
+/// process-wide seed instead of a random seed of its own per map
+/// (`AHashMap`'s `RandomState`, 32 bytes in every session for each map).
+/// Each is bounded by a per-client limit (subscriptions, receive maximum,
+/// topic aliases), so one seed for the process is enough.
+pub type SessionMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<ahash::AHasher>>;
 
-/// A set held by every session, as [`SmallMap`].
-pub type SmallSet<K> = std::collections::HashSet<K, BuildHasherDefault<ahash::AHasher>>;
+/// A set held by every session, as [`SessionMap`].
+pub type SessionSet<K> = std::collections::HashSet<K, BuildHasherDefault<ahash::AHasher>>;
 
 /// The connection a session is attached to.
 #[derive(Debug)]
@@ -109,7 +110,7 @@ pub struct Link {
     /// v5 topic aliases the client set, index = alias - 1.
     pub aliases_in: Vec<Option<TopicName>>,
     /// v5 topic aliases the server set towards the client.
-    pub aliases_out: SmallMap<Box<str>, u16>,
+    pub aliases_out: SessionMap<Box<str>, u16>,
     /// Highest alias the server may use towards the client: the client's
     /// Topic Alias Maximum, capped by `topic_alias_out_max`.
     pub alias_out_max: u16,
@@ -209,7 +210,7 @@ pub struct Session {
     /// When a detached session ends.
     pub expires_at: Option<Instant>,
     /// Subscriptions by filter.
-    pub subs: SmallMap<Box<str>, Subscription>,
+    pub subs: SessionMap<Box<str>, Subscription>,
     /// QoS 1/2 messages sent and not yet acknowledged, oldest first.
     pub inflight: VecDeque<Inflight>,
     /// Messages waiting, oldest first.
@@ -217,7 +218,7 @@ pub struct Session {
     /// Weight of `queue`, in bytes.
     pub queued_bytes: usize,
     /// QoS 2 packet ids received (PUBREC sent), waiting for PUBREL.
-    pub qos2_in: SmallSet<u16>,
+    pub qos2_in: SessionSet<u16>,
     /// Since when the backlog is over `backlog_pause_bytes`.
     pub congested_at: Option<Instant>,
     /// Judged a slow consumer: holds no one back until it has drained.
@@ -245,11 +246,11 @@ impl Session {
             link: None,
             expiry_secs: 0,
             expires_at: None,
-            subs: SmallMap::default(),
+            subs: SessionMap::default(),
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
-            qos2_in: SmallSet::default(),
+            qos2_in: SessionSet::default(),
             will_due: None,
             logged: false,
             trace_name: TraceName::NONE,

@@ -35,7 +35,7 @@ impl Instance {
     /// Starts the broker `config` describes; returns once its shards are
     /// spawned (they restore their state, then accept clients).
     pub fn start(config: Config) -> Result<Instance, RunError> {
-        shard::check_files(&config)?;
+        let tls = shard::check_files(&config)?;
         let lock = shard::lock_data(&config)?;
         let prepared = match config.profile {
             Profile::Aliyun => Some(registrar::Prepared::open(&config).map_err(RunError::Data)?),
@@ -43,7 +43,7 @@ impl Instance {
         };
         let config = Arc::new(config);
         let snapshot = prepared.as_ref().map(|p| Arc::new(p.registry().clone()));
-        let running = shard::start(Arc::clone(&config), lock, snapshot)?;
+        let running = shard::start(Arc::clone(&config), lock, snapshot, tls)?;
         let registrar = prepared.map(|p| {
             let controls = running.controls().clone();
             Arc::new(Registrar::new(p, controls, config.aliyun.clone()))

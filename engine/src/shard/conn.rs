@@ -25,13 +25,18 @@ use super::writer;
 use crate::core::connect::{home_shard, refusal};
 use crate::core::{ConnId, Flow};
 
-/// Counts a shard's open connections for as long as it lives.
+/// Counts a shard's open connections for as long as it lives; a
+/// connection's task holds one, and reaches its shard through it.
 struct Counted(Rc<Shard>);
 
 impl Counted {
     fn new(shard: &Rc<Shard>) -> Self {
         shard.connections.set(shard.connections.get() + 1);
         Counted(Rc::clone(shard))
+    }
+
+    fn shard(&self) -> &Rc<Shard> {
+        &self.0
     }
 }
 
@@ -321,7 +326,7 @@ async fn run(
     connect: Box<Connect>,
     assigned: bool,
 ) {
-    let shard = &counted.0;
+    let shard = counted.shard();
     let id = match open_session(shard, &wire, connect, assigned) {
         Ok(id) => id,
         Err(connack) => {
@@ -426,7 +431,7 @@ async fn read_loop(
             // Nothing half-read: an idle connection keeps no read buffer.
             *buf = BytesMut::new();
         }
-        if published && shard.must_wait(id) {
+        if published && shard.must_wait(Some(id)) {
             let waited = Box::pin(shard.wait_backpressure(Some(id)));
             waited.await;
         }

@@ -98,26 +98,22 @@ impl Shard {
         }
     }
 
-    /// Whether `reader` must wait for congested connections before it
-    /// reads on ([`Shard::wait_backpressure`] would not return at once).
-    pub(super) fn must_wait(&self, reader: crate::core::ConnId) -> bool {
+    /// Whether `reader` (the connection asking, if any) must wait for
+    /// congested connections before it reads on.
+    pub(super) fn must_wait(&self, reader: Option<crate::core::ConnId>) -> bool {
         let local = self
             .broker
             .borrow_mut()
-            .backpressure(Instant::now(), Some(reader));
-        local || self.mesh_backed_up()
+            .backpressure(Instant::now(), reader);
+        // Only publishers wait for the mesh; the mesh's own receivers must not.
+        local || (reader.is_some() && self.mesh_backed_up())
     }
 
     /// Waits while connections this shard writes to are congested (see
     /// `core::backpressure`); `reader` is the connection asking, if any.
     pub(super) async fn wait_backpressure(&self, reader: Option<crate::core::ConnId>) {
         loop {
-            let local = self
-                .broker
-                .borrow_mut()
-                .backpressure(Instant::now(), reader);
-            // Only publishers wait for the mesh; the mesh's own receivers must not.
-            if !local && (reader.is_none() || !self.mesh_backed_up()) {
+            if !self.must_wait(reader) {
                 return;
             }
             let mut registered = false;

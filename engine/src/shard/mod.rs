@@ -65,15 +65,16 @@ pub struct Running {
 }
 
 /// Reads every file the configuration names (password and ACL files,
-/// certificates and keys) without keeping them, so that a broken one
-/// stops the broker before it creates or locks anything.
-pub fn check_files(config: &Config) -> Result<(), RunError> {
+/// certificates and keys), so that a broken one stops the broker before it
+/// creates or locks anything; returns the certificates, for [`start`].
+pub fn check_files(config: &Config) -> Result<Option<Arc<transport::Certificates>>, RunError> {
     crate::access::load(config).map_err(RunError::Config)?;
     let l = &config.listeners;
-    if !l.tls.is_empty() || !l.wss.is_empty() {
-        transport::Certificates::load(&config.tls).map_err(RunError::Config)?;
+    if l.tls.is_empty() && l.wss.is_empty() {
+        return Ok(None);
     }
-    Ok(())
+    let certificates = transport::Certificates::load(&config.tls).map_err(RunError::Config)?;
+    Ok(Some(Arc::new(certificates)))
 }
 
 /// Locks the data directory and checks the listen addresses are free:
@@ -86,25 +87,20 @@ pub fn lock_data(config: &Config) -> Result<DataLock, RunError> {
 }
 
 /// Starts one executor per shard; `registry` is the instance registry of
-/// the aliyun profile, which every shard copies. Returns once the
-/// executors are spawned (they restore their state, then accept).
+/// the aliyun profile, which every shard copies; `tls` what
+/// [`check_files`] loaded. Returns once the executors are spawned (they
+/// restore their state, then accept).
 pub fn start(
     config: Arc<Config>,
     lock: DataLock,
     registry: Option<Arc<Registry>>,
+    tls: Option<Arc<transport::Certificates>>,
 ) -> Result<Running, RunError> {
     let shards = config.shard_count();
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let offline_counts: Arc<[AtomicU64]> = (0..shards).map(|_| AtomicU64::new(0)).collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mesh = MeshBuilder::<ShardMsg, Full>::full(shards, config.runtime.mesh_queue_batches_max);
-    let l = &config.listeners;
-    let tls = match l.tls.is_empty() && l.wss.is_empty() {
-        true => None,
-        false => Some(Arc::new(
-            transport::Certificates::load(&config.tls).map_err(RunError::Data)?,
-        )),
-    };
     let (controls, wakers) = control::channels(shards)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -57,10 +57,7 @@ pub(super) async fn run(shard: Rc<Shard>, id: ConnId, wire: Wire) {
             tracing::warn!("TLS output failed: {e}");
             break;
         }
-        // Boxed: the write's state exists only while it runs, not in
-        // every idle connection's writer.
-        let written = Box::pin(write_all(stream, &frames, Some((&shard, id))));
-        if let Err(e) = written.await {
+        if let Err(e) = write_all(stream, &frames, Some((&shard, id))).await {
             tracing::debug!("write failed: {e}");
             frames.clear();
             break;
@@ -92,56 +89,87 @@ async fn closing_watch(shard: &Shard, id: ConnId) {
 
 /// Writes every frame, in order. With `watch`, a write blocked on a full
 /// socket gives up `CLOSE_WRITE_SECS` after the connection starts closing.
+/// Written at once unless the socket is full; only then is the waiting
+/// state made (boxed: it would otherwise sit in every writer's future).
 pub(super) async fn write_all(
     stream: &Rc<RefCell<TcpStream>>,
     frames: &[Bytes],
     watch: Option<(&Shard, ConnId)>,
 ) -> io::Result<()> {
     let fd = stream.borrow().as_raw_fd();
-    let (mut i, mut off) = (0usize, 0usize);
-    while i < frames.len() {
-        let written = match send_frames(fd, &frames[i..], off) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Let the reactor wait for room, writing part of this frame.
-                let frame = &frames[i][off..];
-                // Boxed: a full socket is rare, and inline this wait
-                // would sit in every connection's writer future.
-                let wait = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, frame));
-                match watch {
-                    None => wait.await?,
-                    Some((shard, id)) => {
-                        let watched = Box::pin(future::or(wait, async {
-                            closing_watch(shard, id).await;
-                            Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                "peer stopped reading while closing",
-                            ))
-                        }));
-                        watched.await?
-                    }
-                }
-            }
+    let mut at = (0, 0);
+    if send_now(fd, frames, &mut at)? {
+        return Ok(());
+    }
+    let rest = Box::pin(write_rest(stream, frames, at, watch));
+    rest.await
+}
+
+/// Sends `frames` from `at` (frame, offset) until all are sent (`true`)
+/// or the socket is full (`false`).
+fn send_now(fd: i32, frames: &[Bytes], at: &mut (usize, usize)) -> io::Result<bool> {
+    advance(frames, at, 0);
+    while at.0 < frames.len() {
+        match send_frames(fd, &frames[at.0..], at.1) {
+            Ok(n) => advance(frames, at, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
-        };
-        let mut left = written;
-        while left > 0 && i < frames.len() {
-            let rest = frames[i].len() - off;
-            if left >= rest {
-                left -= rest;
-                i += 1;
-                off = 0;
-            } else {
-                off += left;
-                left = 0;
-            }
-        }
-        while i < frames.len() && frames[i].len() == off {
-            i += 1;
-            off = 0;
         }
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Moves `at` past `written` bytes and past any empty frames.
+fn advance(frames: &[Bytes], at: &mut (usize, usize), written: usize) {
+    let (i, off) = at;
+    let mut left = written;
+    while left > 0 && *i < frames.len() {
+        let rest = frames[*i].len() - *off;
+        if left >= rest {
+            left -= rest;
+            *i += 1;
+            *off = 0;
+        } else {
+            *off += left;
+            left = 0;
+        }
+    }
+    while *i < frames.len() && frames[*i].len() == *off {
+        *i += 1;
+        *off = 0;
+    }
+}
+
+/// The rest of a write once the socket was full: waits in the reactor for
+/// room (writing part of the current frame), then sends on.
+async fn write_rest(
+    stream: &Rc<RefCell<TcpStream>>,
+    frames: &[Bytes],
+    mut at: (usize, usize),
+    watch: Option<(&Shard, ConnId)>,
+) -> io::Result<()> {
+    let fd = stream.borrow().as_raw_fd();
+    loop {
+        let frame = &frames[at.0][at.1..];
+        let wait = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, frame));
+        let written = match watch {
+            None => wait.await?,
+            Some((shard, id)) => {
+                future::or(wait, async {
+                    closing_watch(shard, id).await;
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "peer stopped reading while closing",
+                    ))
+                })
+                .await?
+            }
+        };
+        advance(frames, &mut at, written);
+        if send_now(fd, frames, &mut at)? {
+            return Ok(());
+        }
+    }
 }
 
 /// One `sendmsg` of up to [`IOV_BATCH`] of `frames`, the first from

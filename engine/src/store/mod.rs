@@ -7,4 +7,5 @@
 pub mod log;
 pub mod record;
 pub mod registry;
+pub mod replace;
 pub mod segment;

@@ -138,12 +138,9 @@ impl RegistryStore {
             registry,
         };
         let bytes = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
-        let tmp = self.dir.join("snapshot.json.tmp");
-        let mut file = File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, self.dir.join("snapshot.json"))?;
-        File::open(&self.dir)?.sync_all()?;
+        // Owner-only: the snapshot holds the access keys' secrets.
+        let path = self.dir.join("snapshot.json");
+        super::replace::replace(&path, &bytes, super::replace::Access::PRIVATE)?;
         self.journal.set_len(0)?;
         self.journal.sync_all()?;
         self.lines = 0;
