@@ -28,7 +28,12 @@ def _read_until(fd: int, marker: bytes, seen: bytearray) -> None:
 
 
 def _drain(fd: int, seen: bytearray) -> None:
-    while True:
+    """Reads what is left until the child closes the terminal (or TIMEOUT)."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], deadline - time.monotonic())
+        if not ready:
+            return
         try:
             chunk = os.read(fd, 1024)
         except OSError:
@@ -43,7 +48,10 @@ def _passwd_on_a_tty(path, user: str, first: str, second: str) -> tuple[int, byt
     and everything the terminal showed."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: ringmq with the pty as its terminal
-        os.execv(ringmq_bin(), [ringmq_bin(), "passwd", str(path), user])
+        try:
+            os.execv(ringmq_bin(), [ringmq_bin(), "passwd", str(path), user])
+        finally:
+            os._exit(127)
     seen = bytearray()
     try:
         _read_until(fd, b"Password: ", seen)
