@@ -14,94 +14,16 @@
 
 #![allow(clippy::print_stdout)] // a measuring tool: its table is its output
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use ringmq_engine::core::connect::home_shard;
-use ringmq_protocol::properties::ConnectProperties;
+use bytes::Bytes;
+use ringmq_benches::raw::{id_on_shard, invalid, Client};
 use ringmq_protocol::{
-    Connect, Decoder, MqttString, Packet, PacketId, ProtocolVersion, Publish, QoS, Subscribe,
-    SubscriptionOptions, TopicFilter, TopicName, Unsubscribe,
+    Packet, PacketId, Publish, QoS, Subscribe, SubscriptionOptions, TopicFilter, TopicName,
+    Unsubscribe,
 };
 
-const V: ProtocolVersion = ProtocolVersion::V311;
 const DELAYS_US: &[u64] = &[0, 10, 25, 50, 100, 200, 500, 1000];
-
-struct Client {
-    stream: TcpStream,
-    decoder: Decoder,
-    buf: BytesMut,
-}
-
-impl Client {
-    fn connect(addr: &str, id: &str) -> std::io::Result<Client> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        let mut c = Client {
-            stream,
-            decoder: Decoder::with_version(V, 1 << 20),
-            buf: BytesMut::new(),
-        };
-        let connect = Connect {
-            protocol: V,
-            v31: false,
-            clean_start: true,
-            keep_alive: 60,
-            properties: ConnectProperties::default(),
-            client_id: MqttString::new(id.to_owned()).map_err(invalid)?,
-            will: None,
-            username: None,
-            password: None,
-        };
-        c.send(&Packet::Connect(Box::new(connect)))?;
-        match c.recv(Duration::from_secs(5))? {
-            Some(Packet::ConnAck(_)) => Ok(c),
-            other => Err(invalid(format!("expected CONNACK, got {other:?}"))),
-        }
-    }
-
-    fn send(&mut self, p: &Packet) -> std::io::Result<()> {
-        let mut out = BytesMut::new();
-        p.encode(V, &mut out).map_err(invalid)?;
-        self.stream.write_all(&out)
-    }
-
-    /// The next packet within `wait`, or none.
-    fn recv(&mut self, wait: Duration) -> std::io::Result<Option<Packet>> {
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some(p) = self.decoder.decode(&mut self.buf).map_err(invalid)? {
-                return Ok(Some(p));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            self.stream.set_read_timeout(Some(left))?;
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(invalid("closed")),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Ok(None),
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-fn invalid(e: impl std::fmt::Debug) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e:?}"))
-}
-
-fn id_on_shard(prefix: &str, shard: usize) -> String {
-    (0..)
-        .map(|n| format!("{prefix}-{n}"))
-        .find(|id| home_shard(id.as_bytes(), 2) == shard)
-        .unwrap_or_default()
-}
 
 /// One trial: whether the PUBLISH sent `delay` after the SUBSCRIBE arrived,
 /// and how long the SUBACK took.

@@ -2,6 +2,7 @@
 //! an example run under valgrind) sets up lives here.
 
 pub mod fanout;
+pub mod raw;
 
 /// This process's resident set, in bytes (0 if /proc cannot say).
 pub fn rss_bytes() -> usize {
