@@ -14,8 +14,6 @@ pub fn load(config: &Config) -> Result<Auth, String> {
             .map_err(|e| format!("auth.password_file: {}: {e}", path.display()))?;
         auth.authenticator = Box::new(file);
     } else if !config.auth.allow_anonymous && config.profile == Profile::Standard {
-        // `Config::validate` says so first; an embedder that skips it
-        // must not get a broker that lets everyone in.
         return Err("auth.allow_anonymous = false needs auth.password_file".into());
     }
     if let Some(path) = &config.auth.acl_file {

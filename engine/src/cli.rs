@@ -42,10 +42,11 @@ pub struct Args {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Add or replace a user in a password file (argon2id, salted, file
-    /// mode 0600). On a terminal the password is asked for twice without
-    /// echo; otherwise it is the first line of stdin. Empty passwords are
-    /// refused.
+    /// Add or replace a user in a password file (argon2id, salted). On a
+    /// terminal the password is asked for twice without echo; otherwise it
+    /// is the first line of stdin. Empty passwords are refused. A new file
+    /// is 0600; an existing one keeps its owner and group and loses any
+    /// access for others.
     Passwd {
         /// The password file; created if missing.
         file: PathBuf,

@@ -364,12 +364,6 @@ impl Config {
                 self.log_level
             )));
         }
-        if self.profile == Profile::Standard
-            && !self.auth.allow_anonymous
-            && self.auth.password_file.is_none()
-        {
-            return bad("auth.allow_anonymous = false needs auth.password_file");
-        }
         if self.listeners.tcp.is_empty() {
             return bad("listeners.tcp: at least one address is needed");
         }

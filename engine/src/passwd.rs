@@ -3,7 +3,7 @@
 //! [`PasswordFile`] checks CONNECT against them.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead};
+use std::io;
 use std::path::Path;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -140,11 +140,8 @@ pub fn add_user_from_stdin(file: &Path, user: &str) -> Result<(), PasswdError> {
 /// The password: prompted for twice without echo on a terminal, else the
 /// first line of stdin.
 fn read_password() -> Result<String, PasswdError> {
-    let stdin = io::stdin();
-    if !io::IsTerminal::is_terminal(&stdin) {
-        let mut line = String::new();
-        stdin.lock().read_line(&mut line)?;
-        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    if !io::IsTerminal::is_terminal(&io::stdin()) {
+        return Ok(tty::read_line()?);
     }
     // Echo stays off from before the first prompt to after the second,
     // so nothing typed ahead is shown.
@@ -160,7 +157,7 @@ fn read_password() -> Result<String, PasswdError> {
     }
 }
 
-/// Reading a line from the terminal with echo off.
+/// Reading a line from stdin, and from the terminal with echo off.
 mod tty {
     use std::io::{self, BufRead, Write};
 
@@ -198,6 +195,11 @@ mod tty {
     pub(super) fn prompt(prompt: &str) -> io::Result<String> {
         eprint!("{prompt}");
         io::stderr().flush()?;
+        read_line()
+    }
+
+    /// The first line of stdin, without its line end.
+    pub(super) fn read_line() -> io::Result<String> {
         let mut line = String::new();
         io::stdin().lock().read_line(&mut line)?;
         Ok(line.trim_end_matches(['\r', '\n']).to_owned())

@@ -431,11 +431,11 @@ async fn read_loop(
             // Nothing half-read: an idle connection keeps no read buffer.
             *buf = BytesMut::new();
         }
-        if published && shard.must_wait(Some(id)) {
-            let waited = Box::pin(shard.wait_backpressure(Some(id)));
-            waited.await;
-        }
         if published {
+            if shard.must_wait(Some(id)) {
+                let waited = Box::pin(shard.wait_backpressure(Some(id)));
+                waited.await;
+            }
             // Paused by the broker, not silent.
             shard.broker.borrow_mut().touch(id, Instant::now());
         }

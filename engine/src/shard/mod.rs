@@ -45,8 +45,8 @@ pub enum RunError {
     /// The data directory cannot be used as it is.
     #[error("{0}")]
     Data(String),
-    /// A file the configuration names cannot be used (password, ACL,
-    /// certificate): found before anything starts.
+    /// The configuration's authentication or a file it names (password,
+    /// ACL, certificate) cannot be used: found before anything starts.
     #[error("{0}")]
     Config(String),
     /// An executor could not start or panicked.
