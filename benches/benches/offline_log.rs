@@ -5,8 +5,11 @@
 //!   mmapped segment; its acknowledgement frees it, so segments are
 //!   deleted as they fill and the log stays small however long it runs.
 //!   No msync: that is the flush policy's cost, measured end to end.
-//! - `recover`: reading back and decoding a log of 100,000 such messages
-//!   (as a shard does at start).
+//! - `recover`: reading a log of 100,000 such messages as a shard does at
+//!   start: every frame checked, each message's lsn, weight and holder
+//!   taken, its place indexed; the message itself is not decoded.
+//! - `read`: reading those messages back by lsn and decoding them, as a
+//!   session drains what was held for it on disk.
 //!
 //! Throughput is in records (and bytes of payload).
 
@@ -71,7 +74,7 @@ fn append(c: &mut Criterion) {
     for &(name, size) in SIZES {
         g.throughput(Throughput::Elements(1));
         let path = dir(&format!("append-{name}"));
-        let (mut log, _) = Log::open(&path, SEGMENT_BYTES, |_, _| {}).expect("open");
+        let (mut log, _) = Log::open(&path, SEGMENT_BYTES, |_, _| None).expect("open");
         let m = message(size);
         let (clock, mut scratch, mut frame) = (clock(), BytesMut::new(), Vec::new());
         let mut lsn = 0u64;
@@ -80,8 +83,7 @@ fn append(c: &mut Criterion) {
                 lsn += 1;
                 frame.clear();
                 record::encode(&entry(lsn, &m), clock, &mut scratch, &mut frame);
-                log.append(&frame).expect("append");
-                log.add_message(lsn, 1);
+                log.append_message(&frame, lsn, 1).expect("append");
                 frame.clear();
                 record::encode(&Entry::Ack { uid: 7, lsn }, clock, &mut scratch, &mut frame);
                 log.append(&frame).expect("append");
@@ -97,28 +99,36 @@ fn append(c: &mut Criterion) {
     g.finish();
 }
 
+/// A log of `RECOVER_RECORDS` messages of `size` bytes in a fresh directory.
+fn filled(name: &str, size: usize) -> PathBuf {
+    let path = dir(name);
+    let (mut log, _) = Log::open(&path, SEGMENT_BYTES, |_, _| None).expect("open");
+    let m = message(size);
+    let (clock, mut scratch, mut frame) = (clock(), BytesMut::new(), Vec::new());
+    for lsn in 1..=RECOVER_RECORDS {
+        frame.clear();
+        record::encode(&entry(lsn, &m), clock, &mut scratch, &mut frame);
+        log.append_message(&frame, lsn, 1).expect("append");
+    }
+    path
+}
+
 fn recover(c: &mut Criterion) {
     let mut g = c.benchmark_group("offline_log/recover");
     g.sample_size(10);
     for &(name, size) in SIZES {
-        let path = dir(&format!("recover-{name}"));
-        let (mut log, _) = Log::open(&path, SEGMENT_BYTES, |_, _| {}).expect("open");
-        let m = message(size);
-        let (clock, mut scratch, mut frame) = (clock(), BytesMut::new(), Vec::new());
-        for lsn in 1..=RECOVER_RECORDS {
-            frame.clear();
-            record::encode(&entry(lsn, &m), clock, &mut scratch, &mut frame);
-            log.append(&frame).expect("append");
-        }
-        drop(log);
+        let path = filled(&format!("recover-{name}"), size);
         g.throughput(Throughput::Elements(RECOVER_RECORDS));
-        g.bench_function(BenchmarkId::new("open+decode", name), |b| {
+        g.bench_function(BenchmarkId::new("open+index", name), |b| {
+            let mut targets = Vec::new();
             b.iter(|| {
                 let mut n = 0u64;
                 let opened = Log::open(&path, SEGMENT_BYTES, |_, body| {
-                    if record::decode(body, clock).is_ok() {
-                        n += 1;
-                    }
+                    targets.clear();
+                    let (lsn, weight) = record::peek_message(body, &mut targets)?.ok()?;
+                    black_box(weight);
+                    n += 1;
+                    Some(lsn)
                 });
                 black_box(opened.expect("open"));
                 assert_eq!(n, RECOVER_RECORDS);
@@ -129,5 +139,31 @@ fn recover(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append, recover);
+fn read(c: &mut Criterion) {
+    let mut g = c.benchmark_group("offline_log/read");
+    for &(name, size) in SIZES {
+        let path = filled(&format!("read-{name}"), size);
+        let (mut log, _) = Log::open(&path, SEGMENT_BYTES, |_, body| {
+            record::peek_message(body, &mut Vec::new())?
+                .ok()
+                .map(|(lsn, _)| lsn)
+        })
+        .expect("open");
+        let clock = clock();
+        let mut lsn = 0u64;
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(BenchmarkId::new("by-lsn+decode", name), |b| {
+            b.iter(|| {
+                lsn = lsn % RECOVER_RECORDS + 1;
+                let body = log.read(lsn).expect("held");
+                black_box(record::decode_message(body, clock).expect("decodes"))
+            })
+        });
+        drop(log);
+        let _ = std::fs::remove_dir_all(&path);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, append, recover, read);
 criterion_main!(benches);

@@ -3,11 +3,15 @@
 //! through the record codec (as the storage layer writes them) into a
 //! replay, as after a crash.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ringmq_engine::core::auth::Auth;
+use ringmq_engine::core::message::Message;
 use ringmq_engine::core::restore::{Replay, RestoreCounts};
+use ringmq_engine::core::spill::LogReader;
 use ringmq_engine::core::{Broker, Flow, Limits};
 use ringmq_engine::store::record::{self, Clock};
 use ringmq_engine::store::segment;
@@ -52,12 +56,46 @@ fn restart(log: &[u8], t0: Instant, after: Duration, limits: Limits) -> (Broker,
         now_millis: b.unix_millis(now),
     };
     let mut replay = Replay::default();
-    let end = segment::scan(log, |body| {
-        replay.apply(record::decode(body, clock).expect("a logged record decodes"));
+    let mut at = HashMap::new();
+    let mut targets = Vec::new();
+    let end = segment::scan(log, |offset, body| {
+        // Messages as the storage layer reads them: only what is needed
+        // to hold them, read back from the log when delivered.
+        targets.clear();
+        match record::peek_message(body, &mut targets) {
+            Some(Ok((lsn, weight))) => {
+                replay.message(lsn, weight, &targets);
+                at.insert(lsn, offset);
+            }
+            _ => replay.apply(record::decode(body, clock).expect("a logged record decodes")),
+        }
     });
     assert!(!end.torn && end.corrupt == 0);
+    b.set_log_reader(Box::new(Frames {
+        bytes: log.to_vec(),
+        at,
+    }));
     let counts = b.restore(replay, now);
     (b, counts)
+}
+
+/// The log a restarted broker reads messages back from.
+#[derive(Debug)]
+struct Frames {
+    bytes: Vec<u8>,
+    at: HashMap<u64, usize>,
+}
+
+impl LogReader for Frames {
+    fn read(&self, lsn: u64, now: Instant, now_millis: u64) -> Option<Arc<Message>> {
+        let body = segment::frame_body(&self.bytes, *self.at.get(&lsn)?)?;
+        record::decode_message(body, Clock { now, now_millis }).ok()
+    }
+
+    fn message_id(&self, lsn: u64) -> Option<u64> {
+        let body = segment::frame_body(&self.bytes, *self.at.get(&lsn)?)?;
+        record::message_id(body).ok()
+    }
 }
 
 /// A persistent 3.1.1 session `sub` on `a/#` that has left, and a clean
@@ -667,4 +705,73 @@ fn offline_session_messages_max_and_offline_bytes_max_drop_the_oldest() {
         (got.clone(), dropped),
         (newest(got.len()), 90 - got.len() as u64)
     );
+}
+
+#[test]
+fn an_online_subscriber_that_falls_behind_holds_its_backlog_on_disk_and_gets_it_in_order() {
+    let t0 = Instant::now();
+    // Little room in memory: past it, copies wait in the log only.
+    let limits = Limits {
+        session_queue_messages_max: 20,
+        session_queue_bytes_max: 2 << 10,
+        ..Limits::default()
+    };
+    let mut b = logging_broker(t0, Duration::ZERO, limits.clone());
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0);
+    sub.subscribe(&mut b, "a/#", QoS::AtLeastOnce, t0);
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
+    // The subscriber reads but does not acknowledge: its window fills.
+    publish_n(&mut b, &publisher, "a/b", 2_000, QoS::AtLeastOnce, t0);
+    let first = sub.publishes(&mut b);
+    assert_eq!(first.len(), usize::from(limits.inflight_count_max));
+    assert_eq!(b.stats.dropped_queue_full, 0);
+    for p in &first {
+        let id = p.packet_id.expect("QoS 1");
+        sub.send(&mut b, Packet::PubAck(PubAck::new(id)), t0);
+    }
+    let mut got = payloads(&first);
+    got.extend(drain_acking(&mut sub, &mut b, t0));
+    let want: Vec<String> = (1..=2_000).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want);
+    assert_eq!(b.stats.dropped_unreadable, 0);
+}
+
+#[test]
+fn subscription_identifiers_and_retain_flags_come_back_with_copies_held_on_disk() {
+    let t0 = Instant::now();
+    let mut b = logging_broker(t0, Duration::ZERO, Limits::default());
+    let mut sub = connect(&mut b, v5_connect("sub5", 3_600), t0);
+    let mut options = ringmq_protocol::SubscriptionOptions::qos(QoS::AtLeastOnce);
+    options.retain_as_published = true;
+    sub.subscribe_with(&mut b, "a/#", options, Some(7), t0);
+    b.disconnected(sub.id, t0);
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
+    let mut retained = ringmq_protocol::Publish::new(
+        ringmq_protocol::TopicName::new("a/r".to_owned()).expect("topic"),
+        bytes::Bytes::from_static(b"kept"),
+    );
+    retained.qos = QoS::AtLeastOnce;
+    retained.retain = true;
+    retained.packet_id = Some(pid(1));
+    publisher.send(&mut b, Packet::Publish(retained), t0);
+    publisher.send(
+        &mut b,
+        publish("a/b", "plain", QoS::AtLeastOnce, Some(2)),
+        t0,
+    );
+    let mut sub = connect(&mut b, v5_connect("sub5", 3_600), t0);
+    let got = sub.publishes(&mut b);
+    assert_eq!(payloads(&got), ["kept", "plain"]);
+    assert_eq!(
+        got.iter().map(|p| p.retain).collect::<Vec<_>>(),
+        [true, false]
+    );
+    for p in &got {
+        let ids = &p
+            .properties
+            .as_ref()
+            .expect("properties")
+            .subscription_identifiers;
+        assert_eq!(ids.iter().map(|i| i.get()).collect::<Vec<_>>(), [7]);
+    }
 }

@@ -68,9 +68,19 @@ fn ack(lsn: u64) -> Entry {
 /// The bodies a fresh open of `dir` reads, with what it found.
 fn reopen(dir: &Path) -> (Vec<Vec<u8>>, ringmq_engine::store::log::Opened, Log) {
     let mut bodies = Vec::new();
-    let (log, opened) =
-        Log::open(dir, SEGMENT_BYTES, |_, body| bodies.push(body.to_vec())).expect("open");
+    let (log, opened) = Log::open(dir, SEGMENT_BYTES, |_, body| {
+        bodies.push(body.to_vec());
+        message_lsn(body)
+    })
+    .expect("open");
     (bodies, opened, log)
+}
+
+fn message_lsn(body: &[u8]) -> Option<u64> {
+    match record::peek_message(body, &mut Vec::new()) {
+        Some(Ok((lsn, _))) => Some(lsn),
+        _ => None,
+    }
 }
 
 fn acks_in(bodies: &[Vec<u8>]) -> Vec<u64> {
@@ -258,8 +268,7 @@ fn a_segment_is_deleted_once_nothing_in_it_is_held() {
             message: Arc::clone(&m),
             targets: vec![target],
         };
-        log.append(&frame(&e, c)).expect("append");
-        log.add_message(lsn, 1);
+        log.append_message(&frame(&e, c), lsn, 1).expect("append");
     }
     let before = log.segments();
     assert!(before >= 3, "{before} segments");
@@ -289,7 +298,7 @@ fn past_its_byte_cap_the_log_refuses_a_new_segment_as_a_full_disk() {
     let mut appended = 0;
     let err = loop {
         match log.append(&big) {
-            Ok(()) => appended += 1,
+            Ok(_) => appended += 1,
             Err(e) => break e,
         }
         assert!(appended < 100, "the cap never applied");
@@ -328,5 +337,70 @@ fn a_rotation_while_the_spare_is_being_made_skips_its_number() {
     let (bodies, opened, _) = reopen(&dir);
     assert_eq!((opened.segments, opened.torn), (2, 0));
     assert!(bodies.len() >= 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn messages_are_read_back_by_lsn_from_every_segment_and_after_a_reopen() {
+    let dir = support::temp_dir("store-read");
+    let (_, _, mut log) = reopen(&dir);
+    let c = clock();
+    let target = Target {
+        uid: 7,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+    };
+    let topic = |lsn: u64| format!("read/{lsn}");
+    for lsn in 1..=300u64 {
+        let m = message(&format!("{lsn:0>900}"), None, c.now);
+        let mut m = (*m).clone();
+        m.topic = ringmq_protocol::TopicName::new(topic(lsn)).expect("topic");
+        m.id = lsn << 16;
+        let e = Entry::Message {
+            lsn,
+            message: Arc::new(m),
+            targets: vec![target],
+        };
+        log.append_message(&frame(&e, c), lsn, 1).expect("append");
+        // An acknowledgement between messages takes a place in the segment.
+        log.append(&frame(&ack(lsn), c)).expect("append");
+    }
+    assert!(log.segments() >= 3, "{} segments", log.segments());
+    let check = |log: &mut Log, lsn: u64| {
+        let body = log
+            .read(lsn)
+            .unwrap_or_else(|| panic!("lsn {lsn} not found"));
+        assert_eq!(record::message_id(body), Ok(lsn << 16));
+        let m = record::decode_message(body, c).expect("decodes");
+        assert_eq!(m.topic.as_str(), topic(lsn));
+        assert_eq!(m.payload.len(), 900);
+        let mut targets = Vec::new();
+        assert_eq!(
+            record::peek_message(body, &mut targets).map(|r| r.map(|(l, _)| l)),
+            Some(Ok(lsn))
+        );
+        assert_eq!(targets, vec![target]);
+    };
+    for lsn in [1, 2, 150, 299, 300] {
+        check(&mut log, lsn);
+    }
+    assert!(log.read(0).is_none() && log.read(301).is_none());
+    drop(log);
+    let (_, _, mut log) = reopen(&dir);
+    for lsn in (1..=300).step_by(7) {
+        check(&mut log, lsn);
+    }
+    log.release_read();
+    // The oldest segments go once nothing in them is held; their
+    // messages cannot be read any more, the rest still can.
+    for lsn in 1..=300 {
+        log.hold(lsn);
+    }
+    for lsn in 1..=200 {
+        log.release(lsn);
+    }
+    assert!(log.reclaim() >= 1);
+    assert!(log.read(1).is_none());
+    check(&mut log, 250);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -250,6 +250,11 @@ impl TopicName {
         }
     }
 
+    /// Validates a topic name held in shared bytes (no copy).
+    pub fn from_shared(bytes: Bytes) -> Result<Self, DecodeError> {
+        TopicName::from_bytes(bytes, false)
+    }
+
     /// The empty name of a v5 PUBLISH whose topic travels as a Topic Alias.
     pub fn empty_for_alias() -> Self {
         TopicName(MqttString::default())

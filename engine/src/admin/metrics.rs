@@ -246,6 +246,7 @@ fn drops(w: &mut Writer, s: &Stats) {
         ("expired", s.dropped_expired),
         ("no_member", s.dropped_no_member),
         ("offline_cap", s.dropped_offline_cap),
+        ("unreadable", s.dropped_unreadable),
         ("offline_retention", s.dropped_offline_retention),
         ("offline_rule", s.dropped_offline_rule),
         ("retained_cap", s.dropped_retained),

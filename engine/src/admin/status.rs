@@ -61,6 +61,7 @@ pub(crate) async fn json(app: Arc<App>) -> Answer {
         + s.dropped_expired
         + s.dropped_no_member
         + s.dropped_offline_cap
+        + s.dropped_unreadable
         + s.dropped_offline_retention
         + s.dropped_offline_rule;
     let per_shard: Vec<_> = shards

@@ -64,7 +64,7 @@ impl Broker {
     /// waits: its acknowledgements are what drain the backlogs.
     pub fn backpressure(&mut self, now: Instant, reader: Option<ConnId>) -> bool {
         if let Some(s) = reader.and_then(|id| self.session(id)) {
-            if !s.inflight.is_empty() || !s.queue.is_empty() {
+            if !s.inflight.is_empty() || !s.queue.is_empty() || !s.spilled.is_empty() {
                 return false;
             }
         }

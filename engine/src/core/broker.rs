@@ -121,6 +121,11 @@ pub struct Broker {
     pub(super) retention_checked_at: Instant,
     /// Bytes of messages in each peer's outbox, for mesh flow control.
     pub outbox_bytes: Vec<usize>,
+    /// Reads logged messages back (storage on).
+    pub(super) log: Option<Box<dyn super::spill::LogReader>>,
+    /// A shared subscription's copy is being handed over: it stays in
+    /// memory, to go to another member if this one leaves.
+    pub(super) sharing: bool,
     /// Scratch for matching, kept to reuse its allocation.
     pub(super) matches: Vec<Sub>,
     pub(super) next_generation: u64,
@@ -168,6 +173,8 @@ impl Broker {
             retention_checked_at: now,
             outbox_bytes: vec![0; shards],
             matches: Vec::new(),
+            log: None,
+            sharing: false,
             next_generation: 1,
             next_uid: 1,
             start: now,

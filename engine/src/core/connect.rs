@@ -131,7 +131,7 @@ impl Broker {
             session.will_due = None;
             session.username = connect.username.as_ref().map(|u| u.detached());
         }
-        self.log_session(slot);
+        self.log_session(slot, now);
         let connack = Packet::ConnAck(Box::new(ConnAck {
             // 3.1's CONNACK has no flags: the byte is reserved.
             session_present: session_present && !connect.v31,

@@ -16,6 +16,7 @@ use super::journal::{Journal, Target};
 use super::message::Message;
 use super::retained;
 use super::session::{Inflight, Link, Queued, Session, SubIds};
+use super::spill::{Loader, Spilled, READ_AHEAD};
 use super::stats::Stats;
 use super::trace::{Action, TraceName, Traces};
 use super::trie::Slot;
@@ -218,18 +219,31 @@ impl Broker {
         };
         let (stats, journal) = (&mut self.stats, &mut self.journal);
         // A logged (persistent) session answers to the offline caps, the
-        // instance's above all: it exists to get what it missed.
-        let q = match session.logged {
-            true => Queue {
-                msgs_max: match self.limits.offline_session_messages_max {
-                    0 => usize::MAX,
-                    n => n,
-                },
-                bytes_max: usize::MAX,
-            },
-            false => Queue {
+        // instance's above all: it exists to get what it missed. It keeps
+        // `session_queue_*` in memory and the rest on disk only; a shared
+        // subscription's copies stay in memory, to go to another member.
+        let held_max = match self.limits.offline_session_messages_max {
+            0 => usize::MAX,
+            n => n,
+        };
+        let q = match (session.logged, self.sharing) {
+            (true, false) => Queue {
                 msgs_max,
                 bytes_max,
+                held_max,
+                spill: true,
+            },
+            (true, true) => Queue {
+                msgs_max: held_max,
+                bytes_max: usize::MAX,
+                held_max,
+                spill: false,
+            },
+            (false, _) => Queue {
+                msgs_max,
+                bytes_max,
+                held_max: msgs_max,
+                spill: false,
             },
         };
         let Some(link) = session.link.as_mut() else {
@@ -256,7 +270,7 @@ impl Broker {
             }
             return;
         }
-        if !session.queue.is_empty() || !session.window_open(cap) {
+        if !session.queue.is_empty() || !session.spilled.is_empty() || !session.window_open(cap) {
             return enqueue(session, stats, journal, message, copy, q);
         }
         let packet_id = session.next_packet_id();
@@ -282,12 +296,23 @@ impl Broker {
     /// Moves queued messages into the window of connection `id`.
     pub(super) fn drain(&mut self, id: ConnId, now: Instant) {
         let cap = self.limits.inflight_count_max;
-        let time_ms = self.traces.is_on().then(|| self.unix_millis(now));
+        let now_millis = self.unix_millis(now);
+        let time_ms = self.traces.is_on().then_some(now_millis);
         let (stats, journal, traces) = (&mut self.stats, &mut self.journal, &mut self.traces);
         let Some(Some(session)) = self.sessions.get_mut(id.session as usize) else {
             return;
         };
         while session.window_open(cap) {
+            if session.queue.is_empty() && !session.spilled.is_empty() {
+                let mut loader = Loader {
+                    log: self.log.as_deref(),
+                    journal: &mut *journal,
+                    stats: &mut *stats,
+                    now,
+                    now_millis,
+                };
+                loader.refill(session, READ_AHEAD);
+            }
             let Some(q) = session.queue.pop_front() else {
                 break;
             };
@@ -428,8 +453,13 @@ fn keeps_offline(aliyun: bool, copy_qos: QoS, sub_qos: QoS) -> bool {
 
 /// A session queue's caps.
 struct Queue {
+    /// Copies and bytes held in memory.
     msgs_max: usize,
     bytes_max: usize,
+    /// Copies held in memory and on disk.
+    held_max: usize,
+    /// Whether logged copies past the memory caps go to disk.
+    spill: bool,
 }
 
 fn enqueue(
@@ -441,8 +471,29 @@ fn enqueue(
     cap: Queue,
 ) {
     let weight = message.weight();
-    if session.logged {
+    let logged = session.logged && copy.qos != QoS::AtMostOnce;
+    if logged {
         // A persistent session keeps the newest: the oldest make room.
+        while session.held() >= cap.held_max {
+            let Some((lsn, _)) = session.pop_oldest_logged() else {
+                break;
+            };
+            journal.ack(session.uid, lsn);
+            stats.dropped_queue_full += 1;
+        }
+    }
+    let to_disk = session.link.is_none()
+        || !session.spilled.is_empty()
+        || session.queue.len() >= cap.msgs_max
+        || session.queued_bytes + weight > cap.bytes_max;
+    if logged && cap.spill && to_disk {
+        let offline = session.link.is_none();
+        let lsn = log_copy(journal, session, &copy);
+        let mut s = Spilled::new(lsn, weight, copy.qos, copy.retain, false, offline);
+        s.sub_ids = copy.sub_ids;
+        return session.spill(s);
+    }
+    if logged && !cap.spill {
         while !session.queue.is_empty()
             && (session.queue.len() >= cap.msgs_max
                 || session.queued_bytes + weight > cap.bytes_max)

@@ -68,8 +68,9 @@ pub struct Limits {
     pub offline_bytes_max: u64,
     /// Copies one persistent session may hold; 0: no cap below the
     /// instance's (`offline_messages_max`, `offline_bytes_max`). With
-    /// storage on, this replaces `session_queue_messages_max` and
-    /// `session_queue_bytes_max` for persistent sessions.
+    /// storage on, `session_queue_messages_max` and
+    /// `session_queue_bytes_max` only bound what a persistent session
+    /// keeps in memory while connected; the rest waits on disk.
     pub offline_session_messages_max: usize,
 }
 

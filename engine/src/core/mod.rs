@@ -22,6 +22,7 @@ pub mod restore;
 pub mod retained;
 pub mod session;
 pub mod shared;
+pub mod spill;
 pub mod stats;
 mod subscribe;
 pub mod timers;

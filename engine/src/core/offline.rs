@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::broker::Broker;
+use super::spill::message_id;
 
 /// How often queues are scanned for copies past their retention.
 pub(super) const RETENTION_CHECK_PERIOD: Duration = Duration::from_secs(10);
@@ -52,7 +53,7 @@ impl Broker {
             .iter()
             .flatten()
             .filter(|s| s.logged)
-            .map(|s| s.queued_bytes as u64)
+            .map(|s| (s.queued_bytes + s.spilled_bytes) as u64)
             .sum();
         held.saturating_sub(share)
     }
@@ -97,8 +98,8 @@ impl Broker {
             let Some(s) = s.as_ref().filter(|s| s.logged) else {
                 continue;
             };
-            if let Some(q) = s.queue.front().filter(|q| q.lsn != 0) {
-                heads.push(Reverse((q.lsn, slot as u32)));
+            if let Some(lsn) = s.oldest_logged() {
+                heads.push(Reverse((lsn, slot as u32)));
             }
         }
         let (mut dropped, mut freed) = (0, 0u64);
@@ -109,15 +110,14 @@ impl Broker {
             let Some(Some(s)) = self.sessions.get_mut(slot as usize) else {
                 continue;
             };
-            let Some(q) = s.queue.pop_front() else {
+            let Some((lsn, weight)) = s.pop_oldest_logged() else {
                 continue;
             };
-            s.queued_bytes -= q.message.weight();
-            freed += q.message.weight() as u64;
-            self.journal.ack(s.uid, q.lsn);
+            freed += weight as u64;
+            self.journal.ack(s.uid, lsn);
             dropped += 1;
-            if let Some(next) = s.queue.front().filter(|q| q.lsn != 0) {
-                heads.push(Reverse((next.lsn, slot)));
+            if let Some(next) = s.oldest_logged() {
+                heads.push(Reverse((next, slot)));
             }
         }
         dropped
@@ -128,6 +128,7 @@ impl Broker {
         let now_millis = self.unix_millis(now);
         let max = self.limits.offline_retention_secs.saturating_mul(1000);
         let mut dropped = 0;
+        let log = self.log.as_deref();
         for s in self.sessions.iter_mut().flatten().filter(|s| s.logged) {
             while let Some(q) = s.queue.front() {
                 if q.lsn == 0 || age_millis(q.message.id, now_millis) <= max {
@@ -137,6 +138,24 @@ impl Broker {
                 let lsn = q.lsn;
                 s.queue.pop_front();
                 s.queued_bytes -= weight;
+                self.journal.ack(s.uid, lsn);
+                dropped += 1;
+            }
+            if !s.queue.is_empty() {
+                continue;
+            }
+            // On disk: the id, which holds the arrival time, is read back.
+            while let Some(sp) = s.spilled.front() {
+                // Unreadable: the drain deals with it.
+                let Some(id) = message_id(log, &self.journal, sp.lsn) else {
+                    break;
+                };
+                if age_millis(id, now_millis) <= max {
+                    break;
+                }
+                let (lsn, weight) = (sp.lsn, sp.weight as usize);
+                s.spilled.pop_front();
+                s.spilled_bytes -= weight;
                 self.journal.ack(s.uid, lsn);
                 dropped += 1;
             }

@@ -10,6 +10,7 @@ use super::connect::home_shard;
 use super::journal::{Entry, InflightRef};
 use super::message::Message;
 use super::session::{Session, Subscription};
+use super::spill::Loader;
 
 impl Broker {
     /// Milliseconds since the Unix epoch at `now`.
@@ -26,7 +27,7 @@ impl Broker {
 
     /// After CONNECT: a persistent session is logged (again, with its
     /// current expiry); one that stopped being persistent leaves the log.
-    pub(super) fn log_session(&mut self, slot: u32) {
+    pub(super) fn log_session(&mut self, slot: u32, now: Instant) {
         if !self.journal.enabled {
             return;
         }
@@ -34,7 +35,7 @@ impl Broker {
             return;
         };
         if session.expiry_secs == 0 {
-            return self.unlog_session(slot);
+            return self.unlog_session(slot, true, now);
         }
         let was_logged = std::mem::replace(&mut session.logged, true);
         let entry = Entry::Session {
@@ -50,8 +51,14 @@ impl Broker {
     }
 
     /// Takes session `slot` out of the log: its logged copies stay in
-    /// memory but no longer count.
-    pub(super) fn unlog_session(&mut self, slot: u32) {
+    /// memory (if it goes on: `keep`; those on disk up to
+    /// `session_queue_*`) but no longer count.
+    pub(super) fn unlog_session(&mut self, slot: u32, keep: bool, now: Instant) {
+        let (msgs_max, bytes_max) = (
+            self.limits.session_queue_messages_max,
+            self.limits.session_queue_bytes_max,
+        );
+        let now_millis = self.unix_millis(now);
         let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
             return;
         };
@@ -59,6 +66,26 @@ impl Broker {
             return;
         }
         session.logged = false;
+        if keep {
+            let room = msgs_max.saturating_sub(session.queue.len());
+            let mut loader = Loader {
+                log: self.log.as_deref(),
+                journal: &mut self.journal,
+                stats: &mut self.stats,
+                now,
+                now_millis,
+            };
+            loader.refill(session, room);
+            let mut dropped = session.spilled.len() as u64;
+            while session.queued_bytes > bytes_max && session.queue.len() > 1 {
+                if let Some(q) = session.queue.pop_back() {
+                    session.queued_bytes -= q.message.weight();
+                    self.journal.release(q.lsn);
+                    dropped += 1;
+                }
+            }
+            self.stats.dropped_queue_full += dropped;
+        }
         for lsn in session.lsns() {
             self.journal.release(lsn);
         }
@@ -68,18 +95,22 @@ impl Broker {
         for q in session.queue.iter_mut() {
             q.lsn = 0;
         }
+        session.spilled.clear();
+        session.spilled_bytes = 0;
         let uid = session.uid;
         self.journal.push(Entry::SessionEnd { uid });
         self.durable_session(slot, false);
     }
 
-    /// The connection of logged session `slot` ended at `now`.
+    /// The connection of logged session `slot` ended at `now`: what it
+    /// has queued goes to disk.
     pub(super) fn log_detached(&mut self, slot: u32, now: Instant) {
         let at_millis = self.unix_millis(now);
-        let Some(Some(session)) = self.sessions.get(slot as usize) else {
+        let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
             return;
         };
         if session.logged && session.expiry_secs > 0 {
+            session.spill_queue();
             let uid = session.uid;
             let inflight = inflight_refs(session);
             self.journal.push(Entry::Detached {
@@ -145,9 +176,9 @@ impl Broker {
     }
 
     /// The lsn of every logged copy held by a session.
-    pub fn held_lsns(&self) -> Vec<u64> {
+    pub fn held_lsns(&self) -> impl Iterator<Item = u64> + '_ {
         let logged = self.sessions.iter().flatten().filter(|s| s.logged);
-        logged.flat_map(|s| s.lsns()).collect()
+        logged.flat_map(|s| s.lsns())
     }
 
     /// Everything live in the state log, as entries that rebuild it:

@@ -3,6 +3,7 @@
 //! log (messages and acknowledgements) replay independently, since session
 //! ids are never reused.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,8 @@ use ringmq_protocol::PacketId;
 use super::broker::{Broker, Remote};
 use super::journal::{Entry, InflightRef, Target};
 use super::message::Message;
-use super::session::{Inflight, Queued, Session, SessionSet, Subscription};
+use super::session::{Session, SessionSet, Subscription};
+use super::spill::{load, Spilled};
 use super::Sub;
 
 /// Everything replayed so far.
@@ -21,9 +23,10 @@ use super::Sub;
 pub struct Replay {
     sessions: AHashMap<u64, Restored>,
     ended: u64,
-    /// Messages in lsn order (the order of the log), with the sessions
-    /// still holding them.
-    messages: Vec<(u64, Arc<Message>, Vec<Target>)>,
+    /// Each session's copies of logged messages, in lsn order (the order
+    /// of the log); an acknowledged one is marked gone until it reaches
+    /// the front.
+    queues: AHashMap<u64, VecDeque<Spilled>>,
     retained: AHashMap<Box<str>, Arc<Message>>,
     last_lsn: u64,
     last_uid: u64,
@@ -130,18 +133,35 @@ impl Replay {
                 message,
                 targets,
             } => {
-                for t in &targets {
-                    self.see_uid(t.uid);
-                }
-                if lsn > self.last_lsn {
-                    self.last_lsn = lsn;
-                    self.messages.push((lsn, message, targets));
-                }
+                let weight = u32::try_from(message.weight()).unwrap_or(u32::MAX);
+                self.message(lsn, weight, &targets);
             }
             Entry::Ack { uid, lsn } => {
-                if let Ok(at) = self.messages.binary_search_by_key(&lsn, |m| m.0) {
-                    self.messages[at].2.retain(|t| t.uid != uid);
+                let Some(q) = self.queues.get_mut(&uid) else {
+                    return;
+                };
+                if let Ok(at) = q.binary_search_by_key(&lsn, |s| s.lsn) {
+                    q[at].mark_gone();
                 }
+                // Acknowledgements come mostly in order: the front goes.
+                while q.front().is_some_and(Spilled::is_gone) {
+                    q.pop_front();
+                }
+            }
+        }
+    }
+
+    /// A logged message: only its lsn, weight and holders are kept (it is
+    /// read back from the log when delivered).
+    pub fn message(&mut self, lsn: u64, weight: u32, targets: &[Target]) {
+        for t in targets {
+            self.see_uid(t.uid);
+        }
+        if lsn > self.last_lsn {
+            self.last_lsn = lsn;
+            for t in targets {
+                let copy = Spilled::new(lsn, weight as usize, t.qos, t.retain, false, true);
+                self.queues.entry(t.uid).or_default().push_back(copy);
             }
         }
     }
@@ -166,15 +186,7 @@ impl Broker {
         self.next_uid = self.next_uid.max(replay.last_uid);
         self.journal.set_next_lsn(replay.last_lsn);
         let now_millis = self.unix_millis(now);
-        let mut queues: AHashMap<u64, Vec<(u64, Arc<Message>, Target)>> = AHashMap::new();
-        for (lsn, message, targets) in replay.messages {
-            for t in targets {
-                queues
-                    .entry(t.uid)
-                    .or_default()
-                    .push((lsn, Arc::clone(&message), t));
-            }
-        }
+        let mut queues = replay.queues;
         for (uid, r) in replay.sessions {
             let left = remaining(&r, now_millis);
             if left == Some(Duration::ZERO) {
@@ -182,11 +194,12 @@ impl Broker {
                 self.journal.push(Entry::SessionEnd { uid });
                 continue;
             }
-            let queue = queues.remove(&uid).unwrap_or_default();
+            let mut queue = queues.remove(&uid).unwrap_or_default();
+            queue.retain(|s| !s.is_gone());
             counts.messages += queue.len();
             self.journal.copies += queue.len() as u64;
             counts.sessions += 1;
-            self.install(uid, r, queue, left.map(|d| now + d));
+            self.install(uid, r, queue, left.map(|d| now + d), now);
         }
         counts.retained = replay.retained.len();
         for (_, m) in replay.retained {
@@ -206,8 +219,9 @@ impl Broker {
         &mut self,
         uid: u64,
         r: Restored,
-        queue: Vec<(u64, Arc<Message>, Target)>,
+        mut queue: VecDeque<Spilled>,
         expires_at: Option<Instant>,
+        now: Instant,
     ) {
         let mut session = Session::new(uid, r.client_id);
         session.trace_name = self.traces.intern(&session.client_id);
@@ -221,36 +235,30 @@ impl Broker {
         // window of messages may have been sent, so they carry DUP.
         let window = usize::from(self.limits.inflight_count_max);
         let crashed = r.detached_at_millis.is_none();
-        let mut queued = 0;
-        for (lsn, message, t) in queue {
-            if let Some(i) = r.inflight.iter().find(|i| i.lsn == lsn) {
-                if let Some(packet_id) = PacketId::new(i.packet_id) {
-                    session.push_inflight(Inflight {
-                        packet_id,
-                        message,
-                        qos: t.qos,
-                        retain: t.retain,
-                        sub_ids: None,
-                        released: i.released,
-                        shared: None,
-                        lsn,
-                    });
-                    continue;
-                }
-            }
-            session.queued_bytes += message.weight();
-            session.queue.push_back(Queued {
-                message,
-                dup: crashed && queued < window,
-                qos: t.qos,
-                retain: t.retain,
-                sub_ids: None,
-                shared: None,
-                lsn,
-                offline: true,
-            });
-            queued += 1;
+        for i in &r.inflight {
+            let Some(at) = queue.iter().position(|s| s.lsn == i.lsn) else {
+                continue;
+            };
+            let Some(packet_id) = PacketId::new(i.packet_id) else {
+                continue;
+            };
+            let Some(copy) = queue.remove(at) else {
+                continue;
+            };
+            let now_millis = self.unix_millis(now);
+            let log = self.log.as_deref();
+            let Some(message) = load(log, &self.journal, i.lsn, now, now_millis) else {
+                self.stats.dropped_unreadable += 1;
+                self.journal.ack(uid, i.lsn);
+                continue;
+            };
+            session.push_inflight(copy.into_inflight(packet_id, message, i.released));
         }
+        if crashed {
+            queue.iter_mut().take(window).for_each(Spilled::mark_dup);
+        }
+        session.spilled_bytes = queue.iter().map(|s| s.weight as usize).sum();
+        session.spilled = queue;
         session.track_packet_ids();
         let slot = match self.free_slots.pop() {
             Some(slot) => slot,

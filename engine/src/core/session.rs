@@ -15,6 +15,7 @@ use ringmq_protocol::{
 use super::aliyun::LinkAliyun;
 use super::message::Message;
 use super::shared::SharedKey;
+use super::spill::Spilled;
 use super::trace::{Info, TraceName};
 use super::tx::Tx;
 
@@ -217,6 +218,11 @@ pub struct Session {
     pub queue: VecDeque<Queued>,
     /// Weight of `queue`, in bytes.
     pub queued_bytes: usize,
+    /// Logged copies held on disk only, oldest first; newer than every
+    /// logged copy in `queue`.
+    pub spilled: VecDeque<Spilled>,
+    /// Weight of `spilled`, in bytes.
+    pub spilled_bytes: usize,
     /// QoS 2 packet ids received (PUBREC sent), waiting for PUBREL.
     pub qos2_in: SessionSet<u16>,
     /// Since when the backlog is over `backlog_pause_bytes`.
@@ -250,6 +256,8 @@ impl Session {
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
+            spilled: VecDeque::new(),
+            spilled_bytes: 0,
             qos2_in: SessionSet::default(),
             will_due: None,
             logged: false,
@@ -333,6 +341,7 @@ impl Session {
     pub fn lsns(&self) -> impl Iterator<Item = u64> + '_ {
         let held = self.inflight.iter().map(|m| m.lsn);
         held.chain(self.queue.iter().map(|q| q.lsn))
+            .chain(self.spilled.iter().map(|s| s.lsn))
             .filter(|&l| l != 0)
     }
 

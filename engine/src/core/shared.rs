@@ -148,7 +148,9 @@ impl Broker {
             retain: member.sub.options.retain_as_published && message.retain,
             sub_ids: member.sub.id.map(|i| vec![i].into_boxed_slice()),
         };
+        self.sharing = true;
         self.deliver_to(member.slot, message, copy, &mut Encoded::default(), now);
+        self.sharing = false;
         self.journal.finish(message);
         if let Some(session) = self.slot(member.slot) {
             mark_shared(session, message, key);

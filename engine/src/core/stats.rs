@@ -79,6 +79,9 @@ pub struct Stats {
     /// QoS 1/2 copies for offline sessions that the aliyun profile does
     /// not keep (QoS 2 copies, and copies of QoS 2 subscriptions).
     pub dropped_offline_rule: u64,
+    /// Logged copies that could not be read back from the offline log
+    /// (a segment damaged or deleted underneath the broker).
+    pub dropped_unreadable: u64,
 }
 
 impl Stats {
@@ -118,6 +121,7 @@ impl Stats {
             p2p_delivered,
             p2p_no_target,
             dropped_offline_rule,
+            dropped_unreadable,
         } = other;
         self.connects += connects;
         self.connects_refused += connects_refused;
@@ -151,5 +155,6 @@ impl Stats {
         self.p2p_delivered += p2p_delivered;
         self.p2p_no_target += p2p_no_target;
         self.dropped_offline_rule += dropped_offline_rule;
+        self.dropped_unreadable += dropped_unreadable;
     }
 }

@@ -148,7 +148,7 @@ impl Broker {
     /// Ends session `slot`: its subscriptions leave the trie, its messages
     /// are dropped, a pending Will is published.
     pub(super) fn end_session(&mut self, slot: u32, now: Instant) {
-        self.unlog_session(slot);
+        self.unlog_session(slot, false, now);
         let Some(session) = self.slot(slot) else {
             return;
         };

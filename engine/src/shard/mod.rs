@@ -9,6 +9,7 @@ mod context;
 mod control;
 mod lock;
 mod mesh;
+mod offline_reader;
 mod storage;
 mod sync;
 pub mod transport;

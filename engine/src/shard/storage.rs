@@ -8,6 +8,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -20,6 +22,7 @@ use crate::store::log::{Log, Opened};
 use crate::store::record::{self, Clock};
 use crate::store::segment::Segment;
 
+use super::offline_reader::{OfflineReader, Unwritten};
 use super::sync::SyncState;
 
 /// The logs of one shard and their sync state.
@@ -40,7 +43,11 @@ pub(super) struct Storage {
 #[derive(Debug)]
 pub(super) struct Logs {
     pub(super) state: Log,
-    pub(super) offline: Log,
+    /// Shared with the broker, which reads messages back from it.
+    pub(super) offline: Rc<RefCell<Log>>,
+    /// Messages whose frame could not be written (a full disk), kept in
+    /// memory for the sessions that hold them, with how many copies.
+    unwritten: Unwritten,
     frame: Vec<u8>,
     scratch: BytesMut,
     state_segment_bytes: usize,
@@ -80,28 +87,32 @@ impl Storage {
         };
         let mut replay = Replay::default();
         let mut bad = 0u64;
-        let (state, state_opened) = Log::open(
-            &dir.join("state"),
-            s.state_segment_bytes,
-            |_, body| match record::decode(body, clock) {
-                Ok(e) => replay.apply(e),
-                Err(_) => bad += 1,
-            },
-        )?;
-        let mut seen = Vec::new();
-        let (mut offline, offline_opened): (Log, Opened) = Log::open(
-            &dir.join("offline"),
-            s.segment_bytes,
-            |segment, body| match record::decode(body, clock) {
-                Ok(e) => {
-                    if let Entry::Message { lsn, .. } = &e {
-                        seen.push((segment, *lsn));
-                    }
-                    replay.apply(e);
+        let (state, state_opened) =
+            Log::open(&dir.join("state"), s.state_segment_bytes, |_, body| {
+                match record::decode(body, clock) {
+                    Ok(e) => replay.apply(e),
+                    Err(_) => bad += 1,
                 }
-                Err(_) => bad += 1,
-            },
-        )?;
+                None
+            })?;
+        let mut targets = Vec::new();
+        let (mut offline, offline_opened): (Log, Opened) =
+            Log::open(&dir.join("offline"), s.segment_bytes, |_, body| {
+                targets.clear();
+                // A message is not decoded: it is read back when delivered.
+                match record::peek_message(body, &mut targets) {
+                    Some(Ok((lsn, weight))) => {
+                        replay.message(lsn, weight, &targets);
+                        return Some(lsn);
+                    }
+                    Some(Err(_)) => bad += 1,
+                    None => match record::decode(body, clock) {
+                        Ok(e) => replay.apply(e),
+                        Err(_) => bad += 1,
+                    },
+                }
+                None
+            })?;
         if bad > 0 {
             tracing::warn!(
                 shard = index,
@@ -109,13 +120,18 @@ impl Storage {
                 "unreadable log records skipped"
             );
         }
-        for (segment, lsn) in seen {
-            offline.saw_message(segment, lsn);
-        }
         offline.set_bytes_max(s.disk_bytes_max.div_ceil(broker.shards() as u64));
+        let offline = Rc::new(RefCell::new(offline));
+        let unwritten = Unwritten::default();
+        let reader = OfflineReader::new(Rc::clone(&offline), Rc::clone(&unwritten));
+        broker.set_log_reader(Box::new(reader));
         let counts = broker.restore(replay, started);
-        for lsn in broker.held_lsns() {
-            offline.hold(lsn);
+        {
+            let mut log = offline.borrow_mut();
+            for lsn in broker.held_lsns() {
+                log.hold(lsn);
+            }
+            log.release_read();
         }
         broker.journal.enabled = true;
         broker.journal.hold_acks = broker.shards() > 1;
@@ -124,6 +140,7 @@ impl Storage {
             logs: RefCell::new(Logs {
                 state,
                 offline,
+                unwritten,
                 frame: Vec::with_capacity(4096),
                 scratch: BytesMut::new(),
                 state_segment_bytes: s.state_segment_bytes,
@@ -165,12 +182,17 @@ impl Storage {
                 self.write_failed(&e);
                 self.full.set(true);
                 broker.journal.unavailable = true;
+                logs.keep_unwritten(entry);
             }
         }
-        for lsn in released {
-            logs.offline.release(lsn);
+        {
+            let mut offline = logs.offline.borrow_mut();
+            for &lsn in &released {
+                offline.release(lsn);
+            }
+            offline.reclaim();
         }
-        logs.offline.reclaim();
+        logs.release_unwritten(&entries, &released);
         if logs.state_needs_compaction() && self.sync.borrow().compacted.is_none() {
             drop(logs);
             self.compact(broker, clock);
@@ -222,11 +244,13 @@ impl Storage {
             return;
         }
         let mut logs = self.logs.borrow_mut();
-        logs.offline.reclaim();
-        if logs.offline.rotate(0).is_err() || logs.state.rotate(0).is_err() {
+        let offline = Rc::clone(&logs.offline);
+        let mut offline = offline.borrow_mut();
+        offline.reclaim();
+        if offline.rotate(0).is_err() || logs.state.rotate(0).is_err() {
             return;
         }
-        drop(logs);
+        drop((logs, offline));
         self.full.set(false);
         broker.journal.unavailable = false;
         tracing::warn!("the log can be written again: QoS 1/2 publishes are accepted");
@@ -246,9 +270,11 @@ impl Storage {
         if logs.making_spare {
             return None;
         }
-        let plan = match (logs.state.wants_spare(), logs.offline.wants_spare()) {
+        let offline = Rc::clone(&logs.offline);
+        let mut offline = offline.borrow_mut();
+        let plan = match (logs.state.wants_spare(), offline.wants_spare()) {
             (true, _) => (true, logs.state.spare_plan()),
-            (false, true) => (false, logs.offline.spare_plan()),
+            (false, true) => (false, offline.spare_plan()),
             (false, false) => return None,
         };
         logs.making_spare = true;
@@ -261,11 +287,11 @@ impl Storage {
         logs.making_spare = false;
         match (made, state) {
             (Ok(s), true) => logs.state.set_spare(s),
-            (Ok(s), false) => logs.offline.set_spare(s),
+            (Ok(s), false) => logs.offline.borrow_mut().set_spare(s),
             (Err(e), state) => {
                 match state {
                     true => logs.state.spare_failed(),
-                    false => logs.offline.spare_failed(),
+                    false => logs.offline.borrow_mut().spare_failed(),
                 }
                 drop(logs);
                 self.write_failed(&e);
@@ -290,18 +316,58 @@ impl Logs {
         record::encode(entry, clock, &mut self.scratch, &mut self.frame);
         match entry {
             Entry::Message { lsn, targets, .. } => {
-                self.offline.append(&self.frame)?;
-                self.offline.add_message(*lsn, targets.len() as u64);
+                let copies = targets.len() as u64;
+                self.offline
+                    .borrow_mut()
+                    .append_message(&self.frame, *lsn, copies)?;
             }
             Entry::Ack { lsn, .. } => {
                 // Released even if the ack is not logged: after a crash the
                 // copy is delivered again, which QoS 1 allows.
-                self.offline.release(*lsn);
-                self.offline.append(&self.frame)?;
+                let mut offline = self.offline.borrow_mut();
+                offline.release(*lsn);
+                offline.append(&self.frame)?;
             }
-            _ => self.state.append(&self.frame)?,
+            _ => {
+                self.state.append(&self.frame)?;
+            }
         }
         Ok(())
+    }
+
+    /// Keeps the message of an entry that could not be written in memory,
+    /// since sessions hold it.
+    fn keep_unwritten(&mut self, entry: &Entry) {
+        if let Entry::Message {
+            lsn,
+            message,
+            targets,
+        } = entry
+        {
+            let copies = targets.len() as u64;
+            let mut unwritten = self.unwritten.borrow_mut();
+            unwritten.insert(*lsn, (Arc::clone(message), copies));
+        }
+    }
+
+    /// Counts the copies of unwritten messages let go of.
+    fn release_unwritten(&mut self, entries: &[Entry], released: &[u64]) {
+        let mut unwritten = self.unwritten.borrow_mut();
+        if unwritten.is_empty() {
+            return;
+        }
+        let acked = entries.iter().filter_map(|e| match e {
+            Entry::Ack { lsn, .. } => Some(*lsn),
+            _ => None,
+        });
+        for lsn in acked.chain(released.iter().copied()) {
+            if let Some((_, copies)) = unwritten.get_mut(&lsn) {
+                *copies = copies.saturating_sub(1);
+                if *copies == 0 {
+                    unwritten.remove(&lsn);
+                }
+            }
+        }
     }
 
     /// Whether the state log has grown well past what is live: four

@@ -78,14 +78,15 @@ impl Storage {
         };
         let mut logs = self.logs.borrow_mut();
         let mut pending = logs.state.take_pending();
-        pending.extend(logs.offline.take_pending());
+        pending.extend(logs.offline.borrow_mut().take_pending());
         (epoch, pending)
     }
 
     /// Bytes of both logs on disk.
     pub(super) fn bytes(&self) -> u64 {
         let logs = self.logs.borrow();
-        logs.state.bytes() + logs.offline.bytes()
+        let offline = logs.offline.borrow().bytes();
+        logs.state.bytes() + offline
     }
 
     /// A sync that wrote something took `took`.

@@ -6,8 +6,15 @@
 use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::MmapRaw;
 
 use super::segment::{self, Pending, ScanEnd, Segment};
+
+/// Bytes of frames read back after which the pages read are let go of,
+/// so that a drain does not grow the broker's RSS by what it reads.
+const READ_RELEASE_BYTES: usize = 4 << 20;
 
 /// What opening a log found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +44,12 @@ struct Meta {
     unsynced: Option<Pending>,
     /// Size of the file.
     bytes: u64,
+    /// The mapping frames are read back through.
+    map: Option<Arc<MmapRaw>>,
+    /// Where the frame of message `offsets_from + i` starts
+    /// (`u32::MAX`: no such message here).
+    offsets_from: u64,
+    offsets: Vec<u32>,
 }
 
 /// One log directory.
@@ -52,52 +65,65 @@ pub struct Log {
     spare_pending: Option<u64>,
     /// Most bytes of segment files (0: no cap but the disk's).
     bytes_max: u64,
+    /// Bytes read back since pages were last let go of, and from which
+    /// segments.
+    read_bytes: usize,
+    read_from: Vec<u64>,
 }
 
 impl Log {
     /// Opens (or creates) the log in `dir`, calling `f` with the segment
-    /// index and body of every intact frame, oldest first. A torn tail of
-    /// the last segment is cut off and zeroed.
+    /// index and body of every intact frame, oldest first; `f` returns the
+    /// lsn of a message frame, which [`Log::read`] then finds. A torn tail
+    /// of the last segment is cut off and zeroed.
     pub fn open(
         dir: &Path,
         segment_bytes: usize,
-        mut f: impl FnMut(u64, &[u8]),
+        mut f: impl FnMut(u64, &[u8]) -> Option<u64>,
     ) -> io::Result<(Log, Opened)> {
         std::fs::create_dir_all(dir)?;
         let mut opened = Opened::default();
         let mut metas = VecDeque::new();
         let mut last: Option<ScanEnd> = None;
         for (index, path) in list(dir)? {
-            let file = std::fs::File::open(&path)?;
-            // SAFETY: read-only, private to this call; no other process
-            // writes the data directory (it is locked).
-            let bytes = unsafe { memmap2::Mmap::map(&file)? };
-            let _ = bytes.advise(memmap2::Advice::Sequential);
-            let end = segment::scan(&bytes, |body| {
+            let map = segment::map_read(&path)?;
+            let mut meta = Meta::new(index, path);
+            // SAFETY: mapped read-only; no other process writes the data
+            // directory (it is locked) and this one writes only the active
+            // segment, chosen below.
+            let end = segment::scan(unsafe { segment::bytes(&map) }, |at, body| {
                 opened.frames += 1;
-                f(index, body)
+                if let Some(lsn) = f(index, body) {
+                    meta.extend(lsn);
+                    meta.locate(lsn, at);
+                }
             });
+            // The scan read every page: they go back to the page cache.
+            segment::release(&map, 0, map.len());
+            meta.offsets.shrink_to_fit();
             opened.segments += 1;
             opened.corrupt += end.corrupt;
             opened.torn += usize::from(end.torn);
             opened.bytes += end.len as u64;
             last = Some(end);
-            let mut meta = Meta::new(index, path);
-            meta.bytes = bytes.len() as u64;
+            meta.bytes = map.len() as u64;
+            meta.map = Some(Arc::new(map));
             metas.push_back(meta);
         }
-        let active = match (metas.back(), last) {
+        let active = match (metas.back_mut(), last) {
             (Some(m), Some(end)) => {
                 let mut s = Segment::open(&m.path, m.index, end.len)?;
                 if end.torn {
                     s.zero_from(end.len);
                 }
+                m.map = Some(s.mapping());
                 s
             }
             _ => {
                 let s = Segment::create(dir, 1, segment_bytes)?;
                 let mut meta = Meta::new(1, s.path.clone());
                 meta.bytes = s.capacity() as u64;
+                meta.map = Some(s.mapping());
                 metas.push_back(meta);
                 s
             }
@@ -110,6 +136,8 @@ impl Log {
             spare: None,
             spare_pending: None,
             bytes_max: 0,
+            read_bytes: 0,
+            read_from: Vec::new(),
         };
         Ok((log, opened))
     }
@@ -127,12 +155,74 @@ impl Log {
     }
 
     /// Appends one frame, moving to a new segment if it does not fit.
-    pub fn append(&mut self, frame: &[u8]) -> io::Result<()> {
+    /// Returns where in the active segment it starts.
+    pub fn append(&mut self, frame: &[u8]) -> io::Result<usize> {
         if !self.active.fits(frame.len()) {
             self.rotate(frame.len())?;
         }
+        let at = self.active.len;
         self.active.append(frame);
+        Ok(at)
+    }
+
+    /// Appends the frame of message `lsn`, held by `copies` sessions.
+    pub fn append_message(&mut self, frame: &[u8], lsn: u64, copies: u64) -> io::Result<()> {
+        let at = self.append(frame)?;
+        if let Some(m) = self.metas.back_mut() {
+            m.extend(lsn);
+            m.locate(lsn, at);
+            m.live += copies;
+        }
         Ok(())
+    }
+
+    /// The body of message `lsn`'s frame, if the log holds it. Its
+    /// checksum is not computed again: every indexed frame was checked by
+    /// the scan at start or written by this process (check what it holds,
+    /// e.g. its lsn). Pages read are let go of every few megabytes read.
+    pub fn read(&mut self, lsn: u64) -> Option<&[u8]> {
+        if self.read_bytes >= READ_RELEASE_BYTES {
+            self.release_read();
+        }
+        let m = self
+            .metas
+            .iter()
+            .rev()
+            .find(|m| m.offsets_from <= lsn && m.offsets_from != 0)?;
+        let at = *m.offsets.get(usize::try_from(lsn - m.offsets_from).ok()?)?;
+        if at == u32::MAX {
+            return None;
+        }
+        let map = m.map.as_ref()?;
+        if self.read_from.last() != Some(&m.index) {
+            self.read_from.push(m.index);
+        }
+        // SAFETY: frames before the write position are never written
+        // again, and `frame_body` reads only up to a frame's end.
+        let body = segment::frame_body_checked_before(unsafe { segment::bytes(map) }, at as usize)?;
+        self.read_bytes += body.len();
+        Some(body)
+    }
+
+    /// Lets go of the pages of the segments read from (not the active
+    /// one's, which the sync releases).
+    pub fn release_read(&mut self) {
+        self.read_bytes = 0;
+        let active = self.active.index;
+        let mut from = std::mem::take(&mut self.read_from);
+        from.sort_unstable();
+        from.dedup();
+        for m in self
+            .metas
+            .iter()
+            .filter(|m| m.index != active && from.binary_search(&m.index).is_ok())
+        {
+            if let Some(map) = &m.map {
+                segment::release(map, 0, map.len());
+            }
+        }
+        from.clear();
+        self.read_from = from;
     }
 
     /// Starts a new segment (big enough for a frame of `need` bytes); the
@@ -164,9 +254,11 @@ impl Log {
         let old = std::mem::replace(&mut self.active, next);
         if let Some(m) = self.metas.back_mut() {
             m.unsynced = old.pending();
+            m.offsets.shrink_to_fit();
         }
         let mut meta = Meta::new(index, self.active.path.clone());
         meta.bytes = self.active.capacity() as u64;
+        meta.map = Some(self.active.mapping());
         self.metas.push_back(meta);
         Ok(())
     }
@@ -220,21 +312,6 @@ impl Log {
             out.push(p);
         }
         out
-    }
-
-    /// A message `lsn` with `copies` holders was just appended.
-    pub fn add_message(&mut self, lsn: u64, copies: u64) {
-        if let Some(m) = self.metas.back_mut() {
-            m.extend(lsn);
-            m.live += copies;
-        }
-    }
-
-    /// Recovery: message `lsn` was found in segment `index`.
-    pub fn saw_message(&mut self, index: u64, lsn: u64) {
-        if let Some(m) = self.metas.iter_mut().rev().find(|m| m.index == index) {
-            m.extend(lsn);
-        }
     }
 
     /// One more copy of `lsn` is held (recovery).
@@ -324,6 +401,26 @@ impl Meta {
             live: 0,
             unsynced: None,
             bytes: 0,
+            map: None,
+            offsets_from: 0,
+            offsets: Vec::new(),
+        }
+    }
+
+    /// Message `lsn`'s frame starts at `at`. Lsns only grow within a
+    /// segment; a gap (a message that could not be written) reads as none.
+    fn locate(&mut self, lsn: u64, at: usize) {
+        let Ok(at) = u32::try_from(at) else { return };
+        if self.offsets.is_empty() {
+            self.offsets_from = lsn;
+        }
+        let Some(i) = lsn.checked_sub(self.offsets_from) else {
+            return;
+        };
+        let Ok(i) = usize::try_from(i) else { return };
+        if i >= self.offsets.len() && i - self.offsets.len() < 1 << 20 {
+            self.offsets.resize(i, u32::MAX);
+            self.offsets.push(at);
         }
     }
 

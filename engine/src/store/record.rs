@@ -13,10 +13,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use ringmq_protocol::{
     Decoder, Delivery, MqttString, Packet, ProtocolVersion, QoS, RetainHandling, SubscriptionId,
-    SubscriptionOptions,
+    SubscriptionOptions, TopicName,
 };
 
 use crate::core::journal::{Entry, InflightRef, Target};
@@ -269,18 +269,8 @@ pub fn decode_logged(body: &[u8], clock: Clock) -> Result<(Entry, u64), RecordEr
             return Ok((Entry::Retain(m), arrival));
         }
         MESSAGE => {
-            let lsn = r.u64()?;
-            let n = r.u32()? as usize;
-            let mut targets = Vec::with_capacity(n.min(r.0.len() / 9));
-            for _ in 0..n {
-                let uid = r.u64()?;
-                let flags = r.u8()?;
-                targets.push(Target {
-                    uid,
-                    qos: qos_from(flags & 3)?,
-                    retain: flags & 0x10 != 0,
-                });
-            }
+            let mut targets = Vec::new();
+            let lsn = r.targets(&mut targets)?;
             let (message, arrival) = r.message(clock)?;
             let entry = Entry::Message {
                 lsn,
@@ -303,6 +293,63 @@ pub fn decode_logged(body: &[u8], clock: Clock) -> Result<(Entry, u64), RecordEr
     Ok((entry, 0))
 }
 
+/// What recovery keeps of a logged message: its lsn, the weight it
+/// counts for in the caps, and the sessions holding it (pushed to
+/// `targets`). `None` for any other kind of body.
+pub fn peek_message(
+    body: &[u8],
+    targets: &mut Vec<Target>,
+) -> Option<Result<(u64, u32), RecordError>> {
+    let mut r = Reader(body);
+    if r.u8().ok()? != MESSAGE {
+        return None;
+    }
+    Some(r.targets(targets).and_then(|lsn| {
+        r.take(MESSAGE_HEAD_BYTES)?;
+        let n = r.u32()?;
+        Ok((lsn, n.saturating_add(WEIGHT_EXTRA_BYTES)))
+    }))
+}
+
+/// The message of a message body, without its targets.
+pub fn decode_message(body: &[u8], clock: Clock) -> Result<Arc<Message>, RecordError> {
+    let mut r = Reader(body);
+    if r.u8()? != MESSAGE {
+        return Err(RecordError::Invalid("not a message"));
+    }
+    let _lsn = r.u64()?;
+    let n = r.u32()? as usize;
+    r.take(n.checked_mul(TARGET_BYTES).ok_or(RecordError::Truncated)?)?;
+    Ok(r.message(clock)?.0)
+}
+
+/// The lsn of a message body; `None` for any other body.
+pub fn message_lsn(body: &[u8]) -> Option<u64> {
+    let mut r = Reader(body);
+    (r.u8().ok()? == MESSAGE).then(|| r.u64().ok()).flatten()
+}
+
+/// The message id in a message body (its arrival time is in it).
+pub fn message_id(body: &[u8]) -> Result<u64, RecordError> {
+    let mut r = Reader(body);
+    if r.u8()? != MESSAGE {
+        return Err(RecordError::Invalid("not a message"));
+    }
+    let _lsn = r.u64()?;
+    let n = r.u32()? as usize;
+    r.take(n.checked_mul(TARGET_BYTES).ok_or(RecordError::Truncated)?)?;
+    r.u64()
+}
+
+/// Bytes of a logged target: uid and flags.
+const TARGET_BYTES: usize = 9;
+/// Bytes of a logged message before its PUBLISH: id, origin, arrival,
+/// expiry, flags.
+const MESSAGE_HEAD_BYTES: usize = 33;
+/// What a message weighs beyond its encoded PUBLISH, roughly what
+/// `Message::weight` adds to topic and payload.
+const WEIGHT_EXTRA_BYTES: u32 = 64;
+
 fn qos_from(b: u8) -> Result<QoS, RecordError> {
     match b {
         0 => Ok(QoS::AtMostOnce),
@@ -324,6 +371,47 @@ fn options_from(b: u8) -> Result<SubscriptionOptions, RecordError> {
     options.retain_as_published = b & 8 != 0;
     options.retain_handling = retain_handling;
     Ok(options)
+}
+
+/// The topic and payload of a logged PUBLISH without properties (most
+/// messages), read without the protocol decoder; `None` for any other.
+fn bare_publish(packet: &[u8]) -> Option<(&[u8], &[u8])> {
+    // v5 PUBLISH, QoS 0: type byte, remaining length, topic, a zero
+    // property length, payload.
+    if packet.first()? >> 4 != 3 || packet[0] & 0x06 != 0 {
+        return None;
+    }
+    let mut at = 1;
+    let mut remaining = 0usize;
+    for shift in [0, 7, 14, 21] {
+        let b = *packet.get(at)?;
+        at += 1;
+        remaining |= usize::from(b & 0x7F) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    if packet.len() != at + remaining {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?]));
+    let topic = packet.get(at + 2..at + 2 + len)?;
+    let rest = packet.get(at + 2 + len..)?;
+    match rest.split_first()? {
+        (0, payload) => Some((topic, payload)),
+        _ => None,
+    }
+}
+
+/// A validated topic and its payload, sharing one allocation.
+fn shared_pair(topic: &[u8], payload: &[u8]) -> Result<(TopicName, Bytes), RecordError> {
+    let mut buf = BytesMut::with_capacity(topic.len() + payload.len());
+    buf.extend_from_slice(topic);
+    buf.extend_from_slice(payload);
+    let mut payload = buf.freeze();
+    let topic = payload.split_to(topic.len());
+    let topic = TopicName::from_shared(topic).map_err(|_| RecordError::Invalid("topic"))?;
+    Ok((topic, payload))
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -368,6 +456,23 @@ impl<'a> Reader<'a> {
         MqttString::new(self.str()?.to_owned()).map_err(|_| RecordError::Invalid("string"))
     }
 
+    /// A message's lsn, its targets pushed to `out`.
+    fn targets(&mut self, out: &mut Vec<Target>) -> Result<u64, RecordError> {
+        let lsn = self.u64()?;
+        let n = self.u32()? as usize;
+        out.reserve(n.min(self.0.len() / TARGET_BYTES));
+        for _ in 0..n {
+            let uid = self.u64()?;
+            let flags = self.u8()?;
+            out.push(Target {
+                uid,
+                qos: qos_from(flags & 3)?,
+                retain: flags & 0x10 != 0,
+            });
+        }
+        Ok(lsn)
+    }
+
     fn message(&mut self, clock: Clock) -> Result<(Arc<Message>, u64), RecordError> {
         let id = self.u64()?;
         let origin = self.u64()?;
@@ -375,19 +480,28 @@ impl<'a> Reader<'a> {
         let expires = self.u64()?;
         let flags = self.u8()?;
         let n = self.u32()? as usize;
-        let mut buf = BytesMut::from(self.take(n)?);
-        let mut decoder = Decoder::with_version(ProtocolVersion::V5, n.max(16));
-        let publish = match decoder.decode(&mut buf) {
-            Ok(Some(Packet::Publish(p))) => p,
-            _ => return Err(RecordError::Invalid("message")),
+        let packet = self.take(n)?;
+        let (topic, payload, properties) = match bare_publish(packet) {
+            Some((topic, payload)) => {
+                let (topic, payload) = shared_pair(topic, payload)?;
+                (topic, payload, None)
+            }
+            None => {
+                let mut buf = BytesMut::from(packet);
+                let mut decoder = Decoder::with_version(ProtocolVersion::V5, n.max(16));
+                match decoder.decode(&mut buf) {
+                    Ok(Some(Packet::Publish(p))) => (p.topic, p.payload, p.properties),
+                    _ => return Err(RecordError::Invalid("message")),
+                }
+            }
         };
         let message = Message {
             id,
-            topic: publish.topic,
-            payload: publish.payload,
+            topic,
+            payload,
             qos: qos_from(flags & 3)?,
             retain: flags & 0x10 != 0,
-            properties: publish.properties.filter(|p| !p.is_empty()),
+            properties: properties.filter(|p| !p.is_empty()),
             origin,
             expires_at: (expires != 0).then(|| clock.to_instant(expires)),
             encoded: Default::default(),

@@ -76,6 +76,11 @@ impl Segment {
         })
     }
 
+    /// The mapping, to read frames back.
+    pub fn mapping(&self) -> Arc<MmapRaw> {
+        Arc::clone(&self.map)
+    }
+
     /// Bytes the segment holds.
     pub fn capacity(&self) -> usize {
         self.map.len()
@@ -142,17 +147,7 @@ impl Pending {
     /// written back as usual) but no longer count in the broker's RSS. The
     /// page the writer is in comes back on its next write.
     pub fn release(&self) {
-        let page = page_size();
-        let (from, to) = (self.from / page * page, self.to / page * page);
-        if to > from {
-            // SAFETY: a shared file mapping: dropped pages are read back
-            // from the page cache, never zeroed; nothing borrows them (the
-            // writer copies in through a raw pointer).
-            let _ = unsafe {
-                self.map
-                    .unchecked_advise_range(UncheckedAdvice::DontNeed, from, to - from)
-            };
-        }
+        release(&self.map, self.from, self.to);
     }
 }
 
@@ -179,16 +174,64 @@ fn allocate(file: &File, bytes: usize) -> io::Result<()> {
     }
 }
 
+/// Maps segment file `path` read-only, to scan it and read frames back.
+pub fn map_read(path: &Path) -> io::Result<MmapRaw> {
+    let file = File::open(path)?;
+    let map = memmap2::MmapOptions::new().map_raw_read_only(&file)?;
+    let _ = map.advise(Advice::Sequential);
+    Ok(map)
+}
+
+/// The bytes of a mapping.
+///
+/// # Safety
+///
+/// Nothing may write the range the caller reads while it borrows it: a
+/// segment is written only after its last frame, by the thread that reads.
+pub unsafe fn bytes(map: &MmapRaw) -> &[u8] {
+    // SAFETY: the mapping is `len` bytes long and lives while borrowed.
+    unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) }
+}
+
+/// Lets go of a mapping's pages in `from..to` (see [`Pending::release`]).
+pub fn release(map: &MmapRaw, from: usize, to: usize) {
+    let page = page_size();
+    let (from, to) = (from / page * page, to.min(map.len()) / page * page);
+    if to > from {
+        // SAFETY: a shared file mapping: dropped pages are read back from
+        // the page cache, never zeroed; no slice of them outlives the
+        // read that made it (frames are copied out).
+        let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, from, to - from) };
+    }
+}
+
+/// The body of the intact frame at `at`, if there is one.
+pub fn frame_body(bytes: &[u8], at: usize) -> Option<&[u8]> {
+    match frame_at(bytes, at) {
+        Frame::Valid(body) => Some(body),
+        _ => None,
+    }
+}
+
+/// The body of the frame at `at` by its length alone: for a frame already
+/// checked (by the scan at start) or written by this process.
+pub fn frame_body_checked_before(bytes: &[u8], at: usize) -> Option<&[u8]> {
+    let head = bytes.get(at..at + FRAME_HEAD_BYTES)?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let start = at + FRAME_HEAD_BYTES;
+    bytes.get(start..start + len).filter(|b| !b.is_empty())
+}
+
 /// Reads the frames of a segment file from the start. Calls `f` with the
-/// body of every intact frame; skips a corrupt frame that a valid one
-/// follows; stops at the zero end, a torn tail, or the file's end.
-pub fn scan(bytes: &[u8], mut f: impl FnMut(&[u8])) -> ScanEnd {
+/// offset and body of every intact frame; skips a corrupt frame that a
+/// valid one follows; stops at the zero end, a torn tail, or the file's end.
+pub fn scan(bytes: &[u8], mut f: impl FnMut(usize, &[u8])) -> ScanEnd {
     let mut at = 0usize;
     let mut corrupt = 0u64;
     loop {
         match frame_at(bytes, at) {
             Frame::Valid(body) => {
-                f(body);
+                f(at, body);
                 at += FRAME_HEAD_BYTES + body.len();
             }
             Frame::End => {
