@@ -394,3 +394,34 @@ async fn past_offline_messages_max_the_oldest_are_dropped_and_counted() {
     let want: Vec<String> = (30..80).map(|i| i.to_string()).collect();
     assert_eq!(got, want, "the newest 50");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_backlog_past_the_memory_caps_is_read_back_from_the_log_in_order_and_after_kill_9() {
+    let dir = support::temp_dir("spill");
+    // Memory for ten messages, small segments: the backlog is read back
+    // from many segment files.
+    let cfg = support::write_file(
+        &dir,
+        "ringmq.toml",
+        "[limits]\nsession_queue_messages_max = 10\n[storage]\nsegment_bytes = 65536\n",
+    );
+    let cfg = cfg.to_string_lossy().into_owned();
+    let extra = ["--config", cfg.as_str()];
+    let mut broker = Broker::start_in(dir, support::free_port(), &extra);
+    let (sub, publisher) = (id_on_shard("spsub", 0), id_on_shard("sppub", 1));
+    subscribe_and_leave(broker.port(), &sub, "sp/#").await;
+    publish_acked(broker.port(), &publisher, "sp/1", 3_000, false).await;
+
+    // Read back from the segments a restarted broker indexed...
+    let broker = kill_and_restart(&mut broker, &extra);
+    let got = resume_and_receive(broker.port(), &sub, 3_000).await;
+    assert_eq!(got, numbers(3_000), "all 3,000, in publish order");
+    // ...and from those a running broker wrote.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    subscribe_and_leave(broker.port(), &sub, "sp/#").await;
+    publish_acked(broker.port(), &publisher, "sp/1", 3_000, false).await;
+    let got = resume_and_receive(broker.port(), &sub, 3_000).await;
+    assert_eq!(got, numbers(3_000), "all 3,000 again, in publish order");
+    let log = broker.log();
+    assert!(!log.contains("cannot be read back"), "{log}");
+}
