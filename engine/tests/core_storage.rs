@@ -49,6 +49,18 @@ fn persist(b: &mut Broker, log: &mut Vec<u8>, now: Instant) {
 
 /// A new broker restored from `log`, `after` the start of the clock.
 fn restart(log: &[u8], t0: Instant, after: Duration, limits: Limits) -> (Broker, RestoreCounts) {
+    restart_losing(log, t0, after, limits, |_| false)
+}
+
+/// [`restart`], with the messages whose lsn is `lost` unreadable (a
+/// damaged segment).
+fn restart_losing(
+    log: &[u8],
+    t0: Instant,
+    after: Duration,
+    limits: Limits,
+    lost: impl Fn(u64) -> bool,
+) -> (Broker, RestoreCounts) {
     let mut b = logging_broker(t0, after, limits);
     let now = t0 + after;
     let clock = Clock {
@@ -65,7 +77,9 @@ fn restart(log: &[u8], t0: Instant, after: Duration, limits: Limits) -> (Broker,
         match record::peek_message(body, &mut targets) {
             Some(Ok((lsn, weight))) => {
                 replay.message(lsn, weight, &targets);
-                at.insert(lsn, offset);
+                if !lost(lsn) {
+                    at.insert(lsn, offset);
+                }
             }
             _ => replay.apply(record::decode(body, clock).expect("a logged record decodes")),
         }
@@ -774,4 +788,24 @@ fn subscription_identifiers_and_retain_flags_come_back_with_copies_held_on_disk(
             .subscription_identifiers;
         assert_eq!(ids.iter().map(|i| i.get()).collect::<Vec<_>>(), [7]);
     }
+}
+
+#[test]
+fn messages_that_cannot_be_read_back_are_counted_and_the_rest_still_arrive() {
+    let t0 = Instant::now();
+    let mut log = Vec::new();
+    let mut b = logging_broker(t0, Duration::ZERO, Limits::default());
+    let publisher = offline_subscriber_and_publisher(&mut b, t0);
+    publish_n(&mut b, &publisher, "a/b", 1_000, QoS::AtLeastOnce, t0);
+    persist(&mut b, &mut log, t0);
+
+    // More unreadable in a row than one read-ahead batch.
+    let later = Duration::from_secs(1);
+    let (mut b, counts) = restart_losing(&log, t0, later, Limits::default(), |lsn| lsn <= 600);
+    assert_eq!(counts.messages, 1_000);
+    let mut sub = join(&mut b, "sub", ProtocolVersion::V311, false, t0 + later);
+    let got = drain_acking(&mut sub, &mut b, t0 + later);
+    let want: Vec<String> = (601..=1_000).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want);
+    assert_eq!(b.stats.dropped_unreadable, 600);
 }

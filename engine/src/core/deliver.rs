@@ -303,7 +303,8 @@ impl Broker {
             return;
         };
         while session.window_open(cap) {
-            if session.queue.is_empty() && !session.spilled.is_empty() {
+            // A batch may all be unreadable (dropped): read on.
+            while session.queue.is_empty() && !session.spilled.is_empty() {
                 let mut loader = Loader {
                     log: self.log.as_deref(),
                     journal: &mut *journal,

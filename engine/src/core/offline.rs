@@ -130,34 +130,25 @@ impl Broker {
         let mut dropped = 0;
         let log = self.log.as_deref();
         for s in self.sessions.iter_mut().flatten().filter(|s| s.logged) {
-            while let Some(q) = s.queue.front() {
-                if q.lsn == 0 || age_millis(q.message.id, now_millis) <= max {
+            loop {
+                // On disk, the id (which holds the arrival time) is read back.
+                let id = match (s.queue.iter().find(|q| q.lsn != 0), s.spilled.front()) {
+                    (Some(q), _) => Some(q.message.id),
+                    (None, Some(sp)) => message_id(log, &self.journal, sp.lsn),
+                    (None, None) => break,
+                };
+                if id.is_some_and(|id| age_millis(id, now_millis) <= max) {
                     break;
                 }
-                let weight = q.message.weight();
-                let lsn = q.lsn;
-                s.queue.pop_front();
-                s.queued_bytes -= weight;
-                self.journal.ack(s.uid, lsn);
-                dropped += 1;
-            }
-            if !s.queue.is_empty() {
-                continue;
-            }
-            // On disk: the id, which holds the arrival time, is read back.
-            while let Some(sp) = s.spilled.front() {
-                // Unreadable: the drain deals with it.
-                let Some(id) = message_id(log, &self.journal, sp.lsn) else {
+                let Some((lsn, _)) = s.pop_oldest_logged() else {
                     break;
                 };
-                if age_millis(id, now_millis) <= max {
-                    break;
-                }
-                let (lsn, weight) = (sp.lsn, sp.weight as usize);
-                s.spilled.pop_front();
-                s.spilled_bytes -= weight;
                 self.journal.ack(s.uid, lsn);
-                dropped += 1;
+                // One that cannot be read back can never be delivered.
+                match id {
+                    Some(_) => dropped += 1,
+                    None => self.stats.dropped_unreadable += 1,
+                }
             }
         }
         dropped

@@ -213,24 +213,21 @@ impl Session {
         self.queue = keep;
     }
 
-    /// The lsn of the oldest logged copy waiting.
+    /// The lsn of the oldest logged copy waiting (copies not logged, of a
+    /// time before the session was, are passed over).
     pub(super) fn oldest_logged(&self) -> Option<u64> {
-        match self.queue.front() {
-            Some(q) if q.lsn != 0 => Some(q.lsn),
-            Some(_) => None,
+        match self.queue.iter().find(|q| q.lsn != 0) {
+            Some(q) => Some(q.lsn),
             None => self.spilled.front().map(|s| s.lsn),
         }
     }
 
     /// Takes the oldest logged copy waiting: its lsn and weight.
     pub(super) fn pop_oldest_logged(&mut self) -> Option<(u64, usize)> {
-        if self.queue.front().is_some_and(|q| q.lsn != 0) {
-            let q = self.queue.pop_front()?;
+        if let Some(at) = self.queue.iter().position(|q| q.lsn != 0) {
+            let q = self.queue.remove(at)?;
             self.queued_bytes -= q.message.weight();
             return Some((q.lsn, q.message.weight()));
-        }
-        if !self.queue.is_empty() {
-            return None;
         }
         let s = self.spilled.pop_front()?;
         self.spilled_bytes -= s.weight as usize;

@@ -41,6 +41,17 @@ impl OfflineReader {
         }
     }
 
+    /// The log; never borrowed while the broker runs (a borrow conflict
+    /// is a bug, and reads as an unreadable message in a release build).
+    fn log(&self) -> Option<std::cell::RefMut<'_, Log>> {
+        let log = self.log.try_borrow_mut();
+        debug_assert!(
+            log.is_ok(),
+            "the offline log is borrowed while the broker reads it"
+        );
+        log.ok()
+    }
+
     fn cached(&self, lsn: u64) -> Option<Arc<Message>> {
         let cache = self.cache.try_borrow().ok()?;
         match &cache[lsn as usize % READ_CACHE_SLOTS] {
@@ -66,7 +77,7 @@ impl LogReader for OfflineReader {
         if let Some(m) = self.cached(lsn) {
             return Some(m);
         }
-        let mut log = self.log.try_borrow_mut().ok()?;
+        let mut log = self.log()?;
         let m = match log.read(lsn) {
             Some(body) if record::message_lsn(body) == Some(lsn) => {
                 record::decode_message(body, Clock { now, now_millis }).ok()?
@@ -78,7 +89,7 @@ impl LogReader for OfflineReader {
     }
 
     fn message_id(&self, lsn: u64) -> Option<u64> {
-        let mut log = self.log.try_borrow_mut().ok()?;
+        let mut log = self.log()?;
         match log.read(lsn) {
             Some(body) if record::message_lsn(body) == Some(lsn) => record::message_id(body).ok(),
             _ => self.unwritten(lsn).map(|m| m.id),

@@ -131,6 +131,13 @@ impl Storage {
             for lsn in broker.held_lsns() {
                 log.hold(lsn);
             }
+            // Copies restore let go of (unreadable): their acks, about to
+            // be written, release what is held here.
+            for e in &broker.journal.entries {
+                if let Entry::Ack { lsn, .. } = e {
+                    log.hold(*lsn);
+                }
+            }
             log.release_read();
         }
         broker.journal.enabled = true;

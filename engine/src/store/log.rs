@@ -35,9 +35,6 @@ pub struct Opened {
 struct Meta {
     index: u64,
     path: PathBuf,
-    /// Lsns of the messages in it (0, 0: none).
-    first_lsn: u64,
-    last_lsn: u64,
     /// Copies of its messages still held by sessions.
     live: u64,
     /// Written and not yet synced, when it stopped being the active one.
@@ -94,7 +91,6 @@ impl Log {
             let end = segment::scan(unsafe { segment::bytes(&map) }, |at, body| {
                 opened.frames += 1;
                 if let Some(lsn) = f(index, body) {
-                    meta.extend(lsn);
                     meta.locate(lsn, at);
                 }
             });
@@ -169,7 +165,6 @@ impl Log {
     pub fn append_message(&mut self, frame: &[u8], lsn: u64, copies: u64) -> io::Result<()> {
         let at = self.append(frame)?;
         if let Some(m) = self.metas.back_mut() {
-            m.extend(lsn);
             m.locate(lsn, at);
             m.live += copies;
         }
@@ -188,11 +183,8 @@ impl Log {
             .metas
             .iter()
             .rev()
-            .find(|m| m.offsets_from <= lsn && m.offsets_from != 0)?;
-        let at = *m.offsets.get(usize::try_from(lsn - m.offsets_from).ok()?)?;
-        if at == u32::MAX {
-            return None;
-        }
+            .find(|m| !m.offsets.is_empty() && m.offsets_from <= lsn)?;
+        let at = m.offset_of(lsn)?;
         let map = m.map.as_ref()?;
         if self.read_from.last() != Some(&m.index) {
             self.read_from.push(m.index);
@@ -328,14 +320,16 @@ impl Log {
         }
     }
 
+    /// The segment message `lsn` was written to (not one whose range
+    /// merely covers it: a message that could not be written is in none).
     fn meta_of(&mut self, lsn: u64) -> Option<&mut Meta> {
         // Few segments, and acknowledgements are mostly for recent ones.
         let m = self
             .metas
             .iter_mut()
             .rev()
-            .find(|m| m.first_lsn != 0 && m.first_lsn <= lsn)?;
-        (lsn <= m.last_lsn).then_some(m)
+            .find(|m| !m.offsets.is_empty() && m.offsets_from <= lsn)?;
+        m.offset_of(lsn).is_some().then_some(m)
     }
 
     /// Deletes the oldest segments that hold nothing live, up to the
@@ -396,8 +390,6 @@ impl Meta {
         Meta {
             index,
             path,
-            first_lsn: 0,
-            last_lsn: 0,
             live: 0,
             unsynced: None,
             bytes: 0,
@@ -405,6 +397,12 @@ impl Meta {
             offsets_from: 0,
             offsets: Vec::new(),
         }
+    }
+
+    /// Where message `lsn`'s frame starts, if it was written here.
+    fn offset_of(&self, lsn: u64) -> Option<u32> {
+        let i = usize::try_from(lsn.checked_sub(self.offsets_from)?).ok()?;
+        self.offsets.get(i).copied().filter(|&at| at != u32::MAX)
     }
 
     /// Message `lsn`'s frame starts at `at`. Lsns only grow within a
@@ -422,13 +420,6 @@ impl Meta {
             self.offsets.resize(i, u32::MAX);
             self.offsets.push(at);
         }
-    }
-
-    fn extend(&mut self, lsn: u64) {
-        if self.first_lsn == 0 || lsn < self.first_lsn {
-            self.first_lsn = lsn;
-        }
-        self.last_lsn = self.last_lsn.max(lsn);
     }
 }
 
