@@ -313,14 +313,7 @@ pub fn peek_message(
 
 /// The message of a message body, without its targets.
 pub fn decode_message(body: &[u8], clock: Clock) -> Result<Arc<Message>, RecordError> {
-    let mut r = Reader(body);
-    if r.u8()? != MESSAGE {
-        return Err(RecordError::Invalid("not a message"));
-    }
-    let _lsn = r.u64()?;
-    let n = r.u32()? as usize;
-    r.take(n.checked_mul(TARGET_BYTES).ok_or(RecordError::Truncated)?)?;
-    Ok(r.message(clock)?.0)
+    Ok(past_targets(body)?.message(clock)?.0)
 }
 
 /// The lsn of a message body; `None` for any other body.
@@ -331,6 +324,11 @@ pub fn message_lsn(body: &[u8]) -> Option<u64> {
 
 /// The message id in a message body (its arrival time is in it).
 pub fn message_id(body: &[u8]) -> Result<u64, RecordError> {
+    past_targets(body)?.u64()
+}
+
+/// A reader of a message body, past its lsn and targets.
+fn past_targets(body: &[u8]) -> Result<Reader<'_>, RecordError> {
     let mut r = Reader(body);
     if r.u8()? != MESSAGE {
         return Err(RecordError::Invalid("not a message"));
@@ -338,7 +336,7 @@ pub fn message_id(body: &[u8]) -> Result<u64, RecordError> {
     let _lsn = r.u64()?;
     let n = r.u32()? as usize;
     r.take(n.checked_mul(TARGET_BYTES).ok_or(RecordError::Truncated)?)?;
-    r.u64()
+    Ok(r)
 }
 
 /// Bytes of a logged target: uid and flags.
