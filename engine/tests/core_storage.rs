@@ -809,3 +809,48 @@ fn messages_that_cannot_be_read_back_are_counted_and_the_rest_still_arrive() {
     assert_eq!(got, want);
     assert_eq!(b.stats.dropped_unreadable, 600);
 }
+
+#[test]
+fn subscription_identifiers_of_copies_held_across_a_restart_are_those_that_match_them() {
+    let t0 = Instant::now();
+    let mut log = Vec::new();
+    let mut b = logging_broker(t0, Duration::ZERO, Limits::default());
+    let mut sub = connect(&mut b, v5_connect("sub5", 3_600), t0);
+    let options = ringmq_protocol::SubscriptionOptions::qos(QoS::AtLeastOnce);
+    sub.subscribe_with(&mut b, "a/#", options, Some(7), t0);
+    sub.subscribe_with(&mut b, "a/b", options, Some(9), t0);
+    sub.subscribe_with(&mut b, "z/#", options, None, t0);
+    b.disconnected(sub.id, t0);
+    let publisher = join(&mut b, "pub", ProtocolVersion::V311, true, t0);
+    publisher.send(
+        &mut b,
+        publish("a/b", "both", QoS::AtLeastOnce, Some(1)),
+        t0,
+    );
+    publisher.send(&mut b, publish("a/c", "one", QoS::AtLeastOnce, Some(2)), t0);
+    publisher.send(
+        &mut b,
+        publish("z/c", "none", QoS::AtLeastOnce, Some(3)),
+        t0,
+    );
+    persist(&mut b, &mut log, t0);
+
+    let later = Duration::from_secs(1);
+    let (mut b, counts) = restart(&log, t0, later, Limits::default());
+    assert_eq!(counts.messages, 3);
+    let mut sub = connect(&mut b, v5_connect("sub5", 3_600), t0 + later);
+    let got = sub.publishes(&mut b);
+    assert_eq!(payloads(&got), ["both", "one", "none"]);
+    let ids: Vec<Vec<u32>> = got
+        .iter()
+        .map(|p| {
+            let props = p.properties.as_ref();
+            let mut ids: Vec<u32> = props
+                .map(|p| p.subscription_identifiers.iter().map(|i| i.get()).collect())
+                .unwrap_or_default();
+            ids.sort_unstable();
+            ids
+        })
+        .collect();
+    assert_eq!(ids, [vec![7, 9], vec![7], vec![]]);
+}

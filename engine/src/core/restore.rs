@@ -160,7 +160,8 @@ impl Replay {
         if lsn > self.last_lsn {
             self.last_lsn = lsn;
             for t in targets {
-                let copy = Spilled::new(lsn, weight as usize, t.qos, t.retain, false, true);
+                let mut copy = Spilled::new(lsn, weight as usize, t.qos, t.retain, false, true);
+                copy.mark_restored();
                 self.queues.entry(t.uid).or_default().push_back(copy);
             }
         }
@@ -235,6 +236,9 @@ impl Broker {
         // window of messages may have been sent, so they carry DUP.
         let window = usize::from(self.limits.inflight_count_max);
         let crashed = r.detached_at_millis.is_none();
+        for (filter, sub) in &r.subs {
+            session.subs.insert(filter.clone(), *sub);
+        }
         for i in &r.inflight {
             let Some(at) = queue.iter().position(|s| s.lsn == i.lsn) else {
                 continue;
@@ -252,7 +256,8 @@ impl Broker {
                 self.journal.ack(uid, i.lsn);
                 continue;
             };
-            session.push_inflight(copy.into_inflight(packet_id, message, i.released));
+            let copy = copy.into_inflight(packet_id, message, i.released, &session.subs);
+            session.push_inflight(copy);
         }
         if crashed {
             queue.iter_mut().take(window).for_each(Spilled::mark_dup);
@@ -268,9 +273,6 @@ impl Broker {
             }
         };
         self.by_client.insert(session.client_id.clone(), slot);
-        for (filter, sub) in &r.subs {
-            session.subs.insert(filter.clone(), *sub);
-        }
         self.sessions[slot as usize] = Some(session);
         for (filter, sub) in r.subs {
             self.restore_subscription(slot, uid, &filter, sub);

@@ -8,12 +8,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ringmq_protocol::{PacketId, QoS};
+use ringmq_protocol::topic::{self, parse_shared};
+use ringmq_protocol::{PacketId, QoS, SubscriptionId};
 
 use super::broker::Broker;
 use super::journal::{Entry, Journal};
 use super::message::Message;
-use super::session::{Inflight, Queued, Session, SubIds};
+use super::session::{Inflight, Queued, Session, SessionMap, SubIds, Subscription};
 use super::stats::Stats;
 
 /// Copies read back from the log at once when a session's memory queue
@@ -45,6 +46,7 @@ const DUP: u8 = 0x04;
 const RETAIN: u8 = 0x08;
 const OFFLINE: u8 = 0x10;
 const GONE: u8 = 0x20;
+const RESTORED: u8 = 0x40;
 
 impl Spilled {
     /// A copy of `lsn`.
@@ -69,6 +71,35 @@ impl Spilled {
         }
     }
 
+    /// Read back from the log at start: the log does not keep its
+    /// Subscription Identifiers, so they are those of the session's
+    /// subscriptions that match its topic when it is delivered.
+    pub fn mark_restored(&mut self) {
+        self.flags |= RESTORED;
+    }
+
+    /// The Subscription Identifiers of the copy of `message` (see
+    /// [`Spilled::mark_restored`]).
+    fn take_sub_ids(
+        &mut self,
+        message: &Message,
+        subs: &SessionMap<Box<str>, Subscription>,
+    ) -> SubIds {
+        if self.flags & RESTORED == 0 || self.sub_ids.is_some() {
+            return self.sub_ids.take();
+        }
+        let topic = message.topic.as_str();
+        let ids: Vec<SubscriptionId> = subs
+            .iter()
+            .filter(|(filter, _)| {
+                let filter = parse_shared(filter).map_or(&***filter, |s| s.filter);
+                topic::matches(filter, topic)
+            })
+            .filter_map(|(_, s)| s.id)
+            .collect();
+        (!ids.is_empty()).then(|| ids.into_boxed_slice())
+    }
+
     /// Recovery: the copy was acknowledged.
     pub fn mark_gone(&mut self) {
         self.flags |= GONE;
@@ -84,33 +115,36 @@ impl Spilled {
         self.flags |= DUP;
     }
 
-    /// The copy as in flight with `packet_id` (restored from the log).
+    /// The copy as in flight with `packet_id` (restored from the log) for
+    /// a session subscribed to `subs`.
     pub fn into_inflight(
-        self,
+        mut self,
         packet_id: PacketId,
         message: Arc<Message>,
         released: bool,
+        subs: &SessionMap<Box<str>, Subscription>,
     ) -> Inflight {
         Inflight {
             packet_id,
+            sub_ids: self.take_sub_ids(&message, subs),
             message,
             qos: self.qos(),
             retain: self.flags & RETAIN != 0,
-            sub_ids: self.sub_ids,
             released,
             shared: None,
             lsn: self.lsn,
         }
     }
 
-    /// The copy with its message read back.
-    fn load(self, message: Arc<Message>) -> Queued {
+    /// The copy with its message read back, for a session subscribed to
+    /// `subs`.
+    fn load(mut self, message: Arc<Message>, subs: &SessionMap<Box<str>, Subscription>) -> Queued {
         Queued {
+            sub_ids: self.take_sub_ids(&message, subs),
             message,
             dup: self.flags & DUP != 0,
             qos: self.qos(),
             retain: self.flags & RETAIN != 0,
-            sub_ids: self.sub_ids,
             shared: None,
             lsn: self.lsn,
             offline: self.flags & OFFLINE != 0,
@@ -169,7 +203,8 @@ impl Loader<'_> {
             match load(self.log, self.journal, s.lsn, self.now, self.now_millis) {
                 Some(message) => {
                     session.queued_bytes += message.weight();
-                    session.queue.push_back(s.load(message));
+                    let copy = s.load(message, &session.subs);
+                    session.queue.push_back(copy);
                 }
                 None => {
                     self.stats.dropped_unreadable += 1;
