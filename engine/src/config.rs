@@ -416,6 +416,10 @@ impl Config {
         if s.segment_bytes < 64 << 10 || s.state_segment_bytes < 64 << 10 {
             return bad("storage.segment_bytes and storage.state_segment_bytes: at least 65536");
         }
+        // The offline log indexes its messages by 32-bit offsets.
+        if u32::try_from(s.segment_bytes).is_err() {
+            return bad("storage.segment_bytes: at most 4294967295");
+        }
         if s.flush == Flush::Interval && s.flush_interval_millis == 0 {
             return bad("storage.flush_interval_millis: at least 1");
         }

@@ -209,6 +209,15 @@ fn auth_without_a_password_file_is_a_config_error_before_anything_starts() {
 }
 
 #[test]
+fn a_segment_too_large_for_the_offline_index_is_a_config_error() {
+    let config = "[storage]\nsegment_bytes = 4294967296\n";
+    let (code, err, created) = start_with("bigseg", config, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("storage.segment_bytes: at most"), "{err}");
+    assert!(!created, "no data directory");
+}
+
+#[test]
 fn a_missing_password_or_acl_file_is_a_config_error_before_anything_starts() {
     for (key, what) in [("password_file", "passwd"), ("acl_file", "acl")] {
         let config = format!("[auth]\n{key} = \"/nonexistent/ringmq-{what}\"\n");

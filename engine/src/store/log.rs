@@ -16,6 +16,12 @@ use super::segment::{self, Pending, ScanEnd, Segment};
 /// so that a drain does not grow the broker's RSS by what it reads.
 const READ_RELEASE_BYTES: usize = 4 << 20;
 
+/// Most lsns a segment's index pads over for messages that were never
+/// written (an append refused while the disk was full); past it, a message
+/// is left out of the index (and reads as unreadable) rather than padding
+/// the index without bound.
+const INDEX_GAP_MAX: usize = 1 << 20;
+
 /// What opening a log found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Opened {
@@ -416,7 +422,7 @@ impl Meta {
             return;
         };
         let Ok(i) = usize::try_from(i) else { return };
-        if i >= self.offsets.len() && i - self.offsets.len() < 1 << 20 {
+        if i >= self.offsets.len() && i - self.offsets.len() < INDEX_GAP_MAX {
             self.offsets.resize(i, u32::MAX);
             self.offsets.push(at);
         }
