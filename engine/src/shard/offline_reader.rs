@@ -78,11 +78,9 @@ impl LogReader for OfflineReader {
             return Some(m);
         }
         let mut log = self.log()?;
-        let m = match log.read(lsn) {
-            Some(body) if record::message_lsn(body) == Some(lsn) => {
-                record::decode_message(body, Clock { now, now_millis }).ok()?
-            }
-            _ => return self.unwritten(lsn),
+        let m = match message_body(&mut log, lsn) {
+            Some(body) => record::decode_message(body, Clock { now, now_millis }).ok()?,
+            None => return self.unwritten(lsn),
         };
         self.keep(lsn, &m);
         Some(m)
@@ -90,9 +88,16 @@ impl LogReader for OfflineReader {
 
     fn message_id(&self, lsn: u64) -> Option<u64> {
         let mut log = self.log()?;
-        match log.read(lsn) {
-            Some(body) if record::message_lsn(body) == Some(lsn) => record::message_id(body).ok(),
-            _ => self.unwritten(lsn).map(|m| m.id),
+        match message_body(&mut log, lsn) {
+            Some(body) => record::message_id(body).ok(),
+            None => self.unwritten(lsn).map(|m| m.id),
         }
     }
+}
+
+/// The body of message `lsn`'s frame, if the log holds it (and the frame
+/// found holds that lsn).
+fn message_body(log: &mut Log, lsn: u64) -> Option<&[u8]> {
+    log.read(lsn)
+        .filter(|body| record::message_lsn(body) == Some(lsn))
 }
