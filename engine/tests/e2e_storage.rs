@@ -26,7 +26,8 @@ fn options(id: &str, port: u16, clean: bool) -> MqttOptions {
 }
 
 /// Runs `eventloop`, forwarding PUBLISHes and counting PUBACKs, until the
-/// connection ends.
+/// connection ends (after a DISCONNECT, until the broker has closed it:
+/// the events' channel then closes).
 fn drive(
     mut eventloop: EventLoop,
 ) -> (
@@ -43,6 +44,7 @@ fn drive(
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                     let _ = etx.send(Event::Outgoing(Outgoing::Disconnect));
+                    while eventloop.poll().await.is_ok() {}
                     break;
                 }
                 Ok(e) => {
@@ -89,6 +91,13 @@ async fn subscribe_and_leave(port: u16, id: &str, filter: &str) {
         matches!(e, Event::Outgoing(Outgoing::Disconnect))
     })
     .await;
+    // Gone once the broker has closed the connection: it has handled the
+    // DISCONNECT, so the session is offline for what is published next.
+    while timeout(WAIT, events.recv())
+        .await
+        .expect("connection closed in time")
+        .is_some()
+    {}
 }
 
 /// Publishes `n` QoS 1 messages `0..n` and returns once every PUBACK is in.
