@@ -82,12 +82,15 @@ impl Tx {
     }
 
     /// Registers the writer's waker, called when output arrives; the
-    /// connection is idle, so its encode buffer is given back (an idle
-    /// connection holds no buffer).
+    /// connection is idle, so its encode buffer and frame list are given
+    /// back (an idle connection holds neither).
     pub fn set_waker(&mut self, waker: &Waker) {
         self.writing = 0;
         if self.scratch.is_empty() && self.scratch.capacity() > 0 {
             self.scratch = BytesMut::new();
+        }
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            self.frames = Vec::new();
         }
         match &self.waker {
             Some(w) if w.will_wake(waker) => {}

@@ -1,12 +1,12 @@
 //! A client connection on its shard: finish the TLS handshake (TLS
 //! listeners), read CONNECT, move to the client's home shard if this is
 //! not it, then read and handle packets until the connection ends. Output
-//! is written by the connection's writer task.
+//! is written by the connection's writer, polled in the same task.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use ringmq_protocol::{
 use super::context::Shard;
 use super::mesh::{Handoff, ShardMsg};
 use super::transport::{Layers, Transport};
-use super::writer;
+use super::writer::{self, Writer};
 use crate::core::connect::{home_shard, refusal};
 use crate::core::{ConnId, Flow};
 
@@ -317,46 +317,63 @@ async fn writer_frames(wire: &Wire, mut frames: Vec<Bytes>) -> std::io::Result<(
 }
 
 /// Runs an accepted connection on its home shard until it ends; the
-/// connection's own task, its shard reached through `counted`.
-async fn run(
+/// connection's own task, its shard reached through `counted`. The task
+/// reads, and writes beside it: one task per connection, not two. (A
+/// plain function returning an `async move` block: its captures live in
+/// the future once, where an async fn's arguments would take two slots.)
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn's future holds its arguments twice"
+)]
+fn run(
     counted: Counted,
     wire: Wire,
     mut decoder: Decoder,
     mut buf: BytesMut,
     connect: Box<Connect>,
     assigned: bool,
-) {
-    let shard = counted.shard();
-    let id = match open_session(shard, &wire, connect, assigned) {
-        Ok(id) => id,
-        Err(connack) => {
-            let refusal = Box::pin(writer_frames(&wire, vec![connack]));
-            let _ = refusal.await;
-            return writer::shutdown(&wire.stream);
+) -> impl Future<Output = ()> {
+    async move {
+        let shard = counted.shard();
+        let id = match open_session(shard, &wire, connect, assigned) {
+            Ok(id) => id,
+            Err(connack) => {
+                let refusal = Box::pin(writer_frames(&wire, vec![connack]));
+                let _ = refusal.await;
+                return writer::shutdown(&wire.stream);
+            }
+        };
+        let mut writer = Writer::default();
+        let mut reading = pin!(read_loop(shard, id, &wire, &mut decoder, &mut buf));
+        shard.kick();
+        // The reader first, so that what it answers (PUBACK, SUBACK) is
+        // written in the same turn.
+        let end = poll_fn(|cx| {
+            let end = reading.as_mut().poll(cx);
+            if end.is_pending() {
+                let _ = writer.poll(shard, id, &wire, cx);
+            }
+            end
+        })
+        .await;
+        if matches!(end, End::Closing) {
+            // Give the writer a moment to flush the DISCONNECT before the
+            // session lets go.
+            let flushed = Box::pin(future::or(
+                poll_fn(|cx| writer.poll(shard, id, &wire, cx)),
+                async {
+                    Timer::new(Duration::from_secs(1)).await;
+                },
+            ));
+            flushed.await;
         }
-    };
-    let writer = glommio::spawn_local(writer::run(Rc::clone(shard), id, wire.clone()));
-    shard.kick();
-    let end = read_loop(shard, id, &wire, &mut decoder, &mut buf).await;
-    if matches!(end, End::Closing) {
-        // Give the writer a moment to flush the DISCONNECT before the session lets go.
-        let flushed = Box::pin(future::or(
-            async {
-                writer.await;
-                true
-            },
-            async {
-                Timer::new(Duration::from_secs(1)).await;
-                false
-            },
-        ));
-        let _ = flushed.await;
-    } else {
-        writer.detach();
+        shard.broker.borrow_mut().disconnected(id, Instant::now());
+        shard.kick();
+        shard.wake_paused();
+        // The broker has let go: the writer writes what is left, if the
+        // socket takes it, and shuts the socket down.
+        poll_fn(|cx| writer.poll(shard, id, &wire, cx)).await;
     }
-    shard.broker.borrow_mut().disconnected(id, Instant::now());
-    shard.kick();
-    shard.wake_paused();
 }
 
 /// Hands the CONNECT to the broker: the connection's id, or the CONNACK
@@ -376,82 +393,91 @@ fn open_session(
     accepted.map(|a| a.id).map_err(|refused| refused.connack)
 }
 
-async fn read_loop(
-    shard: &Rc<Shard>,
+/// Reads and handles packets until the connection ends. (A plain function
+/// returning an `async move` block, so that its arguments take one slot in
+/// the connection's future, not two.)
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn's future holds its arguments twice"
+)]
+fn read_loop<'a>(
+    shard: &'a Rc<Shard>,
     id: ConnId,
-    wire: &Wire,
-    decoder: &mut Decoder,
-    buf: &mut BytesMut,
-) -> End {
-    loop {
-        let now = Instant::now();
-        let mut published = false;
+    wire: &'a Wire,
+    decoder: &'a mut Decoder,
+    buf: &'a mut BytesMut,
+) -> impl Future<Output = End> + 'a {
+    async move {
         loop {
-            let packet = match decoder.decode(buf) {
-                Ok(Some(p)) => p,
-                Ok(None) => break,
-                Err(e) => {
-                    shard
-                        .broker
-                        .borrow_mut()
-                        .fail(id, e.reason_code(), &e.to_string());
+            let now = Instant::now();
+            let mut published = false;
+            loop {
+                let packet = match decoder.decode(buf) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => break,
+                    Err(e) => {
+                        shard
+                            .broker
+                            .borrow_mut()
+                            .fail(id, e.reason_code(), &e.to_string());
+                        return End::Closing;
+                    }
+                };
+                published |= matches!(packet, Packet::Publish(_));
+                let flow = shard.broker.borrow_mut().handle(id, packet, now);
+                if let Flow::Barrier(pending) = flow {
+                    let subscribed = Box::pin(async move {
+                        shard.barrier().await;
+                        shard
+                            .broker
+                            .borrow_mut()
+                            .finish_subscribe(pending, Instant::now());
+                    });
+                    subscribed.await;
+                }
+                if shard
+                    .broker
+                    .borrow()
+                    .session(id)
+                    .and_then(|s| s.link.as_ref())
+                    .is_none_or(|l| l.tx.is_closing())
+                {
+                    shard.kick();
                     return End::Closing;
                 }
-            };
-            published |= matches!(packet, Packet::Publish(_));
-            let flow = shard.broker.borrow_mut().handle(id, packet, now);
-            if let Flow::Barrier(pending) = flow {
-                let subscribed = Box::pin(async move {
-                    shard.barrier().await;
-                    shard
-                        .broker
-                        .borrow_mut()
-                        .finish_subscribe(pending, Instant::now());
-                });
-                subscribed.await;
             }
-            if shard
-                .broker
-                .borrow()
-                .session(id)
-                .and_then(|s| s.link.as_ref())
-                .is_none_or(|l| l.tx.is_closing())
-            {
-                shard.kick();
-                return End::Closing;
+            if shard.broker.borrow().holds_acks(id) {
+                let committed = Box::pin(shard.commit(id));
+                committed.await;
             }
-        }
-        if shard.broker.borrow().holds_acks(id) {
-            let committed = Box::pin(shard.commit(id));
-            committed.await;
-        }
-        shard.kick();
-        shard.wake_paused();
-        if buf.is_empty() {
-            // Nothing half-read: an idle connection keeps no read buffer.
-            *buf = BytesMut::new();
-        }
-        if published {
-            if shard.must_wait(Some(id)) {
-                let waited = Box::pin(shard.wait_backpressure(Some(id)));
-                waited.await;
+            shard.kick();
+            shard.wake_paused();
+            if buf.is_empty() {
+                // Nothing half-read: an idle connection keeps no read buffer.
+                *buf = BytesMut::new();
             }
-            // Paused by the broker, not silent.
-            shard.broker.borrow_mut().touch(id, Instant::now());
-        }
-        // A client that does not read its replies is not read either.
-        while shard.broker.borrow().output_full(id) {
-            Timer::new(Duration::from_millis(5)).await;
-        }
-        match read_more(shard, wire, buf).await {
-            Ok(0) => return End::Closed,
-            Ok(_) => {}
-            Err(e) => {
-                if e.kind() == std::io::ErrorKind::InvalidData {
-                    shard.broker.borrow_mut().stats.transport_errors += 1;
-                    tracing::info!("connection closed: {e}");
+            if published {
+                if shard.must_wait(Some(id)) {
+                    let waited = Box::pin(shard.wait_backpressure(Some(id)));
+                    waited.await;
                 }
-                return End::Closed;
+                // Paused by the broker, not silent.
+                shard.broker.borrow_mut().touch(id, Instant::now());
+            }
+            // A client that does not read its replies is not read either.
+            while shard.broker.borrow().output_full(id) {
+                Timer::new(Duration::from_millis(5)).await;
+            }
+            match read_more(shard, wire, buf).await {
+                Ok(0) => return End::Closed,
+                Ok(_) => {}
+                Err(e) => {
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        shard.broker.borrow_mut().stats.transport_errors += 1;
+                        tracing::info!("connection closed: {e}");
+                    }
+                    return End::Closed;
+                }
             }
         }
     }

@@ -1,14 +1,15 @@
 //! A connection's writer: takes everything the broker queued for it and
 //! hands it to the kernel in one vectored `sendmsg` (many packets per
 //! system call); when the socket is full it waits for it in the reactor.
+//! It is state polled by the connection's task, not a task of its own.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_lite::{future, AsyncWrite};
@@ -27,47 +28,111 @@ const CLOSE_WRITE_SECS: u64 = 5;
 /// Slices per `sendmsg`; Linux's IOV_MAX is 1024.
 const IOV_BATCH: usize = 256;
 
-/// Writes connection `id`'s output until the broker closes it or forgets
-/// it; then shuts the socket down, which also ends the reader.
-pub(super) async fn run(shard: Rc<Shard>, id: ConnId, wire: Wire) {
-    let stream = &wire.stream;
-    let mut frames: Vec<Bytes> = Vec::new();
-    loop {
-        let out = poll_fn(|cx| {
-            match shard
+/// A connection's writer: polled in the connection's task, beside its
+/// reader (see `conn::run`), it writes the connection's output until the
+/// broker closes or forgets it; then it shuts the socket down, which also
+/// ends the reader. Between writes it holds nothing but this struct.
+#[derive(Default)]
+pub(super) struct Writer {
+    /// Frames taken from the broker, being written.
+    frames: Vec<Bytes>,
+    /// A write that found the socket full, finishing in the reactor
+    /// (boxed: made only then); it closes the connection after if `close`.
+    blocked: Option<Pin<Box<dyn Future<Output = io::Result<()>>>>>,
+    close: bool,
+    done: bool,
+}
+
+impl Writer {
+    /// Writes what connection `id` has to write; `Ready` once it has ended.
+    pub(super) fn poll(
+        &mut self,
+        shard: &Rc<Shard>,
+        id: ConnId,
+        wire: &Wire,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        if self.done {
+            return Poll::Ready(());
+        }
+        let ended = self.write(shard, id, wire, cx);
+        if ended.is_ready() {
+            self.done = true;
+            self.frames = Vec::new();
+            self.blocked = None;
+            shutdown(&wire.stream);
+        }
+        ended
+    }
+
+    fn write(
+        &mut self,
+        shard: &Rc<Shard>,
+        id: ConnId,
+        wire: &Wire,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        loop {
+            if let Some(rest) = self.blocked.as_mut() {
+                let written = std::task::ready!(rest.as_mut().poll(cx));
+                self.blocked = None;
+                if let Err(e) = written {
+                    tracing::debug!("write failed: {e}");
+                    return Poll::Ready(());
+                }
+                if self.close {
+                    return Poll::Ready(());
+                }
+            }
+            let out = shard
                 .broker
                 .borrow_mut()
-                .take_output(id, &mut frames, cx.waker())
-            {
-                Output::Idle => Poll::Pending,
-                other => Poll::Ready(other),
+                .take_output(id, &mut self.frames, cx.waker());
+            self.close = match out {
+                Output::Idle => {
+                    // An idle connection keeps no frame list.
+                    self.frames = Vec::new();
+                    return Poll::Pending;
+                }
+                Output::Ready { close } => close,
+                Output::Gone => true,
+            };
+            shard.wake_paused();
+            if self.send(shard, id, wire).is_err() || (self.close && self.blocked.is_none()) {
+                return Poll::Ready(());
             }
-        })
-        .await;
-        shard.wake_paused();
-        let close = match out {
-            Output::Ready { close } => close,
-            Output::Idle | Output::Gone => true,
-        };
-        let sealed = match close {
-            true => wire.transport.borrow_mut().outbound_last(&mut frames),
-            false => wire.transport.borrow_mut().outbound(&mut frames),
+        }
+    }
+
+    /// Seals and sends the frames taken; what the socket does not take at
+    /// once is left to `blocked`.
+    fn send(&mut self, shard: &Rc<Shard>, id: ConnId, wire: &Wire) -> io::Result<()> {
+        let sealed = match self.close {
+            true => wire.transport.borrow_mut().outbound_last(&mut self.frames),
+            false => wire.transport.borrow_mut().outbound(&mut self.frames),
         };
         if let Err(e) = sealed {
             tracing::warn!("TLS output failed: {e}");
-            break;
+            return Err(e);
         }
-        if let Err(e) = write_all(stream, &frames, Some((&shard, id))).await {
-            tracing::debug!("write failed: {e}");
-            frames.clear();
-            break;
+        let fd = wire.stream.borrow().as_raw_fd();
+        let mut at = (0, 0);
+        match send_now(fd, &self.frames, &mut at) {
+            Ok(true) => self.frames.clear(),
+            Ok(false) => {
+                let frames = std::mem::take(&mut self.frames);
+                let (stream, shard) = (Rc::clone(&wire.stream), Rc::clone(shard));
+                self.blocked = Some(Box::pin(async move {
+                    write_rest(&stream, &frames, at, Some((&shard, id))).await
+                }));
+            }
+            Err(e) => {
+                tracing::debug!("write failed: {e}");
+                return Err(e);
+            }
         }
-        frames.clear();
-        if close {
-            break;
-        }
+        Ok(())
     }
-    shutdown(stream);
 }
 
 /// Shuts both directions of the socket: a blocked reader wakes with EOF.
