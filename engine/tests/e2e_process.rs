@@ -218,6 +218,17 @@ fn a_segment_too_large_for_the_offline_index_is_a_config_error() {
 }
 
 #[test]
+fn a_socket_buffer_below_the_kernel_minimum_is_a_config_error() {
+    for key in ["socket_receive_bytes", "socket_send_bytes"] {
+        let config = format!("[listeners]\n{key} = 100\n");
+        let (code, err, created) = start_with("sockbuf", &config, &[]);
+        assert_eq!(code, Some(2), "{key}: {err}");
+        assert!(err.contains(&format!("listeners.{key}: 0")), "{err}");
+        assert!(!created, "{key}: no data directory");
+    }
+}
+
+#[test]
 fn a_missing_password_or_acl_file_is_a_config_error_before_anything_starts() {
     for (key, what) in [("password_file", "passwd"), ("acl_file", "acl")] {
         let config = format!("[auth]\n{key} = \"/nonexistent/ringmq-{what}\"\n");

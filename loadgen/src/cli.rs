@@ -102,6 +102,21 @@ pub struct RunArgs {
     /// Concurrent connection attempts per thread while connecting.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: u32,
+    /// Kernel send buffer of every client socket, in bytes (the kernel
+    /// doubles it); 0 leaves it to the kernel's autotuning (up to
+    /// `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default). Bounded by
+    /// default so that a closed-loop publisher's stamped messages do not
+    /// wait seconds in its own socket while the broker holds it back: the
+    /// latency measured is then the broker's, not the generator's queue.
+    #[arg(long, default_value_t = 64 << 10)]
+    pub socket_send_bytes: u32,
+    /// Kernel receive buffer of every client socket, in bytes (the kernel
+    /// doubles it); 0 leaves it to the kernel's autotuning (up to
+    /// `net.ipv4.tcp_rmem`'s maximum). Bounded by default for the same
+    /// reason: a subscriber that falls behind should hold the broker back,
+    /// not queue seconds of messages in its own socket.
+    #[arg(long, default_value_t = 64 << 10)]
+    pub socket_receive_bytes: u32,
 
     /// QoS of PUBLISH (default 0; `offline` 1).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=2))]

@@ -56,6 +56,12 @@ pub struct Target {
     pub version: ProtocolVersion,
     /// TCP, TLS, WebSocket or WebSocket over TLS.
     pub transport: Transport,
+    /// Kernel send buffer of each socket (`SO_SNDBUF`), 0: the kernel's
+    /// autotuning.
+    pub send_buffer_bytes: u32,
+    /// Kernel receive buffer of each socket (`SO_RCVBUF`), 0: the kernel's
+    /// autotuning.
+    pub receive_buffer_bytes: u32,
 }
 
 /// The reading half of a connection and its decode state.
@@ -102,12 +108,18 @@ pub struct Conn {
     pub session_present: bool,
 }
 
-/// Opens a TCP connection (TCP_NODELAY set).
+/// Opens a TCP connection (TCP_NODELAY set, the kernel buffers as asked).
 pub async fn tcp(target: &Target) -> Result<TcpStream> {
     let socket = match target.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }?;
+    if target.send_buffer_bytes > 0 {
+        socket.set_send_buffer_size(target.send_buffer_bytes)?;
+    }
+    if target.receive_buffer_bytes > 0 {
+        socket.set_recv_buffer_size(target.receive_buffer_bytes)?;
+    }
     if let Some(ip) = target.source {
         socket
             .bind(SocketAddr::new(ip, 0))

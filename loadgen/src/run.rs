@@ -74,6 +74,8 @@ pub fn run_once(args: RunArgs) -> Result<Summary> {
         source: None,
         version,
         transport: args.transport,
+        send_buffer_bytes: args.socket_send_bytes,
+        receive_buffer_bytes: args.socket_receive_bytes,
     };
     let broker_version = args
         .broker_version

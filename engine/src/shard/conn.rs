@@ -77,6 +77,7 @@ enum End {
 pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, layers: Layers) {
     let counted = Counted::new(&shard);
     let _ = stream.set_nodelay(true);
+    set_buffers(&stream, &shard.config.listeners);
     let transport = match Transport::new(&layers) {
         Ok(t) => t,
         Err(e) => return tracing::warn!("cannot start a TLS session: {e}"),
@@ -127,6 +128,38 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, layers: Layers) {
     // A task of its own: this one's state (the stream it was given, the
     // listener's layers) would otherwise stay beside it while it runs.
     glommio::spawn_local(run(counted, wire, decoder, buf, connect, assigned)).detach();
+}
+
+/// Sets the socket's kernel buffers where the config bounds them.
+fn set_buffers(stream: &TcpStream, listeners: &crate::config::Listeners) {
+    let fd = stream.as_raw_fd();
+    for (option, bytes) in [
+        (libc::SO_RCVBUF, listeners.socket_receive_bytes),
+        (libc::SO_SNDBUF, listeners.socket_send_bytes),
+    ] {
+        let Ok(value) = libc::c_int::try_from(bytes) else {
+            continue;
+        };
+        if value == 0 {
+            continue;
+        }
+        // SAFETY: setsockopt on an open socket, reading a local c_int.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::warn!(
+                "cannot set a socket buffer: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// Serves a connection handed over by another shard (spawns its task).
