@@ -323,9 +323,30 @@ async fn v5_over_tls_round_trip_keeps_properties() {
     assert_eq!(props.response_topic.as_deref(), Some("rpc/reply"));
 }
 
+/// The broker-side kernel buffers (`rb`, `tb`) of the established sockets
+/// on `port`, from `ss -tm` (iproute2, installed by the test command).
+fn broker_socket_buffers(port: u16) -> Vec<(u64, u64)> {
+    let out = std::process::Command::new("ss")
+        .args(["-tmnH", "state", "established"])
+        .arg(format!("( sport = :{port} )"))
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |mem: &str, key: &str| -> u64 {
+        mem.split(|c| c == ',' || c == '(' || c == ')')
+            .find_map(|f| f.strip_prefix(key)?.parse().ok())
+            .expect("skmem field")
+    };
+    text.split("skmem:")
+        .skip(1)
+        .map(|mem| (field(mem, "rb"), field(mem, "tb")))
+        .collect()
+}
+
 /// With the kernel buffers of client sockets bounded far below what 2,000
-/// 2 KiB messages take, QoS 1 still arrives whole and in order: the
-/// bounds hold data back in the sender, they do not lose it.
+/// 2 KiB messages take, the broker's sockets have those buffers (the
+/// kernel doubles what is asked), and QoS 1 still arrives whole and in
+/// order: the bounds hold data back in the sender, they do not lose it.
 #[tokio::test(flavor = "current_thread")]
 async fn bounded_socket_buffers_carry_a_qos_1_stream_whole_and_in_order() {
     let dir = support::temp_dir("sockbuf");
@@ -345,6 +366,8 @@ async fn bounded_socket_buffers_carry_a_qos_1_stream_whole_and_in_order() {
     )
     .await;
     let (publisher, _) = client311(options(&pub_id, broker.port()), None).await;
+    let buffers = broker_socket_buffers(broker.port());
+    assert_eq!(buffers, vec![(65_536, 65_536); 2], "both clients' sockets");
     let body = vec![0x5a; 2048];
     for n in 0..2_000u32 {
         let mut payload = n.to_be_bytes().to_vec();
