@@ -333,7 +333,7 @@ fn broker_socket_buffers(port: u16) -> Vec<(u64, u64)> {
         .expect("ss (iproute2) runs");
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |mem: &str, key: &str| -> u64 {
-        mem.split(|c| c == ',' || c == '(' || c == ')')
+        mem.split([',', '(', ')'])
             .find_map(|f| f.strip_prefix(key)?.parse().ok())
             .expect("skmem field")
     };
