@@ -221,6 +221,79 @@ fn a_subscriber_that_stops_reading_does_not_stop_the_others() {
     drop(stuck);
 }
 
+/// Publishers that a congested subscriber holds back all get through in
+/// turn, whichever shard they are on: none is passed over and over by
+/// others that happened to be ready first.
+#[test]
+fn publishers_on_both_shards_take_turns_while_a_subscriber_holds_them_back() {
+    let dir = support::temp_dir("fairness");
+    // Small kernel buffers, so that what a publisher wrote waits in its
+    // own socket while the broker holds it back, not in a large buffer.
+    let config = write_file(
+        &dir,
+        "ringmq.toml",
+        "[listeners]\nsocket_receive_bytes = 32768\n",
+    );
+    let config = config.to_string_lossy().into_owned();
+    let broker = Broker::start_in(dir, support::free_port(), &["-c", &config]);
+    // A subscriber slower than the publishers, on shard 0.
+    let mut sub = Raw::session(broker.addr, V311, &id_on_shard("pacer", 0));
+    subscribe(&mut sub, V311, "fair/#");
+    // One publisher beside it on shard 0, three on shard 1 (whose messages
+    // reach shard 0 through the mesh).
+    let homes = [0, 1, 1, 1];
+    let n = 10_000;
+    let start = std::sync::Arc::new(std::sync::Barrier::new(homes.len()));
+    let writers: Vec<_> = homes
+        .iter()
+        .enumerate()
+        .map(|(i, &home)| {
+            let mut p = Raw::session(broker.addr, V311, &id_on_shard(&format!("flood{i}"), home));
+            socket2::SockRef::from(&p.stream)
+                .set_send_buffer_size(32 << 10)
+                .expect("SO_SNDBUF");
+            let payload = format!("{i} {}", "x".repeat(200));
+            let start = std::sync::Arc::clone(&start);
+            std::thread::spawn(move || {
+                start.wait();
+                for _ in 0..n {
+                    publish(&mut p, V311, "fair/t", &payload);
+                }
+                p
+            })
+        })
+        .collect();
+    // Counted from the 10,000th message to the 30,000th, once every
+    // publisher has been paused and resumed many times.
+    let window = 10_000..30_000;
+    let mut got = [0usize; 4];
+    let mut in_window = [0usize; 4];
+    for k in 0..homes.len() * n {
+        let Some(Packet::Publish(m)) = sub.recv() else {
+            panic!("subscriber lost after {k} messages: {got:?}");
+        };
+        let from = usize::from(m.payload[0] - b'0');
+        got[from] += 1;
+        if window.contains(&k) {
+            in_window[from] += 1;
+        }
+        // About 20,000 messages/s until the window closes.
+        if k < window.end && k % 20 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    for w in writers {
+        w.join().expect("publisher thread");
+    }
+    assert_eq!(got, [n; 4], "every message of every publisher arrived");
+    // Each got at least a tenth of an even share through the window.
+    let even = window.len() / homes.len();
+    assert!(
+        in_window.iter().all(|&c| c >= even / 10),
+        "messages per publisher among messages {window:?}: {in_window:?}"
+    );
+}
+
 /// A v5 session whose CONNECT sets Maximum Packet Size to `max`; returns
 /// what the broker sent before CONNACK's end (or the whole conversation if
 /// it closed at once).

@@ -63,10 +63,8 @@ impl Broker {
     /// whose own session has messages waiting for acknowledgement never
     /// waits: its acknowledgements are what drain the backlogs.
     pub fn backpressure(&mut self, now: Instant, reader: Option<ConnId>) -> bool {
-        if let Some(s) = reader.and_then(|id| self.session(id)) {
-            if !s.inflight.is_empty() || !s.queue.is_empty() || !s.spilled.is_empty() {
-                return false;
-            }
+        if reader.is_some_and(|id| self.never_waits(id)) {
+            return false;
         }
         let grace = Duration::from_millis(self.limits.slow_consumer_millis);
         let mut waiting = false;
@@ -93,6 +91,14 @@ impl Broker {
             true
         });
         waiting
+    }
+
+    /// Whether reader `id` reads on whatever is congested: its session has
+    /// messages waiting for acknowledgement, and its acknowledgements are
+    /// what drain the backlogs.
+    pub fn never_waits(&self, id: ConnId) -> bool {
+        self.session(id)
+            .is_some_and(|s| !s.inflight.is_empty() || !s.queue.is_empty() || !s.spilled.is_empty())
     }
 
     /// Whether some congestion cleared since the last call; the shard then

@@ -490,8 +490,8 @@ fn read_loop<'a>(
                 *buf = BytesMut::new();
             }
             if published {
-                if shard.must_wait(Some(id)) {
-                    let waited = Box::pin(shard.wait_backpressure(Some(id)));
+                if shard.must_queue(Some(id)) {
+                    let waited = Box::pin(shard.wait_turn(Some(id)));
                     waited.await;
                 }
                 // Paused by the broker, not silent.

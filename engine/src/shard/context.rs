@@ -16,6 +16,7 @@ use glommio::timer::Timer;
 use glommio::{GlommioError, ResourceType};
 
 use super::control::{Control, Wake};
+use super::line::Line;
 use super::mesh::{self, ShardMsg};
 use super::storage::{self, Storage};
 use super::transport::Layers;
@@ -38,8 +39,8 @@ pub(super) struct Shard {
     barriers: RefCell<Barriers>,
     pub(super) shutting_down: Cell<bool>,
     pub(super) connections: Cell<usize>,
-    /// Readers waiting for congested connections to drain.
-    paused: RefCell<Vec<Waker>>,
+    /// Readers waiting for congested connections to drain, in order.
+    pub(super) line: RefCell<Line>,
     /// Every connection of the shard reads through this buffer, then keeps
     /// only what it read.
     pub(super) read_buf: RefCell<Box<[u8]>>,
@@ -76,7 +77,7 @@ impl Shard {
     /// Whether some outbox holds more than `mesh_backlog_pause_messages`
     /// or `mesh_backlog_pause_bytes`: the mesh is behind and publishers
     /// should wait.
-    fn mesh_backed_up(&self) -> bool {
+    pub(super) fn mesh_backed_up(&self) -> bool {
         let max = self.config.runtime.mesh_backlog_pause_messages;
         let max_bytes = self.config.runtime.mesh_backlog_pause_bytes;
         let broker = self.broker.borrow();
@@ -91,11 +92,12 @@ impl Shard {
         }
     }
 
-    /// Wakes every paused reader to re-check.
+    /// Wakes the readers that may read on now to re-check: the one at the
+    /// front of the line, and the first mesh receiver in it.
     fn mesh_drained(&self) {
-        for w in self.paused.borrow_mut().drain(..) {
-            w.wake();
-        }
+        let mut line = self.line.borrow_mut();
+        line.wake_front();
+        line.wake_first_mesh();
     }
 
     /// Whether `reader` (the connection asking, if any) must wait for
@@ -107,33 +109,6 @@ impl Shard {
             .backpressure(Instant::now(), reader);
         // Only publishers wait for the mesh; the mesh's own receivers must not.
         local || (reader.is_some() && self.mesh_backed_up())
-    }
-
-    /// Waits while connections this shard writes to are congested (see
-    /// `core::backpressure`); `reader` is the connection asking, if any.
-    pub(super) async fn wait_backpressure(&self, reader: Option<crate::core::ConnId>) {
-        loop {
-            if !self.must_wait(reader) {
-                return;
-            }
-            let mut registered = false;
-            // Woken by a writer that drained, or re-checked after 5 ms so a
-            // congested connection's grace period is seen to run out.
-            futures_lite::future::or(
-                poll_fn(|cx| {
-                    if registered {
-                        return Poll::Ready(());
-                    }
-                    registered = true;
-                    self.paused.borrow_mut().push(cx.waker().clone());
-                    Poll::Pending
-                }),
-                async {
-                    Timer::new(Duration::from_millis(5)).await;
-                },
-            )
-            .await;
-        }
     }
 
     /// Returns once every other shard has applied everything this shard
@@ -263,7 +238,7 @@ pub(super) async fn shard_main(
         barriers: RefCell::new(Barriers::default()),
         shutting_down: Cell::new(false),
         connections: Cell::new(0),
-        paused: RefCell::new(Vec::new()),
+        line: RefCell::new(Line::default()),
         read_buf: RefCell::new(vec![0; config.runtime.read_bytes_max].into_boxed_slice()),
         storage,
     });

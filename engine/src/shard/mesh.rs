@@ -47,7 +47,9 @@ pub(super) async fn receive(shard: Rc<Shard>, from: usize, rx: ConnectedReceiver
                 apply(&shard, from, batch);
                 shard.kick();
                 shard.wake_paused();
-                shard.wait_backpressure(None).await;
+                if shard.must_queue(None) {
+                    shard.wait_turn(None).await;
+                }
             }
             ShardMsg::Handoff(h) => {
                 let Handoff {

@@ -7,6 +7,7 @@
 mod conn;
 mod context;
 mod control;
+mod line;
 mod lock;
 mod mesh;
 mod offline_reader;
