@@ -4,6 +4,7 @@
 //! copy writes only its own header, and a QoS 0 copy is the same `Bytes`
 //! for every subscriber.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ use ringmq_protocol::{Delivery, PacketId, ProtocolVersion, QoS, SubscriptionId};
 
 use super::broker::{Broker, ConnId, Remote};
 use super::journal::{Journal, Target};
-use super::message::Message;
+use super::message::{Held, Message};
 use super::retained;
 use super::session::{Inflight, Link, Queued, Session, SubIds};
 use super::spill::{Loader, Spilled, READ_AHEAD};
@@ -33,6 +34,19 @@ pub(super) struct Encoded {
     qos0: [[Option<Bytes>; 2]; 2],
     /// The wall-clock time traced for this fan-out's deliveries, once read.
     trace_ms: Option<u64>,
+    /// This shard's handle on the message, once a copy is held.
+    held: Option<Held>,
+}
+
+impl Encoded {
+    /// This shard's handle on `message`, made for its first held copy: the
+    /// others count on it, not on the message's shared count.
+    fn held(&mut self, message: &Arc<Message>) -> Held {
+        Rc::clone(
+            self.held
+                .get_or_insert_with(|| Rc::new(Arc::clone(message))),
+        )
+    }
 }
 
 /// What one session's copy of a message looks like.
@@ -248,7 +262,7 @@ impl Broker {
         };
         let Some(link) = session.link.as_mut() else {
             if keeps_offline(aliyun, copy.qos, copy.sub_qos) {
-                enqueue(session, stats, journal, message, copy, q);
+                enqueue(session, stats, journal, enc.held(message), copy, q);
             } else if copy.qos != QoS::AtMostOnce {
                 stats.dropped_offline_rule += 1;
             }
@@ -271,7 +285,7 @@ impl Broker {
             return;
         }
         if !session.queue.is_empty() || !session.spilled.is_empty() || !session.window_open(cap) {
-            return enqueue(session, stats, journal, message, copy, q);
+            return enqueue(session, stats, journal, enc.held(message), copy, q);
         }
         let packet_id = session.next_packet_id();
         let Some(link) = session.link.as_mut() else {
@@ -289,7 +303,7 @@ impl Broker {
         ) {
             trace(traces, session.trace_name);
             let lsn = log_copy(journal, session, &copy);
-            session.push_inflight(inflight(packet_id, message, copy, lsn));
+            session.push_inflight(inflight(packet_id, enc.held(message), copy, lsn));
         }
     }
 
@@ -351,7 +365,7 @@ impl Broker {
                     };
                     traces.deliver(time_ms, action, session.trace_name, q.message.id);
                 }
-                session.push_inflight(inflight(packet_id, &q.message, copy, q.lsn));
+                session.push_inflight(inflight(packet_id, q.message, copy, q.lsn));
             } else {
                 journal.ack(session.uid, q.lsn);
             }
@@ -417,10 +431,10 @@ fn copy_for(message: &Message, group: &[Sub]) -> Outgoing {
     }
 }
 
-fn inflight(packet_id: PacketId, message: &Arc<Message>, copy: Outgoing, lsn: u64) -> Inflight {
+fn inflight(packet_id: PacketId, message: Held, copy: Outgoing, lsn: u64) -> Inflight {
     Inflight {
         packet_id,
-        message: Arc::clone(message),
+        message,
         qos: copy.qos,
         retain: copy.retain,
         sub_ids: copy.sub_ids,
@@ -467,7 +481,7 @@ fn enqueue(
     session: &mut Session,
     stats: &mut Stats,
     journal: &mut Journal,
-    message: &Arc<Message>,
+    message: Held,
     copy: Outgoing,
     cap: Queue,
 ) {
@@ -515,7 +529,7 @@ fn enqueue(
     let lsn = log_copy(journal, session, &copy);
     let offline = session.link.is_none();
     session.queue.push_back(Queued {
-        message: Arc::clone(message),
+        message,
         dup: false,
         qos: copy.qos,
         retain: copy.retain,

@@ -13,6 +13,11 @@ use ringmq_protocol::{EncodedPublish, ProtocolVersion, Publish, QoS, TopicName};
 /// Who published a message: the session's instance-unique id, for No Local.
 pub type Origin = u64;
 
+/// A shard's handle on a message: its session queues and in-flight windows
+/// share one count per shard, which no other core touches, instead of
+/// each copy counting on the message's own (shared by every shard).
+pub type Held = std::rc::Rc<std::sync::Arc<Message>>;
+
 /// One published message.
 #[derive(Debug, Clone)]
 pub struct Message {

@@ -13,7 +13,7 @@ use ringmq_protocol::{
 };
 
 use super::aliyun::LinkAliyun;
-use super::message::Message;
+use super::message::{Held, Message};
 use super::shared::SharedKey;
 use super::spill::Spilled;
 use super::trace::{Info, TraceName};
@@ -37,7 +37,7 @@ pub struct Inflight {
     /// Its packet identifier on this session.
     pub packet_id: PacketId,
     /// The message.
-    pub message: Arc<Message>,
+    pub message: Held,
     /// QoS of this copy.
     pub qos: QoS,
     /// RETAIN flag of this copy.
@@ -56,7 +56,7 @@ pub struct Inflight {
 #[derive(Debug)]
 pub struct Queued {
     /// The message.
-    pub message: Arc<Message>,
+    pub message: Held,
     /// It may have been sent before (restored from the log): DUP is set.
     pub dup: bool,
     /// QoS of this copy.

@@ -5,6 +5,7 @@
 //! a time, as the session drains. The storage layer reads the log; this
 //! module only asks it.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -127,7 +128,7 @@ impl Spilled {
         Inflight {
             packet_id,
             sub_ids: self.take_sub_ids(&message, subs),
-            message,
+            message: Rc::new(message),
             qos: self.qos(),
             retain: self.flags & RETAIN != 0,
             released,
@@ -141,7 +142,7 @@ impl Spilled {
     fn load(mut self, message: Arc<Message>, subs: &SessionMap<Box<str>, Subscription>) -> Queued {
         Queued {
             sub_ids: self.take_sub_ids(&message, subs),
-            message,
+            message: Rc::new(message),
             dup: self.flags & DUP != 0,
             qos: self.qos(),
             retain: self.flags & RETAIN != 0,
