@@ -198,9 +198,15 @@ mod tests {
         }
     }
 
-    fn counters(n: usize) -> Vec<Arc<Count>> {
-        (0..n)
-            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+    /// Parks a counting waker on each of `tickets`; returns the counters.
+    fn park_all(line: &mut Line, tickets: &[u64]) -> Vec<Arc<Count>> {
+        tickets
+            .iter()
+            .map(|&t| {
+                let count = Arc::new(Count(AtomicUsize::new(0)));
+                line.park(t, &Waker::from(Arc::clone(&count)));
+                count
+            })
             .collect()
     }
 
@@ -212,10 +218,7 @@ mod tests {
     fn the_line_moves_in_joining_order_and_a_leaving_front_wakes_the_next() {
         let mut line = Line::default();
         let (a, b, c) = (line.join(false), line.join(false), line.join(false));
-        let wakes = counters(3);
-        for (t, w) in [a, b, c].into_iter().zip(&wakes) {
-            line.park(t, &Waker::from(Arc::clone(w)));
-        }
+        let wakes = park_all(&mut line, &[a, b, c]);
         assert!(line.is_front(a) && !line.is_front(b));
         // A reader behind the front going away wakes nobody.
         line.leave(b);
@@ -232,10 +235,7 @@ mod tests {
     fn the_first_mesh_receiver_is_found_and_woken_behind_publishers() {
         let mut line = Line::default();
         let (p, m1, m2) = (line.join(false), line.join(true), line.join(true));
-        let wakes = counters(3);
-        for (t, w) in [p, m1, m2].into_iter().zip(&wakes) {
-            line.park(t, &Waker::from(Arc::clone(w)));
-        }
+        let wakes = park_all(&mut line, &[p, m1, m2]);
         assert_eq!(line.first_mesh(), Some(m1));
         line.wake_first_mesh();
         assert_eq!(
