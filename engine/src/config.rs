@@ -242,6 +242,11 @@ pub struct Runtime {
     /// Memory each executor registers with io_uring, in bytes. It is locked
     /// in RAM and counts against `ulimit -l`.
     pub io_memory_bytes: usize,
+    /// Submission entries of each of a shard's io_uring rings. The kernel
+    /// sizes its table of pending polls (one per open connection) by the
+    /// ring: 64 chains at 1,024 entries, 8 at glommio's default of 128, and
+    /// cancelling a poll (a connection handed to another shard) walks one.
+    pub io_ring_entries: usize,
     /// Capacity of each queue between two shards, in batches; a full queue
     /// makes the publishing connection wait.
     pub mesh_queue_batches_max: usize,
@@ -304,6 +309,7 @@ impl Default for Runtime {
     fn default() -> Self {
         Runtime {
             io_memory_bytes: 256 << 10,
+            io_ring_entries: 1024,
             mesh_queue_batches_max: 8,
             mesh_backlog_pause_messages: 2_048,
             mesh_backlog_pause_bytes: 1 << 20,
@@ -437,6 +443,9 @@ impl Config {
         }
         if self.runtime.mesh_queue_batches_max == 0 || self.runtime.tick_millis == 0 {
             return bad("runtime.mesh_queue_batches_max and runtime.tick_millis: at least 1");
+        }
+        if !(16..=32_768).contains(&self.runtime.io_ring_entries) {
+            return bad("runtime.io_ring_entries: 16 to 32768");
         }
         if self.runtime.read_bytes_max < 1024 {
             return bad("runtime.read_bytes_max: at least 1024");

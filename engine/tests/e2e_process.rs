@@ -229,6 +229,20 @@ fn a_socket_buffer_below_the_kernel_minimum_is_a_config_error() {
 }
 
 #[test]
+fn an_io_ring_size_out_of_range_is_a_config_error() {
+    for entries in [0, 8, 65_536] {
+        let config = format!("[runtime]\nio_ring_entries = {entries}\n");
+        let (code, err, created) = start_with("ring", &config, &[]);
+        assert_eq!(code, Some(2), "{entries}: {err}");
+        assert!(
+            err.contains("runtime.io_ring_entries: 16 to 32768"),
+            "{err}"
+        );
+        assert!(!created, "{entries}: no data directory");
+    }
+}
+
+#[test]
 fn a_missing_password_or_acl_file_is_a_config_error_before_anything_starts() {
     for (key, what) in [("password_file", "passwd"), ("acl_file", "acl")] {
         let config = format!("[auth]\n{key} = \"/nonexistent/ringmq-{what}\"\n");

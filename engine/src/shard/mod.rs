@@ -128,6 +128,7 @@ pub fn start(
         let spawned = LocalExecutorBuilder::new(Placement::Fixed(index % cores))
             .name(&format!("shard-{index}"))
             .io_memory(config.runtime.io_memory_bytes)
+            .ring_depth(config.runtime.io_ring_entries)
             .spin_before_park(Duration::from_micros(0))
             .spawn(move || context::shard_main(index, shards, config, mesh, wake, shared));
         match spawned {
