@@ -44,7 +44,8 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Writes what connection `id` has to write; `Ready` once it has ended.
+    /// Writes what connection `id` has to write; `Ready` once it has ended
+    /// (then it holds nothing and has shut the socket down).
     pub(super) fn poll(
         &mut self,
         shard: &Rc<Shard>,
@@ -55,33 +56,16 @@ impl Writer {
         if self.done {
             return Poll::Ready(());
         }
-        let ended = self.write(shard, id, wire, cx);
-        if ended.is_ready() {
-            self.done = true;
-            self.frames = Vec::new();
-            self.blocked = None;
-            shutdown(&wire.stream);
-        }
-        ended
-    }
-
-    fn write(
-        &mut self,
-        shard: &Rc<Shard>,
-        id: ConnId,
-        wire: &Wire,
-        cx: &mut Context<'_>,
-    ) -> Poll<()> {
         loop {
             if let Some(rest) = self.blocked.as_mut() {
                 let written = std::task::ready!(rest.as_mut().poll(cx));
                 self.blocked = None;
                 if let Err(e) = written {
                     tracing::debug!("write failed: {e}");
-                    return Poll::Ready(());
+                    break;
                 }
                 if self.close {
-                    return Poll::Ready(());
+                    break;
                 }
             }
             let out = shard
@@ -99,9 +83,14 @@ impl Writer {
             };
             shard.wake_paused();
             if self.send(shard, id, wire).is_err() || (self.close && self.blocked.is_none()) {
-                return Poll::Ready(());
+                break;
             }
         }
+        self.done = true;
+        self.frames = Vec::new();
+        self.blocked = None;
+        shutdown(&wire.stream);
+        Poll::Ready(())
     }
 
     /// Seals and sends the frames taken; what the socket does not take at
