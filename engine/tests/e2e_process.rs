@@ -242,6 +242,43 @@ fn an_io_ring_size_out_of_range_is_a_config_error() {
     }
 }
 
+/// The submission-queue size of each of process `pid`'s io_uring rings,
+/// from the kernel's `SqMask` in /proc.
+fn io_ring_sizes(pid: u32) -> Vec<u64> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc fd");
+    fds.filter_map(|e| {
+        let e = e.ok()?;
+        let target = std::fs::read_link(e.path()).ok()?;
+        if !target.to_string_lossy().contains("io_uring") {
+            return None;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            e.file_name().to_string_lossy()
+        ))
+        .ok()?;
+        let mask = info.lines().find_map(|l| l.strip_prefix("SqMask:"))?;
+        let mask = u64::from_str_radix(mask.trim().trim_start_matches("0x"), 16).ok()?;
+        Some(mask + 1)
+    })
+    .collect()
+}
+
+#[test]
+fn the_io_rings_have_the_configured_number_of_entries() {
+    let default = Broker::start("ring-default", &[]);
+    let sizes = io_ring_sizes(default.pid());
+    assert!(!sizes.is_empty(), "the broker has io_uring rings");
+    assert!(sizes.iter().all(|&n| n == 1024), "default: {sizes:?}");
+    let dir = support::temp_dir("ring-256");
+    let config = support::write_file(&dir, "ringmq.toml", "[runtime]\nio_ring_entries = 256\n");
+    let config = config.to_string_lossy().into_owned();
+    let small = Broker::start_in(dir, support::free_port(), &["-c", &config]);
+    let sizes = io_ring_sizes(small.pid());
+    assert!(!sizes.is_empty(), "the broker has io_uring rings");
+    assert!(sizes.iter().all(|&n| n == 256), "256: {sizes:?}");
+}
+
 #[test]
 fn a_missing_password_or_acl_file_is_a_config_error_before_anything_starts() {
     for (key, what) in [("password_file", "passwd"), ("acl_file", "acl")] {

@@ -100,6 +100,11 @@ impl Broker {
         self.addr.port()
     }
 
+    /// The broker's process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default()
     }
