@@ -256,6 +256,11 @@ pub struct Runtime {
     /// Bytes of messages waiting in one shard's outbox for another shard
     /// past which publishers on the shard wait for the mesh to catch up.
     pub mesh_backlog_pause_bytes: usize,
+    /// Longest a connection waits, before it reads on, for route changes
+    /// another shard has already sent (a SUBSCRIBE read there just before),
+    /// in microseconds; 0: never waits. Normally they are applied within
+    /// tens of microseconds.
+    pub route_catch_up_micros: u64,
     /// Period of the clock that runs keep-alive, Will delay and session
     /// expiry, in milliseconds.
     pub tick_millis: u64,
@@ -311,6 +316,7 @@ impl Default for Runtime {
             io_memory_bytes: 256 << 10,
             io_ring_entries: 1024,
             mesh_queue_batches_max: 8,
+            route_catch_up_micros: 1000,
             mesh_backlog_pause_messages: 2_048,
             mesh_backlog_pause_bytes: 1 << 20,
             tick_millis: 250,

@@ -162,7 +162,7 @@ fn per_qos(w: &mut Writer, name: &str, help: &str, q: &PerQos, bytes: bool) {
 }
 
 fn counters(w: &mut Writer, s: &Stats) {
-    let rows: [(&str, &str, u64); 15] = [
+    let rows: [(&str, &str, u64); 17] = [
         (
             "ringmq_transport_errors_total",
             "Connections closed for their transport: a failed TLS handshake or WebSocket upgrade, a bad record or frame.",
@@ -229,6 +229,16 @@ fn counters(w: &mut Writer, s: &Stats) {
             "ringmq_p2p_no_target_total",
             "P2P messages whose target has no session.",
             s.p2p_no_target,
+        ),
+        (
+            "ringmq_route_waits_total",
+            "Times a connection let route changes from another shard be applied before it handled what it read.",
+            s.route_waits,
+        ),
+        (
+            "ringmq_route_waits_expired_total",
+            "Route waits that ended after runtime.route_catch_up_micros, the changes not yet applied.",
+            s.route_waits_expired,
         ),
     ];
     for (name, help, v) in rows {

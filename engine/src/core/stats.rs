@@ -82,6 +82,12 @@ pub struct Stats {
     /// Logged copies that could not be read back from the offline log
     /// (a segment damaged or deleted underneath the broker).
     pub dropped_unreadable: u64,
+    /// Times a connection let the mesh apply route changes another shard
+    /// had sent before it handled what it read (counted by the shard layer).
+    pub route_waits: u64,
+    /// Those of `route_waits` that ended after `route_catch_up_micros`,
+    /// the changes still not applied.
+    pub route_waits_expired: u64,
 }
 
 impl Stats {
@@ -122,6 +128,8 @@ impl Stats {
             p2p_no_target,
             dropped_offline_rule,
             dropped_unreadable,
+            route_waits,
+            route_waits_expired,
         } = other;
         self.connects += connects;
         self.connects_refused += connects_refused;
@@ -156,5 +164,7 @@ impl Stats {
         self.p2p_no_target += p2p_no_target;
         self.dropped_offline_rule += dropped_offline_rule;
         self.dropped_unreadable += dropped_unreadable;
+        self.route_waits += route_waits;
+        self.route_waits_expired += route_waits_expired;
     }
 }

@@ -442,6 +442,12 @@ fn read_loop<'a>(
 ) -> impl Future<Output = End> + 'a {
     async move {
         loop {
+            // A SUBSCRIBE another shard read before these bytes arrived
+            // must be routed before a PUBLISH among them is.
+            if shard.routes.behind() {
+                let caught_up = Box::pin(shard.catch_up_routes());
+                caught_up.await;
+            }
             let now = Instant::now();
             let mut published = false;
             loop {

@@ -18,6 +18,7 @@ use glommio::{GlommioError, ResourceType};
 use super::control::{Control, Wake};
 use super::line::Line;
 use super::mesh::{self, ShardMsg};
+use super::routes::Routes;
 use super::storage::{self, Storage};
 use super::transport::Layers;
 use crate::config::{Config, Flush, Profile};
@@ -41,6 +42,8 @@ pub(super) struct Shard {
     pub(super) connections: Cell<usize>,
     /// Readers waiting for congested connections to drain, in order.
     pub(super) line: RefCell<Line>,
+    /// Route changes in flight between this shard and the others.
+    pub(super) routes: Routes,
     /// Every connection of the shard reads through this buffer, then keeps
     /// only what it read.
     pub(super) read_buf: RefCell<Box<[u8]>>,
@@ -209,6 +212,7 @@ pub(super) async fn shard_main(
     let Shared {
         ready,
         counts,
+        routes_sent,
         registry,
         tls,
     } = shared;
@@ -239,6 +243,7 @@ pub(super) async fn shard_main(
         shutting_down: Cell::new(false),
         connections: Cell::new(0),
         line: RefCell::new(Line::default()),
+        routes: Routes::new(index, shards, routes_sent),
         read_buf: RefCell::new(vec![0; config.runtime.read_bytes_max].into_boxed_slice()),
         storage,
     });
@@ -299,6 +304,8 @@ pub(super) struct Shared {
     pub(super) ready: Arc<AtomicUsize>,
     /// Logged copies held by each shard (see `Broker::offline_counts`).
     pub(super) counts: Arc<[AtomicU64]>,
+    /// Batches with route changes each shard has sent each other one.
+    pub(super) routes_sent: Arc<[AtomicU64]>,
     /// The instance registry (aliyun profile), copied by every shard.
     pub(super) registry: Option<Arc<Registry>>,
     /// The TLS listeners' certificates.
@@ -417,6 +424,9 @@ async fn send_loop(shard: Rc<Shard>, peer: usize) {
             Poll::Ready(batch)
         })
         .await;
+        if Routes::carried_by(&batch) {
+            shard.routes.sending(peer);
+        }
         let msg = match shard.senders.try_send_to(peer, ShardMsg::Batch(batch)) {
             Ok(()) => None,
             Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => Some(msg),

@@ -44,7 +44,11 @@ pub(super) async fn receive(shard: Rc<Shard>, from: usize, rx: ConnectedReceiver
     while let Some(msg) = rx.recv().await {
         match msg {
             ShardMsg::Batch(batch) => {
+                let routes = super::routes::Routes::carried_by(&batch);
                 apply(&shard, from, batch);
+                if routes {
+                    shard.routes.applied(from);
+                }
                 shard.kick();
                 shard.wake_paused();
                 if shard.must_queue(None) {

@@ -11,6 +11,7 @@ mod line;
 mod lock;
 mod mesh;
 mod offline_reader;
+mod routes;
 mod storage;
 mod sync;
 pub mod transport;
@@ -101,6 +102,7 @@ pub fn start(
     let shards = config.shard_count();
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let offline_counts: Arc<[AtomicU64]> = (0..shards).map(|_| AtomicU64::new(0)).collect();
+    let routes_sent = routes::Routes::counters(shards);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mesh = MeshBuilder::<ShardMsg, Full>::full(shards, config.runtime.mesh_queue_batches_max);
     let (controls, wakers) = control::channels(shards)?;
@@ -122,6 +124,7 @@ pub fn start(
         let shared = context::Shared {
             ready: Arc::clone(&ready),
             counts: Arc::clone(&offline_counts),
+            routes_sent: Arc::clone(&routes_sent),
             registry: registry.clone(),
             tls: tls.clone(),
         };
