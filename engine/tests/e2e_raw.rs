@@ -18,16 +18,20 @@ use support::{id_on_shard, write_file, Broker, Raw};
 const V5: ProtocolVersion = ProtocolVersion::V5;
 const V311: ProtocolVersion = ProtocolVersion::V311;
 
-fn subscribe(raw: &mut Raw, v: ProtocolVersion, filter: &str) {
-    let s = Subscribe {
+/// SUBSCRIBE to `filter` at QoS 0, packet id 1.
+fn subscribe_packet(filter: &str) -> Packet {
+    Packet::Subscribe(Subscribe {
         packet_id: PacketId::new(1).expect("id"),
         properties: Default::default(),
         filters: vec![(
             TopicFilter::new(filter.to_owned()).expect("filter"),
             SubscriptionOptions::qos(QoS::AtMostOnce),
         )],
-    };
-    raw.send(&Packet::Subscribe(s), v);
+    })
+}
+
+fn subscribe(raw: &mut Raw, v: ProtocolVersion, filter: &str) {
+    raw.send(&subscribe_packet(filter), v);
     let got = raw.recv();
     assert!(matches!(got, Some(Packet::SubAck(_))), "{got:?}");
 }
@@ -494,15 +498,7 @@ fn unknown_protocol_levels_get_the_3_1_1_connack_0x01() {
 /// a marker on it. Returns whether the first message came before the
 /// marker.
 fn subscribe_then_publish(sub: &mut Raw, publisher: &mut Raw, topic: &str) -> bool {
-    let s = Subscribe {
-        packet_id: PacketId::new(1).expect("id"),
-        properties: Default::default(),
-        filters: vec![(
-            TopicFilter::new(topic.to_owned()).expect("filter"),
-            SubscriptionOptions::qos(QoS::AtMostOnce),
-        )],
-    };
-    sub.send(&Packet::Subscribe(s), V311);
+    sub.send(&subscribe_packet(topic), V311);
     std::thread::sleep(Duration::from_millis(1));
     publish(publisher, V311, topic, "probe");
     let mut probe = false;
