@@ -53,6 +53,10 @@ pub struct Config {
     pub aliyun: AliyunConfig,
     /// The message and device trace store.
     pub trace: TraceConfig,
+    /// The NATS servers the bridge connects to.
+    pub nats: crate::bridge::NatsConfig,
+    /// What the bridge sends to NATS (`[[rules]]`).
+    pub rules: Vec<crate::bridge::Rule>,
 }
 
 /// The admin HTTP endpoint (the OpenAPI, metrics, health, status page)
@@ -286,6 +290,8 @@ impl Default for Config {
             tls: TlsConfig::default(),
             aliyun: AliyunConfig::default(),
             trace: TraceConfig::default(),
+            nats: Default::default(),
+            rules: Vec::new(),
         }
     }
 }
@@ -470,6 +476,8 @@ impl Config {
         if !self.admin.listen.is_empty() && self.admin.listen.parse::<SocketAddr>().is_err() {
             return bad("admin.listen: an address such as 127.0.0.1:18083, or empty");
         }
+        crate::bridge::config::check(&self.nats, &self.rules, self.profile == Profile::Aliyun)
+            .map_err(ConfigError::Invalid)?;
         if self.profile == Profile::Aliyun {
             self.validate_aliyun()?;
         }

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod acl;
 pub mod admin;
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod core;

@@ -162,7 +162,7 @@ fn per_qos(w: &mut Writer, name: &str, help: &str, q: &PerQos, bytes: bool) {
 }
 
 fn counters(w: &mut Writer, s: &Stats) {
-    let rows: [(&str, &str, u64); 17] = [
+    let rows: [(&str, &str, u64); 19] = [
         (
             "ringmq_transport_errors_total",
             "Connections closed for their transport: a failed TLS handshake or WebSocket upgrade, a bad record or frame.",
@@ -239,6 +239,16 @@ fn counters(w: &mut Writer, s: &Stats) {
             "ringmq_route_waits_expired_total",
             "Route waits that ended after runtime.route_catch_up_micros, the changes not yet applied.",
             s.route_waits_expired,
+        ),
+        (
+            "ringmq_outflow_sent_total",
+            "Messages rules handed to the NATS bridge.",
+            s.outflow_sent,
+        ),
+        (
+            "ringmq_outflow_dropped_total",
+            "Messages for the NATS bridge dropped because its queue (nats.outbox_messages_max) was full.",
+            s.outflow_dropped,
         ),
     ];
     for (name, help, v) in rows {

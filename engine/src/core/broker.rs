@@ -89,6 +89,8 @@ pub struct Broker {
     /// Messages for other shards, per shard, in order; the shard layer
     /// drains it after every batch of input.
     pub outbox: Vec<Vec<Remote>>,
+    /// Messages for the NATS bridge, in order; drained like `outbox`.
+    pub outflow: Vec<super::outflow::Outflow>,
     /// Counters.
     pub stats: Stats,
     /// Latencies and storage gauges.
@@ -157,6 +159,7 @@ impl Broker {
             shared: Trie::default(),
             retained: Retained::default(),
             outbox: (0..shards).map(|_| Vec::new()).collect(),
+            outflow: Vec::new(),
             stats: Stats::default(),
             metrics: Default::default(),
             traces: Traces::default(),

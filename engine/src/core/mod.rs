@@ -15,6 +15,7 @@ pub mod message;
 pub mod metrics;
 mod offline;
 pub mod operate;
+pub mod outflow;
 mod p2p;
 mod persist;
 mod publish;

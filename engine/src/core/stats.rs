@@ -88,6 +88,10 @@ pub struct Stats {
     /// Those of `route_waits` that ended after `route_catch_up_micros`,
     /// the changes still not applied.
     pub route_waits_expired: u64,
+    /// Messages handed to the NATS bridge (counted by the shard layer).
+    pub outflow_sent: u64,
+    /// Messages for the NATS bridge dropped because its queue was full.
+    pub outflow_dropped: u64,
 }
 
 impl Stats {
@@ -130,6 +134,8 @@ impl Stats {
             dropped_unreadable,
             route_waits,
             route_waits_expired,
+            outflow_sent,
+            outflow_dropped,
         } = other;
         self.connects += connects;
         self.connects_refused += connects_refused;
@@ -166,5 +172,7 @@ impl Stats {
         self.dropped_unreadable += dropped_unreadable;
         self.route_waits += route_waits;
         self.route_waits_expired += route_waits_expired;
+        self.outflow_sent += outflow_sent;
+        self.outflow_dropped += outflow_dropped;
     }
 }

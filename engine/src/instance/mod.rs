@@ -29,6 +29,8 @@ pub struct Instance {
     registrar: Option<Arc<Registrar>>,
     config: Arc<Config>,
     admin: Option<crate::admin::Admin>,
+    /// The NATS bridge's thread, if it runs.
+    bridge: Option<crate::bridge::Running>,
 }
 
 impl Instance {
@@ -43,7 +45,13 @@ impl Instance {
         };
         let config = Arc::new(config);
         let snapshot = prepared.as_ref().map(|p| Arc::new(p.registry().clone()));
-        let running = shard::start(Arc::clone(&config), lock, snapshot, tls)?;
+        let (bridge, bridge_thread) = crate::bridge::start(&config.nats)
+            .map_err(|source| RunError::Io {
+                what: "cannot start the NATS bridge".into(),
+                source,
+            })?
+            .unzip();
+        let running = shard::start(Arc::clone(&config), lock, snapshot, tls, bridge)?;
         let registrar = prepared.map(|p| {
             let controls = running.controls().clone();
             Arc::new(Registrar::new(p, controls, config.aliyun.clone()))
@@ -53,6 +61,7 @@ impl Instance {
             registrar,
             config,
             admin: None,
+            bridge: bridge_thread,
         };
         match crate::admin::Admin::start(instance.handle(), Arc::clone(&instance.config)) {
             Ok(admin) => instance.admin = Some(admin),
@@ -96,6 +105,10 @@ impl Instance {
         let result = self.running.wait();
         if let Some(mut admin) = self.admin.take() {
             admin.stop();
+        }
+        // The shards are gone: what they handed the bridge goes out.
+        if let Some(bridge) = self.bridge.take() {
+            bridge.stop();
         }
         result
     }

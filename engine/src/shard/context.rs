@@ -44,6 +44,8 @@ pub(super) struct Shard {
     pub(super) line: RefCell<Line>,
     /// Route changes in flight between this shard and the others.
     pub(super) routes: Routes,
+    /// Where the broker's outflow goes (NATS), if anywhere.
+    bridge: Option<crate::bridge::Bridge>,
     /// Every connection of the shard reads through this buffer, then keeps
     /// only what it read.
     pub(super) read_buf: RefCell<Box<[u8]>>,
@@ -66,12 +68,40 @@ impl Shard {
         if let Some(storage) = &self.storage {
             storage.drain(&mut self.broker.borrow_mut());
         }
+        self.hand_outflow();
         let broker = self.broker.borrow();
         let mut wakers = self.sender_wakers.borrow_mut();
         for (peer, waker) in wakers.iter_mut().enumerate() {
             if !broker.outbox[peer].is_empty() {
                 if let Some(w) = waker.take() {
                     w.wake();
+                }
+            }
+        }
+    }
+
+    /// Hands the broker's outflow to the NATS bridge; what its full queue
+    /// refuses is dropped and counted.
+    fn hand_outflow(&self) {
+        let mut broker = self.broker.borrow_mut();
+        if broker.outflow.is_empty() {
+            return;
+        }
+        let outflow = std::mem::take(&mut broker.outflow);
+        let Some(bridge) = &self.bridge else {
+            return;
+        };
+        for msg in outflow {
+            if bridge.offer(msg) {
+                broker.stats.outflow_sent += 1;
+            } else {
+                broker.stats.outflow_dropped += 1;
+                // Logged at the 1st, 2nd, 4th, 8th… drop of the shard.
+                if broker.stats.outflow_dropped.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = broker.stats.outflow_dropped,
+                        "the NATS bridge's queue is full (nats.outbox_messages_max): dropping"
+                    );
                 }
             }
         }
@@ -213,6 +243,7 @@ pub(super) async fn shard_main(
         ready,
         counts,
         routes_sent,
+        bridge,
         registry,
         tls,
     } = shared;
@@ -244,6 +275,7 @@ pub(super) async fn shard_main(
         connections: Cell::new(0),
         line: RefCell::new(Line::default()),
         routes: Routes::new(index, shards, routes_sent),
+        bridge,
         read_buf: RefCell::new(vec![0; config.runtime.read_bytes_max].into_boxed_slice()),
         storage,
     });
@@ -306,6 +338,8 @@ pub(super) struct Shared {
     pub(super) counts: Arc<[AtomicU64]>,
     /// Batches with route changes each shard has sent each other one.
     pub(super) routes_sent: Arc<[AtomicU64]>,
+    /// The NATS bridge, if it runs.
+    pub(super) bridge: Option<crate::bridge::Bridge>,
     /// The instance registry (aliyun profile), copied by every shard.
     pub(super) registry: Option<Arc<Registry>>,
     /// The TLS listeners' certificates.
@@ -325,7 +359,14 @@ const TAG_SEEDS: [u64; 4] = [
 fn set_profile(broker: &mut Broker, config: &Config, registry: Option<&Registry>, shards: usize) {
     let aliyun = config.profile == Profile::Aliyun;
     if let (true, Some(r)) = (aliyun, registry) {
-        broker.aliyun = Some(Box::new(Aliyun::new(config.aliyun.clone(), r.for_shard())));
+        let mut profile = Aliyun::new(config.aliyun.clone(), r.for_shard());
+        profile.status_groups = config
+            .rules
+            .iter()
+            .filter(|rule| rule.kind == crate::bridge::RuleKind::Status)
+            .flat_map(|rule| rule.group_ids.iter().map(|g| g.as_str().into()))
+            .collect();
+        broker.aliyun = Some(Box::new(profile));
     }
     let t = &config.trace;
     if t.enabled.unwrap_or(aliyun) {

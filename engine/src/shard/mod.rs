@@ -91,13 +91,14 @@ pub fn lock_data(config: &Config) -> Result<DataLock, RunError> {
 
 /// Starts one executor per shard; `registry` is the instance registry of
 /// the aliyun profile, which every shard copies; `tls` what
-/// [`check_files`] loaded. Returns once the executors are spawned (they
+/// [`check_files`] loaded; `bridge` the NATS bridge, if it runs. Returns once the executors are spawned (they
 /// restore their state, then accept).
 pub fn start(
     config: Arc<Config>,
     lock: DataLock,
     registry: Option<Arc<Registry>>,
     tls: Option<Arc<transport::Certificates>>,
+    bridge: Option<crate::bridge::Bridge>,
 ) -> Result<Running, RunError> {
     let shards = config.shard_count();
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -125,6 +126,7 @@ pub fn start(
             ready: Arc::clone(&ready),
             counts: Arc::clone(&offline_counts),
             routes_sent: Arc::clone(&routes_sent),
+            bridge: bridge.clone(),
             registry: registry.clone(),
             tls: tls.clone(),
         };

@@ -135,6 +135,8 @@ pub struct Aliyun {
     pub config: AliyunConfig,
     /// This shard's copy of the registry.
     pub registry: Registry,
+    /// Group IDs whose online/offline events status rules send to NATS.
+    pub status_groups: ahash::AHashSet<Box<str>>,
     /// Wildcard filters with subscribers somewhere: filter → shards.
     wildcards: AHashMap<Box<str>, u64>,
     /// Wildcard filters with subscribers, per parent topic.
@@ -148,6 +150,7 @@ impl Aliyun {
         Aliyun {
             config,
             registry,
+            status_groups: Default::default(),
             wildcards: AHashMap::new(),
             per_parent: BTreeMap::new(),
         }

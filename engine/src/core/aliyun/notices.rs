@@ -15,6 +15,7 @@ use super::names;
 use super::token::{Actions, TokenError};
 use crate::core::broker::{Broker, ConnId};
 use crate::core::message::Message;
+use crate::core::outflow::Outflow;
 
 /// Where a client is told its token expires soon.
 pub const EXPIRE_NOTICE_TOPIC: &str = "$SYS/tokenExpireNotice";
@@ -87,20 +88,17 @@ impl Broker {
         peer: Option<SocketAddr>,
         now: Instant,
     ) {
-        let on = self
-            .aliyun
-            .as_deref()
-            .is_some_and(|a| a.config.notify_online_offline);
-        if !on {
+        let Some(aliyun) = self.aliyun.as_deref() else {
             return;
-        }
+        };
         let Some((group, _)) = client_id.split_once(names::GROUP_SEPARATOR) else {
             return;
         };
-        let topic = format!("{group}{}/{}", names::NOTICE_SUFFIX, event.name());
-        let Ok(topic) = TopicName::new(topic) else {
+        let to_mqtt = aliyun.config.notify_online_offline;
+        let to_nats = aliyun.status_groups.contains(group);
+        if !to_mqtt && !to_nats {
             return;
-        };
+        }
         let body = json!({
             "clientId": client_id,
             "channelId": self.naming(now).channel_id(generation),
@@ -108,10 +106,27 @@ impl Broker {
             "eventType": event.name(),
             "time": self.unix_millis(now),
         });
+        let payload = Bytes::from(body.to_string());
+        if to_nats {
+            // The product's backend topic is `<GroupID>_MQTT` with the
+            // event type as its tag: on NATS, the last token.
+            let subject = format!("{group}{}.{}", names::NOTICE_SUFFIX, event.name());
+            self.outflow.push(Outflow {
+                subject,
+                payload: payload.clone(),
+            });
+        }
+        if !to_mqtt {
+            return;
+        }
+        let topic = format!("{group}{}/{}", names::NOTICE_SUFFIX, event.name());
+        let Ok(topic) = TopicName::new(topic) else {
+            return;
+        };
         let message = Message {
             id: self.new_message_id(now),
             topic,
-            payload: Bytes::from(body.to_string()),
+            payload,
             qos: QoS::AtLeastOnce,
             retain: false,
             properties: None,

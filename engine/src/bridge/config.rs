@@ -1,0 +1,100 @@
+//! `[nats]` and `[[rules]]`: where the bridge connects, and what it sends.
+
+use serde::{Deserialize, Serialize};
+
+/// The NATS servers the bridge connects to; no servers, no bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URLs, e.g. `nats://127.0.0.1:4222`; the client moves to
+    /// another when one fails.
+    pub servers: Vec<String>,
+    /// User name, with `password`.
+    pub user: Option<String>,
+    /// Password of `user`.
+    pub password: Option<String>,
+    /// Token, instead of a user and password.
+    pub token: Option<String>,
+    /// Messages the shards may have handed the bridge and it has not yet
+    /// given the NATS client; beyond it new ones are dropped and counted
+    /// (`ringmq_outflow_dropped_total`), so a NATS outage never stalls MQTT.
+    pub outbox_messages_max: usize,
+    /// Messages the NATS client holds while it reconnects (async-nats'
+    /// client capacity).
+    pub client_messages_max: usize,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            servers: Vec::new(),
+            user: None,
+            password: None,
+            token: None,
+            outbox_messages_max: 65_536,
+            client_messages_max: 65_536,
+        }
+    }
+}
+
+/// What a rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// The online/offline events of Group IDs (aliyun profile) to the NATS
+    /// subjects `<GroupID>_MQTT.connect|disconnect|tcpclean`.
+    Status,
+}
+
+/// One `[[rules]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Its name, unique, for logs.
+    pub name: String,
+    /// What it does.
+    pub kind: RuleKind,
+    /// The Group IDs it applies to.
+    pub group_ids: Vec<String>,
+}
+
+/// Checks the rules against `[nats]` and the profile; the error names the
+/// rule and the setting.
+pub fn check(nats: &NatsConfig, rules: &[Rule], aliyun: bool) -> Result<(), String> {
+    if !nats.servers.is_empty() && (nats.outbox_messages_max == 0 || nats.client_messages_max == 0)
+    {
+        return Err("nats.outbox_messages_max and nats.client_messages_max: at least 1".into());
+    }
+    for server in &nats.servers {
+        if let Err(e) = server.parse::<async_nats::ServerAddr>() {
+            return Err(format!(
+                "nats.servers: {server:?}: {e} (e.g. nats://127.0.0.1:4222)"
+            ));
+        }
+    }
+    if nats.user.is_some() != nats.password.is_some() {
+        return Err("nats.user and nats.password: both or neither".into());
+    }
+    let mut names = std::collections::HashSet::new();
+    for rule in rules {
+        if rule.name.is_empty() || !names.insert(rule.name.as_str()) {
+            return Err(format!("rules: {:?}: a unique, non-empty name", rule.name));
+        }
+        if nats.servers.is_empty() {
+            return Err(format!("rules.{}: needs [nats] servers", rule.name));
+        }
+        match rule.kind {
+            RuleKind::Status if !aliyun => {
+                return Err(format!(
+                    "rules.{}: kind \"status\" needs profile = \"aliyun\" (Group IDs)",
+                    rule.name
+                ))
+            }
+            RuleKind::Status if rule.group_ids.is_empty() => {
+                return Err(format!("rules.{}: group_ids: at least one", rule.name))
+            }
+            RuleKind::Status => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! The bridge to NATS: a thread of its own running a tokio runtime and an
+//! async-nats client. Shards hand it what rules send out over one bounded
+//! queue and never wait on it: a full queue (NATS down or slow for long)
+//! drops the new message, counted by the shard and logged. While the
+//! client reconnects it holds up to `nats.client_messages_max` messages
+//! and sends them once NATS is back.
+
+pub mod config;
+mod connector;
+
+use tokio::sync::mpsc;
+
+pub use crate::core::outflow::Outflow;
+pub use config::{NatsConfig, Rule, RuleKind};
+
+/// The shards' end of the bridge.
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    tx: mpsc::Sender<Outflow>,
+}
+
+impl Bridge {
+    /// Hands `msg` to the bridge without waiting; false if its queue is
+    /// full or the bridge stopped.
+    pub fn offer(&self, msg: Outflow) -> bool {
+        self.tx.try_send(msg).is_ok()
+    }
+}
+
+/// The bridge thread, to stop once the shards stopped.
+#[derive(Debug)]
+pub struct Running {
+    thread: std::thread::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Running {
+    /// Stops the bridge once it has sent what the shards handed it (waiting
+    /// at most `connector::FLUSH_WAIT` for NATS to take it).
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        if self.thread.join().is_err() {
+            tracing::warn!("the NATS bridge thread panicked");
+        }
+    }
+}
+
+/// Starts the bridge thread if `[nats]` names servers. It connects in the
+/// background (NATS need not be up yet) and runs until [`Running::stop`].
+pub fn start(config: &NatsConfig) -> std::io::Result<Option<(Bridge, Running)>> {
+    if config.servers.is_empty() {
+        return Ok(None);
+    }
+    let (tx, rx) = mpsc::channel(config.outbox_messages_max);
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let config = config.clone();
+    let thread = std::thread::Builder::new()
+        .name("nats".into())
+        .spawn(move || connector::run(config, rx, stopped))?;
+    Ok(Some((Bridge { tx }, Running { thread, stop })))
+}
