@@ -908,3 +908,33 @@ fn an_expired_tokens_connection_is_told_once_while_it_closes() {
     );
     assert_eq!(b.stats.tokens_invalidated, 1);
 }
+
+#[test]
+fn status_rules_put_their_groups_events_in_the_outflow_and_no_others() {
+    let t0 = Instant::now();
+    let mut b = aliyun_broker(t0);
+    if let Some(profile) = b.aliyun.as_mut() {
+        profile.status_groups.insert("GID_sensor".into());
+    }
+    let d = connect(&mut b, signed("GID_sensor@@@d1", V311, true), t0);
+    let other = connect(&mut b, signed("GID_app@@@a1", V311, true), t0);
+    b.disconnected(d.id, t0);
+    b.disconnected(other.id, t0);
+    let out: Vec<(String, Value)> = std::mem::take(&mut b.outflow)
+        .into_iter()
+        .map(|o| {
+            let body = serde_json::from_slice(&o.payload).expect("JSON");
+            (o.subject, body)
+        })
+        .collect();
+    let subjects: Vec<&str> = out.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        subjects,
+        ["GID_sensor_MQTT.connect", "GID_sensor_MQTT.tcpclean"]
+    );
+    assert_eq!(out[0].1["clientId"], "GID_sensor@@@d1");
+    assert_eq!(out[1].1["eventType"], "tcpclean");
+    assert_eq!(out[0].1["channelId"], out[1].1["channelId"]);
+    // The MQTT topic gets the same events (notify_online_offline is on).
+    assert_eq!(b.stats.events_published, 4);
+}
