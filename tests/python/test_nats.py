@@ -216,9 +216,13 @@ def test_events_while_nats_is_down_reach_it_once_it_is_back(bridged, nats_server
     ('[[rules]]\nname = "r"\nkind = "status"\ngroup_ids = ["GID_sensor"]\n', "needs [nats] servers"),
     ('[nats]\nservers = ["nats://127.0.0.1:4222"]\n[[rules]]\nname = "r"\nkind = "status"\ngroup_ids = []\n',
      "group_ids: at least one"),
-    ('[nats]\nservers = ["nats://127.0.0.1:4222"]\n[[rules]]\nname = "r"\nkind = "outflow"\ngroup_ids = []\n',
+    ('[nats]\nservers = ["nats://127.0.0.1:4222"]\n[[rules]]\nname = "r"\nkind = "inflow"\ngroup_ids = []\n',
      "unknown variant"),
     ('[nats]\nservers = ["not a url"]\n', "nats.servers"),
+    ('[nats]\nservers = ["nats://127.0.0.1:4222"]\n[[rules]]\nname = "o"\nkind = "outflow"\n'
+     'source = "devices"\nsubject = "a.*"\n', "subject: a NATS subject"),
+    ('[nats]\nservers = ["nats://127.0.0.1:4222"]\n[[rules]]\nname = "o"\nkind = "outflow"\n'
+     'subject = "a.b"\n', "source: a parent topic"),
 ])
 def test_a_bad_rule_or_nats_setting_is_a_config_error(tmp_path, extra, message):
     cfg = tmp_path / "ringmq.toml"
@@ -270,3 +274,89 @@ def test_a_broker_stops_in_time_while_nats_is_down(tmp_path, nats_server, uid):
     started = time.monotonic()
     assert b.stop() == 0, b.log()
     assert time.monotonic() - started < 4.5, "the bridge waits at most 2 s for NATS when stopping"
+
+
+# --------------------------------------------------------------------------
+# data outflow: MQTT messages on a parent topic → a JetStream stream
+
+OUTFLOW = """
+[nats]
+servers = ["nats://127.0.0.1:{port}"]
+[[rules]]
+name = "devices-out"
+kind = "outflow"
+source = "devices"
+subject = "mqtt.devices"
+jetstream = true
+"""
+
+
+async def add_outflow_stream(port: int) -> None:
+    nc = await nats.connect(f"nats://127.0.0.1:{port}")
+    await nc.jetstream().add_stream(name="DEVICES", subjects=["mqtt.devices"])
+    await nc.close()
+
+
+async def stored(port: int, n: int, timeout: float = TIMEOUT) -> list:
+    """The first `n` messages of the DEVICES stream (subject, headers, data)."""
+    nc = await nats.connect(f"nats://127.0.0.1:{port}")
+    sub = await nc.jetstream().pull_subscribe("mqtt.devices", durable="backend", stream="DEVICES")
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        try:
+            for m in await sub.fetch(n - len(out), timeout=1):
+                out.append((m.subject, dict(m.headers or {}), m.data))
+                await m.ack()
+        except nats.errors.TimeoutError:
+            pass
+    await nc.close()
+    return out
+
+
+def test_outflow_sends_a_parent_topics_messages_to_jetstream_with_the_products_headers(
+        tmp_path, nats_server, uid):
+    asyncio.run(add_outflow_stream(nats_server.port))
+    b = Broker(tmp_path / "broker", config=OUTFLOW.format(port=nats_server.port)).start()
+    devices = Devices(b.port, uid)
+    try:
+        pub = devices.new("pub", client_id=f"dev-{uid}"[:23])
+        # Nobody subscribes over MQTT: the rule took it, so v5 says 0x00, not 0x10.
+        assert pub.publish("devices/d1/temp", b"21.5", qos=1) == 0
+        assert pub.publish("devices/d2 x/hum", b"\x00\xff", qos=0) == 0
+        assert pub.publish("other/topic", b"not mine", qos=1) == 0x10
+        got = asyncio.run(stored(nats_server.port, 2))
+    finally:
+        devices.close_all()
+    assert [(s, d) for s, _, d in got] == [("mqtt.devices", b"21.5"), ("mqtt.devices", b"\x00\xff")]
+    first, second = got[0][1], got[1][1]
+    assert first["mqttSecondTopic"] == "/d1/temp" and first["qoslevel"] == "1"
+    assert first["clientId"] == f"dev-{uid}"[:23]
+    assert len(first["mqttMessageId"]) == 32 and first["Nats-Msg-Id"] == first["mqttMessageId"]
+    assert second["mqttSecondTopic"] == "/d2%20x/hum" and second["qoslevel"] == "0"
+    assert first["mqttMessageId"] != second["mqttMessageId"]
+    _stop_and_check(b)
+    assert asyncio.run(stored(nats_server.port, 1, timeout=1)) == [], "other/topic is not the rule's"
+
+
+def test_outflow_during_a_nats_outage_is_stored_once_nats_is_back_without_duplicates(
+        tmp_path, nats_server, uid):
+    asyncio.run(add_outflow_stream(nats_server.port))
+    b = Broker(tmp_path / "broker", config=OUTFLOW.format(port=nats_server.port)).start()
+    devices = Devices(b.port, uid)
+    try:
+        pub = devices.new("pub", client_id=f"out-{uid}"[:23])
+        nats_server.stop()
+        started = time.monotonic()
+        for n in range(20):
+            # MQTT does not wait for NATS: every PUBACK comes at once.
+            assert pub.publish(f"devices/d/{n}", str(n).encode(), qos=1) == 0
+        assert time.monotonic() - started < 2
+        nats_server.start()
+        got = asyncio.run(stored(nats_server.port, 20, timeout=20))
+        extra = asyncio.run(stored(nats_server.port, 1, timeout=1))
+    finally:
+        devices.close_all()
+    assert sorted(int(d) for _, _, d in got) == list(range(20)), "each message stored"
+    assert extra == [], "and once: a retry has the same Nats-Msg-Id"
+    _stop_and_check(b)

@@ -44,6 +44,9 @@ pub enum RuleKind {
     /// The online/offline events of Group IDs (aliyun profile) to the NATS
     /// subjects `<GroupID>_MQTT.connect|disconnect|tcpclean`.
     Status,
+    /// Messages published on `source` to the NATS subject `subject`, with
+    /// headers `mqttSecondTopic`, `qoslevel`, `clientId`, `mqttMessageId`.
+    Outflow,
 }
 
 /// One `[[rules]]` entry.
@@ -54,8 +57,41 @@ pub struct Rule {
     pub name: String,
     /// What it does.
     pub kind: RuleKind,
-    /// The Group IDs it applies to.
+    /// `status`: the Group IDs it applies to.
+    #[serde(default)]
     pub group_ids: Vec<String>,
+    /// `outflow`: a parent topic (`devices`, all of it) or an MQTT filter
+    /// (`devices/+/telemetry`).
+    #[serde(default)]
+    pub source: String,
+    /// `outflow`: the NATS subject messages go to.
+    #[serde(default)]
+    pub subject: String,
+    /// `outflow`: publish through JetStream (a stream must capture
+    /// `subject`) and await its acknowledgement; otherwise core NATS.
+    #[serde(default)]
+    pub jetstream: bool,
+}
+
+impl Rule {
+    /// `source` as an MQTT filter: a bare parent topic is `parent/#`.
+    pub fn source_filter(&self) -> String {
+        match self.source.contains(['/', '+', '#']) {
+            true => self.source.clone(),
+            false => format!("{}/#", self.source),
+        }
+    }
+}
+
+/// Whether `subject` can be published to: tokens of printable ASCII
+/// without `*` or `>`, none empty.
+fn valid_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.split('.').all(|t| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
+        })
 }
 
 /// Checks the rules against `[nats]` and the profile; the error names the
@@ -94,7 +130,65 @@ pub fn check(nats: &NatsConfig, rules: &[Rule], aliyun: bool) -> Result<(), Stri
                 return Err(format!("rules.{}: group_ids: at least one", rule.name))
             }
             RuleKind::Status => {}
+            RuleKind::Outflow => check_outflow(rule)?,
         }
     }
     Ok(())
+}
+
+fn check_outflow(rule: &Rule) -> Result<(), String> {
+    if rule.source.is_empty() || ringmq_protocol::TopicFilter::new(rule.source_filter()).is_err() {
+        return Err(format!(
+            "rules.{}: source: a parent topic or an MQTT filter, e.g. \"devices\"",
+            rule.name
+        ));
+    }
+    if !valid_subject(&rule.subject) {
+        return Err(format!(
+            "rules.{}: subject: a NATS subject without wildcards, e.g. \"mqtt.devices\"",
+            rule.name
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outflow(source: &str, subject: &str) -> Rule {
+        Rule {
+            name: "o".into(),
+            kind: RuleKind::Outflow,
+            group_ids: Vec::new(),
+            source: source.into(),
+            subject: subject.into(),
+            jetstream: false,
+        }
+    }
+
+    #[test]
+    fn a_parent_topic_source_is_the_whole_parent() {
+        assert_eq!(outflow("devices", "a").source_filter(), "devices/#");
+        assert_eq!(outflow("devices/+/t", "a").source_filter(), "devices/+/t");
+    }
+
+    #[test]
+    fn outflow_subjects_are_checked() {
+        let nats = NatsConfig {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            ..NatsConfig::default()
+        };
+        for good in ["mqtt.devices", "a", "a-b_c.d"] {
+            assert_eq!(check(&nats, &[outflow("devices", good)], false), Ok(()));
+        }
+        for bad in ["", "a.*", "a.>", "a..b", "a b", ".a"] {
+            assert!(
+                check(&nats, &[outflow("devices", bad)], false).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(check(&nats, &[outflow("", "a")], false).is_err());
+        assert!(check(&nats, &[outflow("a/#/b", "a")], false).is_err());
+    }
 }

@@ -10,6 +10,10 @@ use super::{NatsConfig, Outflow};
 
 /// How long a stopping bridge waits for NATS to take what it holds.
 pub(super) const FLUSH_WAIT: Duration = Duration::from_secs(2);
+/// JetStream acknowledgements awaited at once.
+const JETSTREAM_WINDOW: usize = 1024;
+/// Tries to have JetStream store one message.
+const JETSTREAM_ATTEMPTS: u32 = 8;
 
 /// Runs until `stopped` fires (the shards have stopped), then sends what
 /// is left and flushes.
@@ -57,6 +61,11 @@ async fn publish_all(
         Err(e) => return tracing::error!("the NATS bridge cannot start: {e}"),
     };
     tracing::info!(servers = ?config.servers, "NATS bridge started");
+    let out = Out {
+        js: async_nats::jetstream::new(client.clone()),
+        client,
+        window: std::sync::Arc::new(tokio::sync::Semaphore::new(JETSTREAM_WINDOW)),
+    };
     let mut held = None;
     loop {
         let msg = tokio::select! {
@@ -68,7 +77,7 @@ async fn publish_all(
         // for long): the shards' queue then fills, and they drop and count.
         let subject = msg.subject.clone();
         tokio::select! {
-            () = publish(&client, msg) => {}
+            () = publish(&out, msg) => {}
             _ = &mut stopped => {
                 held = Some(subject);
                 break;
@@ -78,9 +87,11 @@ async fn publish_all(
     // What the shards handed over before they stopped, within FLUSH_WAIT.
     let rest = async {
         while let Ok(msg) = rx.try_recv() {
-            publish(&client, msg).await;
+            publish(&out, msg).await;
         }
-        client.flush().await
+        // Every JetStream acknowledgement awaited, then the client flushed.
+        let _ = out.window.acquire_many(JETSTREAM_WINDOW as u32).await;
+        out.client.flush().await
     };
     match tokio::time::timeout(FLUSH_WAIT, rest).await {
         Ok(Ok(())) if held.is_none() => {}
@@ -93,9 +104,79 @@ async fn publish_all(
     }
 }
 
-/// Publishes one message.
-async fn publish(client: &async_nats::Client, msg: Outflow) {
-    if let Err(e) = client.publish(msg.subject, msg.payload).await {
+/// Publishes one message: through JetStream, its acknowledgement awaited
+/// in a task of its own (at most `JETSTREAM_WINDOW` at once; a failed one
+/// is published again with the same `Nats-Msg-Id`, which the stream
+/// de-duplicates), or to core NATS.
+async fn publish(out: &Out, msg: Outflow) {
+    let headers = header_map(&msg.headers);
+    if msg.jetstream {
+        let Ok(permit) = std::sync::Arc::clone(&out.window).acquire_owned().await else {
+            return;
+        };
+        let js = out.js.clone();
+        tokio::spawn(async move {
+            stored(&js, msg.subject, headers, msg.payload).await;
+            drop(permit);
+        });
+        return;
+    }
+    let sent = match headers.is_empty() {
+        true => out.client.publish(msg.subject, msg.payload).await,
+        false => {
+            out.client
+                .publish_with_headers(msg.subject, headers, msg.payload)
+                .await
+        }
+    };
+    if let Err(e) = sent {
         tracing::warn!("NATS bridge: a message was not published: {e}");
     }
+}
+
+/// Publishes to JetStream until the stream acknowledges, at most
+/// `JETSTREAM_ATTEMPTS` times.
+async fn stored(
+    js: &async_nats::jetstream::Context,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    payload: bytes::Bytes,
+) {
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1..=JETSTREAM_ATTEMPTS {
+        let sent = js
+            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+            .await;
+        let acked = match sent {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match acked {
+            Ok(()) => return,
+            Err(e) if attempt == JETSTREAM_ATTEMPTS => {
+                return tracing::warn!(%subject, "NATS bridge: JetStream did not store a message: {e}")
+            }
+            Err(e) => {
+                tracing::debug!(%subject, attempt, "NATS bridge: JetStream publish failed: {e}")
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn header_map(headers: &[(&'static str, String)]) -> async_nats::HeaderMap {
+    let mut map = async_nats::HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(*name, value.as_str());
+    }
+    map
+}
+
+/// Where messages go: the client, its JetStream context, and the window of
+/// JetStream acknowledgements awaited at once.
+struct Out {
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    window: std::sync::Arc<tokio::sync::Semaphore>,
 }

@@ -91,6 +91,8 @@ pub struct Broker {
     pub outbox: Vec<Vec<Remote>>,
     /// Messages for the NATS bridge, in order; drained like `outbox`.
     pub outflow: Vec<super::outflow::Outflow>,
+    /// Data outflow rules (`[[rules]]` of kind "outflow").
+    pub outflow_rules: Vec<super::outflow::OutflowRule>,
     /// Counters.
     pub stats: Stats,
     /// Latencies and storage gauges.
@@ -160,6 +162,7 @@ impl Broker {
             retained: Retained::default(),
             outbox: (0..shards).map(|_| Vec::new()).collect(),
             outflow: Vec::new(),
+            outflow_rules: Vec::new(),
             stats: Stats::default(),
             metrics: Default::default(),
             traces: Traces::default(),

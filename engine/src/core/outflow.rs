@@ -2,13 +2,105 @@
 //! that rules send to NATS subjects. The core only fills the list; the
 //! shard layer hands it over after every batch of input.
 
+use std::time::Instant;
+
 use bytes::Bytes;
+
+use super::broker::Broker;
+use super::message::{msg_id_string, Message};
 
 /// One message for a NATS subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outflow {
     /// The subject, e.g. `GID_x_MQTT.connect`.
     pub subject: String,
+    /// Headers (name, value), in order.
+    pub headers: Vec<(&'static str, String)>,
     /// The message, unchanged.
     pub payload: Bytes,
+    /// Published through JetStream, its acknowledgement awaited.
+    pub jetstream: bool,
+}
+
+/// A data outflow rule as the core applies it: messages whose topic
+/// matches `filter` go to `subject`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutflowRule {
+    /// An MQTT filter (a parent topic `p` is `p/#`).
+    pub filter: String,
+    /// The NATS subject.
+    pub subject: String,
+    /// Through JetStream (see [`Outflow::jetstream`]).
+    pub jetstream: bool,
+}
+
+/// The rest of `topic` after its first level, with its leading `/` (the
+/// product's `mqttSecondTopic`), as a header value.
+pub fn second_topic(topic: &str) -> String {
+    header_value(topic.find('/').map_or("", |i| &topic[i..]))
+}
+
+/// `text` as a NATS header value: NATS headers are ASCII, so `%`, spaces,
+/// control characters and bytes outside ASCII are percent-encoded.
+pub fn header_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_graphic() && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Broker {
+    /// Hands `message`, published by `client_id`, to every outflow rule
+    /// whose filter matches its topic; returns whether any did.
+    pub(super) fn outflow_publish(
+        &mut self,
+        message: &Message,
+        client_id: &str,
+        now: Instant,
+    ) -> bool {
+        let topic = message.topic.as_str();
+        let mut any = false;
+        for i in 0..self.outflow_rules.len() {
+            let rule = &self.outflow_rules[i];
+            if !ringmq_protocol::topic::matches(&rule.filter, topic) {
+                continue;
+            }
+            let (subject, jetstream) = (rule.subject.clone(), rule.jetstream);
+            let msg_id = msg_id_string(message.id, self.unix_millis(now), self.instance_tag);
+            let headers = vec![
+                ("mqttSecondTopic", second_topic(topic)),
+                ("qoslevel", (message.qos as u8).to_string()),
+                ("clientId", header_value(client_id)),
+                ("mqttMessageId", msg_id.clone()),
+                // JetStream drops a second copy with the same id (a retry).
+                ("Nats-Msg-Id", msg_id),
+            ];
+            self.outflow.push(Outflow {
+                subject,
+                headers,
+                payload: message.payload.clone(),
+                jetstream,
+            });
+            any = true;
+        }
+        any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::second_topic;
+
+    #[test]
+    fn the_second_topic_keeps_its_slash_and_encodes_what_headers_cannot_hold() {
+        assert_eq!(second_topic("devices/a/b"), "/a/b");
+        assert_eq!(second_topic("devices"), "");
+        assert_eq!(second_topic("devices/"), "/");
+        assert_eq!(second_topic("p/a b/é/50%"), "/a%20b/%C3%A9/50%25");
+    }
 }

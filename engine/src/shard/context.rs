@@ -358,6 +358,16 @@ const TAG_SEEDS: [u64; 4] = [
 /// registry copy, and the trace store.
 fn set_profile(broker: &mut Broker, config: &Config, registry: Option<&Registry>, shards: usize) {
     let aliyun = config.profile == Profile::Aliyun;
+    broker.outflow_rules = config
+        .rules
+        .iter()
+        .filter(|rule| rule.kind == crate::bridge::RuleKind::Outflow)
+        .map(|rule| crate::core::outflow::OutflowRule {
+            filter: rule.source_filter(),
+            subject: rule.subject.clone(),
+            jetstream: rule.jetstream,
+        })
+        .collect();
     if let (true, Some(r)) = (aliyun, registry) {
         let mut profile = Aliyun::new(config.aliyun.clone(), r.for_shard());
         profile.status_groups = config

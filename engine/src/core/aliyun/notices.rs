@@ -113,7 +113,9 @@ impl Broker {
             let subject = format!("{group}{}.{}", names::NOTICE_SUFFIX, event.name());
             self.outflow.push(Outflow {
                 subject,
+                headers: Vec::new(),
                 payload: payload.clone(),
+                jetstream: false,
             });
         }
         if !to_mqtt {
