@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 import subprocess
 import time
@@ -21,6 +22,9 @@ import pytest
 
 from conftest import TIMEOUT, Broker, _stop_and_check, free_port, ringmq_bin
 from test_aliyun import Devices, OnlineTable, config, unique
+
+# Debian installs it in /usr/sbin, which a non-root PATH may lack.
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 RULE = """
 [nats]
@@ -44,7 +48,7 @@ class NatsServer:
         # scripts/py-test installs it (Debian's nats-server): not skipped.
         log = open(self.store.parent / "nats.log", "ab")
         self.proc = subprocess.Popen(
-            ["nats-server", "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
+            [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
             stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
