@@ -66,36 +66,49 @@ async fn publish_all(
         client,
         window: std::sync::Arc::new(tokio::sync::Semaphore::new(JETSTREAM_WINDOW)),
     };
-    let mut held = None;
+    let cut_short = forward(&out, &mut rx, &mut stopped).await;
+    finish(&out, &mut rx, cut_short).await;
+}
+
+/// Publishes what the shards hand over, in order, until `stopped` fires;
+/// returns whether it fired while a publish was waiting (NATS down and
+/// the client's buffer full), that message unsent.
+async fn forward(
+    out: &Out,
+    rx: &mut Receiver<Outflow>,
+    stopped: &mut oneshot::Receiver<()>,
+) -> bool {
     loop {
         let msg = tokio::select! {
             msg = rx.recv() => msg,
-            _ = &mut stopped => break,
+            _ = &mut *stopped => return false,
         };
-        let Some(msg) = msg else { break };
+        let Some(msg) = msg else { return false };
         // A publish waits while the client's own buffer is full (NATS down
         // for long): the shards' queue then fills, and they drop and count.
-        let subject = msg.subject.clone();
         tokio::select! {
-            () = publish(&out, msg) => {}
-            _ = &mut stopped => {
-                held = Some(subject);
-                break;
-            }
+            () = publish(out, msg) => {}
+            _ = &mut *stopped => return true,
         }
     }
-    // What the shards handed over before they stopped, within FLUSH_WAIT.
+}
+
+/// Sends what the shards handed over before they stopped and waits for
+/// JetStream's acknowledgements and the client's flush, within FLUSH_WAIT.
+async fn finish(out: &Out, rx: &mut Receiver<Outflow>, cut_short: bool) {
     let rest = async {
         while let Ok(msg) = rx.try_recv() {
-            publish(&out, msg).await;
+            publish(out, msg).await;
         }
-        // Every JetStream acknowledgement awaited, then the client flushed.
         let _ = out.window.acquire_many(JETSTREAM_WINDOW as u32).await;
         out.client.flush().await
     };
-    match tokio::time::timeout(FLUSH_WAIT, rest).await {
-        Ok(Ok(())) if held.is_none() => {}
-        Ok(Ok(())) => tracing::warn!(?held, "NATS bridge: one message was not published"),
+    let done = tokio::time::timeout(FLUSH_WAIT, rest).await;
+    if cut_short {
+        tracing::warn!("NATS bridge: one message was not published (NATS down at shutdown)");
+    }
+    match done {
+        Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("NATS bridge: could not flush before stopping: {e}"),
         Err(_) => tracing::warn!(
             left = rx.len(),
