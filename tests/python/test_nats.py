@@ -318,24 +318,33 @@ async def stored(port: int, n: int, timeout: float = TIMEOUT) -> list:
     return out
 
 
-def test_outflow_sends_a_parent_topics_messages_to_jetstream_with_the_products_headers(
-        tmp_path, nats_server, uid):
+@pytest.fixture
+def outflow(tmp_path, nats_server, uid):
+    """The DEVICES stream on `mqtt.devices`, a broker whose rule sends
+    `devices/#` there (stopped and checked by the test), and a v5 client."""
     asyncio.run(add_outflow_stream(nats_server.port))
     b = Broker(tmp_path / "broker", config=OUTFLOW.format(port=nats_server.port)).start()
     devices = Devices(b.port, uid)
-    try:
-        pub = devices.new("pub", client_id=f"dev-{uid}"[:23])
-        # Nobody subscribes over MQTT: the rule took it, so v5 says 0x00, not 0x10.
-        assert pub.publish("devices/d1/temp", b"21.5", qos=1) == 0
-        assert pub.publish("devices/d2 x/hum", b"\x00\xff", qos=0) == 0
-        assert pub.publish("other/topic", b"not mine", qos=1) == 0x10
-        got = asyncio.run(stored(nats_server.port, 2))
-    finally:
-        devices.close_all()
+    yield b, devices.new("pub", client_id=f"pub-{uid}"[:23])
+    devices.close_all()
+    if b.proc is not None and b.proc.poll() is None:
+        b.proc.kill()
+        b.proc.wait()
+
+
+def test_outflow_sends_a_parent_topics_messages_to_jetstream_with_the_products_headers(
+        outflow, nats_server, uid):
+    b, pub = outflow
+    # Nobody subscribes over MQTT: the rule took it, so v5 says 0x00, not 0x10.
+    assert pub.publish("devices/d1/temp", b"21.5", qos=1) == 0
+    assert pub.publish("devices/d2 x/hum", b"\x00\xff", qos=0) == 0
+    assert pub.publish("other/topic", b"not mine", qos=1) == 0x10
+    got = asyncio.run(stored(nats_server.port, 2))
+    pub.close_quietly()
     assert [(s, d) for s, _, d in got] == [("mqtt.devices", b"21.5"), ("mqtt.devices", b"\x00\xff")]
     first, second = got[0][1], got[1][1]
     assert first["mqttSecondTopic"] == "/d1/temp" and first["qoslevel"] == "1"
-    assert first["clientId"] == f"dev-{uid}"[:23]
+    assert first["clientId"] == f"pub-{uid}"[:23]
     assert len(first["mqttMessageId"]) == 32 and first["Nats-Msg-Id"] == first["mqttMessageId"]
     assert second["mqttSecondTopic"] == "/d2%20x/hum" and second["qoslevel"] == "0"
     assert first["mqttMessageId"] != second["mqttMessageId"]
@@ -344,23 +353,18 @@ def test_outflow_sends_a_parent_topics_messages_to_jetstream_with_the_products_h
 
 
 def test_outflow_during_a_nats_outage_is_stored_once_nats_is_back_without_duplicates(
-        tmp_path, nats_server, uid):
-    asyncio.run(add_outflow_stream(nats_server.port))
-    b = Broker(tmp_path / "broker", config=OUTFLOW.format(port=nats_server.port)).start()
-    devices = Devices(b.port, uid)
-    try:
-        pub = devices.new("pub", client_id=f"out-{uid}"[:23])
-        nats_server.stop()
-        started = time.monotonic()
-        for n in range(20):
-            # MQTT does not wait for NATS: every PUBACK comes at once.
-            assert pub.publish(f"devices/d/{n}", str(n).encode(), qos=1) == 0
-        assert time.monotonic() - started < 2
-        nats_server.start()
-        got = asyncio.run(stored(nats_server.port, 20, timeout=20))
-        extra = asyncio.run(stored(nats_server.port, 1, timeout=1))
-    finally:
-        devices.close_all()
+        outflow, nats_server):
+    b, pub = outflow
+    nats_server.stop()
+    started = time.monotonic()
+    for n in range(20):
+        # MQTT does not wait for NATS: every PUBACK comes at once.
+        assert pub.publish(f"devices/d/{n}", str(n).encode(), qos=1) == 0
+    assert time.monotonic() - started < 2
+    nats_server.start()
+    got = asyncio.run(stored(nats_server.port, 20, timeout=20))
+    extra = asyncio.run(stored(nats_server.port, 1, timeout=1))
+    pub.close_quietly()
     assert sorted(int(d) for _, _, d in got) == list(range(20)), "each message stored"
     assert extra == [], "and once: a retry has the same Nats-Msg-Id"
     _stop_and_check(b)
