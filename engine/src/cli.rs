@@ -277,11 +277,15 @@ fn effective_config(args: &Args) -> Result<Config, crate::config::ConfigError> {
 /// Records of the `log` crate (glommio's warnings) are captured too.
 /// rustls warns of every client that sends an IP address as SNI (mosquitto
 /// does): its own messages below errors are left out unless asked for.
+/// async-nats logs every failed reconnect at INFO, every few seconds while
+/// NATS is down (the bridge warns once): below warnings, left out too.
 fn init_logging(level: &str) {
-    let level = match level.contains("rustls") {
-        true => level.to_owned(),
-        false => format!("{level},rustls=error"),
-    };
+    let mut level = level.to_owned();
+    for (target, floor) in [("rustls", "error"), ("async_nats", "warn")] {
+        if !level.contains(target) {
+            level = format!("{level},{target}={floor}");
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&level));
     let _ = tracing_subscriber::fmt()

@@ -39,6 +39,9 @@ fn options(config: &NatsConfig) -> async_nats::ConnectOptions {
                 async_nats::Event::Disconnected => {
                     tracing::warn!("NATS bridge disconnected; holding messages until it is back")
                 }
+                // Every failed reconnect, every few seconds while NATS is
+                // down: the warning above already said so.
+                async_nats::Event::ClientError(e) => tracing::debug!("NATS bridge: {e}"),
                 other => tracing::info!("NATS bridge: {other}"),
             }
         });
