@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::broker::Broker;
+use super::broker::{Broker, ConnId};
 use super::message::{msg_id_string, Message};
 
 /// One message for a NATS subject.
@@ -55,40 +55,53 @@ pub fn header_value(text: &str) -> String {
 }
 
 impl Broker {
-    /// Hands `message`, published by `client_id`, to every outflow rule
-    /// whose filter matches its topic; returns whether any did.
+    /// Hands `message`, published on connection `publisher`, to every
+    /// outflow rule whose filter matches its topic; returns whether any did.
+    /// Nothing is allocated for a message no rule takes.
     pub(super) fn outflow_publish(
         &mut self,
         message: &Message,
-        client_id: &str,
+        publisher: ConnId,
         now: Instant,
     ) -> bool {
         let topic = message.topic.as_str();
-        let mut any = false;
+        let mut headers = None;
         for i in 0..self.outflow_rules.len() {
             let rule = &self.outflow_rules[i];
             if !ringmq_protocol::topic::matches(&rule.filter, topic) {
                 continue;
             }
             let (subject, jetstream) = (rule.subject.clone(), rule.jetstream);
-            let msg_id = msg_id_string(message.id, self.unix_millis(now), self.instance_tag);
-            let headers = vec![
-                ("mqttSecondTopic", second_topic(topic)),
-                ("qoslevel", (message.qos as u8).to_string()),
-                ("clientId", header_value(client_id)),
-                ("mqttMessageId", msg_id.clone()),
-                // JetStream drops a second copy with the same id (a retry).
-                ("Nats-Msg-Id", msg_id),
-            ];
+            let headers = headers
+                .get_or_insert_with(|| self.outflow_headers(message, publisher, now))
+                .clone();
             self.outflow.push(Outflow {
                 subject,
                 headers,
                 payload: message.payload.clone(),
                 jetstream,
             });
-            any = true;
         }
-        any
+        headers.is_some()
+    }
+
+    /// The product's bridge headers of `message` from `publisher`.
+    fn outflow_headers(
+        &self,
+        message: &Message,
+        publisher: ConnId,
+        now: Instant,
+    ) -> Vec<(&'static str, String)> {
+        let client_id = self.session(publisher).map_or("", |s| s.client_id.as_str());
+        let msg_id = msg_id_string(message.id, self.unix_millis(now), self.instance_tag);
+        vec![
+            ("mqttSecondTopic", second_topic(message.topic.as_str())),
+            ("qoslevel", (message.qos as u8).to_string()),
+            ("clientId", header_value(client_id)),
+            ("mqttMessageId", msg_id.clone()),
+            // JetStream drops a second copy with the same id (a retry).
+            ("Nats-Msg-Id", msg_id),
+        ]
     }
 }
 

@@ -77,10 +77,6 @@ impl Broker {
         let system = is_system_topic(topic.as_str());
         let allowed = !system && self.auth.authorizer.can_publish(who, topic.as_str());
         let origin = session.uid;
-        let publisher = match self.outflow_rules.is_empty() {
-            true => None,
-            false => Some(session.client_id.as_str().to_owned()),
-        };
         let (qos, pid) = (p.qos, p.packet_id);
         let (mut wait, mut matched) = (false, true);
         if system {
@@ -92,7 +88,7 @@ impl Broker {
         } else {
             let message = Arc::new(self.message_from(p, topic, origin, now));
             self.trace_publish(id, &message, now);
-            let bridged = publisher.is_some_and(|c| self.outflow_publish(&message, &c, now));
+            let bridged = !self.outflow_rules.is_empty() && self.outflow_publish(&message, id, now);
             let logged = self.journal.entries.len();
             let routed = match to {
                 PublishTo::Subscribers => self.route(message, now),
