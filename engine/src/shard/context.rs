@@ -475,10 +475,14 @@ async fn send_loop(shard: Rc<Shard>, peer: usize) {
             Poll::Ready(batch)
         })
         .await;
-        if Routes::carried_by(&batch) {
+        let routes = Routes::carried_by(&batch);
+        if routes {
             shard.routes.sending(peer);
         }
-        let msg = match shard.senders.try_send_to(peer, ShardMsg::Batch(batch)) {
+        let msg = match shard
+            .senders
+            .try_send_to(peer, ShardMsg::Batch(batch, routes))
+        {
             Ok(()) => None,
             Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => Some(msg),
             Err(e) => {

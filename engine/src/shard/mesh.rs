@@ -17,8 +17,10 @@ use crate::core::Remote;
 /// One message between two shards.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// Publishes, retained messages and route changes, in order.
-    Batch(Vec<Remote>),
+    /// Publishes, retained messages and route changes, in order; and
+    /// whether route changes are among them (see `shard::routes`), found
+    /// by the sender, which counted it.
+    Batch(Vec<Remote>, bool),
     /// A connection whose client's home is the receiving shard: its socket,
     /// its CONNECT and the bytes read after it.
     Handoff(Box<Handoff>),
@@ -43,8 +45,7 @@ pub struct Handoff {
 pub(super) async fn receive(shard: Rc<Shard>, from: usize, rx: ConnectedReceiver<ShardMsg>) {
     while let Some(msg) = rx.recv().await {
         match msg {
-            ShardMsg::Batch(batch) => {
-                let routes = super::routes::Routes::carried_by(&batch);
+            ShardMsg::Batch(batch, routes) => {
                 apply(&shard, from, batch);
                 if routes {
                     shard.routes.applied(from);
