@@ -22,6 +22,9 @@ pub struct NatsConfig {
     /// Messages the NATS client holds while it reconnects (async-nats'
     /// client capacity).
     pub client_messages_max: usize,
+    /// JetStream acknowledgements awaited at once; the next JetStream
+    /// publish waits for one.
+    pub jetstream_acks_pending_max: u32,
 }
 
 impl Default for NatsConfig {
@@ -33,6 +36,7 @@ impl Default for NatsConfig {
             token: None,
             outbox_messages_max: 65_536,
             client_messages_max: 65_536,
+            jetstream_acks_pending_max: 1024,
         }
     }
 }
@@ -97,9 +101,16 @@ fn valid_subject(subject: &str) -> bool {
 /// Checks the rules against `[nats]` and the profile; the error names the
 /// rule and the setting.
 pub fn check(nats: &NatsConfig, rules: &[Rule], aliyun: bool) -> Result<(), String> {
-    if !nats.servers.is_empty() && (nats.outbox_messages_max == 0 || nats.client_messages_max == 0)
-    {
-        return Err("nats.outbox_messages_max and nats.client_messages_max: at least 1".into());
+    let sizes = [
+        nats.outbox_messages_max,
+        nats.client_messages_max,
+        nats.jetstream_acks_pending_max as usize,
+    ];
+    if !nats.servers.is_empty() && sizes.contains(&0) {
+        return Err(
+            "nats.outbox_messages_max, client_messages_max, jetstream_acks_pending_max: at least 1"
+                .into(),
+        );
     }
     for server in &nats.servers {
         if let Err(e) = server.parse::<async_nats::ServerAddr>() {

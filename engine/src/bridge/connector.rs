@@ -10,8 +10,6 @@ use super::{NatsConfig, Outflow};
 
 /// How long a stopping bridge waits for NATS to take what it holds.
 pub(super) const FLUSH_WAIT: Duration = Duration::from_secs(2);
-/// JetStream acknowledgements awaited at once.
-const JETSTREAM_WINDOW: usize = 1024;
 /// Tries to have JetStream store one message.
 const JETSTREAM_ATTEMPTS: u32 = 8;
 
@@ -67,7 +65,10 @@ async fn publish_all(
     let out = Out {
         js: async_nats::jetstream::new(client.clone()),
         client,
-        window: std::sync::Arc::new(tokio::sync::Semaphore::new(JETSTREAM_WINDOW)),
+        window: std::sync::Arc::new(tokio::sync::Semaphore::new(
+            config.jetstream_acks_pending_max as usize,
+        )),
+        window_size: config.jetstream_acks_pending_max,
     };
     let cut_short = forward(&out, &mut rx, &mut stopped).await;
     finish(&out, &mut rx, cut_short).await;
@@ -103,7 +104,7 @@ async fn finish(out: &Out, rx: &mut Receiver<Outflow>, cut_short: bool) {
         while let Ok(msg) = rx.try_recv() {
             publish(out, msg).await;
         }
-        let _ = out.window.acquire_many(JETSTREAM_WINDOW as u32).await;
+        let _ = out.window.acquire_many(out.window_size).await;
         out.client.flush().await
     };
     let done = tokio::time::timeout(FLUSH_WAIT, rest).await;
@@ -121,7 +122,7 @@ async fn finish(out: &Out, rx: &mut Receiver<Outflow>, cut_short: bool) {
 }
 
 /// Publishes one message: through JetStream, its acknowledgement awaited
-/// in a task of its own (at most `JETSTREAM_WINDOW` at once; a failed one
+/// in a task of its own (at most `nats.jetstream_acks_pending_max` at once; a failed one
 /// is published again with the same `Nats-Msg-Id`, which the stream
 /// de-duplicates), or to core NATS.
 async fn publish(out: &Out, msg: Outflow) {
@@ -195,4 +196,6 @@ struct Out {
     client: async_nats::Client,
     js: async_nats::jetstream::Context,
     window: std::sync::Arc<tokio::sync::Semaphore>,
+    /// `nats.jetstream_acks_pending_max`: the window's permits.
+    window_size: u32,
 }
