@@ -220,8 +220,12 @@ def test_events_while_nats_is_down_reach_it_once_it_is_back(bridged, nats_server
     ('[[rules]]\nname = "r"\nkind = "status"\ngroup_ids = ["GID_sensor"]\n', "needs [nats] servers"),
     ('[nats]\nservers = ["nats://127.0.0.1:4222"]\n[[rules]]\nname = "r"\nkind = "status"\ngroup_ids = []\n',
      "group_ids: at least one"),
-    ('[nats]\nservers = ["nats://127.0.0.1:4222"]\n[[rules]]\nname = "r"\nkind = "inflow"\ngroup_ids = []\n',
+    ('[nats]\nservers = ["nats://127.0.0.1:4222"]\n[[rules]]\nname = "r"\nkind = "sideways"\ngroup_ids = []\n',
      "unknown variant"),
+    ('[nats]\nservers = ["nats://127.0.0.1:4222"]\n[[rules]]\nname = "i"\nkind = "inflow"\n'
+     'topic = "devices"\n', "stream: a JetStream stream name"),
+    ('[nats]\nservers = ["nats://127.0.0.1:4222"]\n[[rules]]\nname = "i"\nkind = "inflow"\n'
+     'stream = "S"\ntopic = "devices/#"\n', "topic: an MQTT topic without wildcards"),
     ('[nats]\nservers = ["not a url"]\n', "nats.servers"),
     ('[nats]\nservers = ["nats://127.0.0.1:4222"]\n[[rules]]\nname = "o"\nkind = "outflow"\n'
      'source = "devices"\nsubject = "a.*"\n', "subject: a NATS subject"),

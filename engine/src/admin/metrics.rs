@@ -162,7 +162,7 @@ fn per_qos(w: &mut Writer, name: &str, help: &str, q: &PerQos, bytes: bool) {
 }
 
 fn counters(w: &mut Writer, s: &Stats) {
-    let rows: [(&str, &str, u64); 19] = [
+    let rows: [(&str, &str, u64); 21] = [
         (
             "ringmq_transport_errors_total",
             "Connections closed for their transport: a failed TLS handshake or WebSocket upgrade, a bad record or frame.",
@@ -249,6 +249,16 @@ fn counters(w: &mut Writer, s: &Stats) {
             "ringmq_outflow_dropped_total",
             "Messages for the NATS bridge dropped because its queue (nats.outbox_messages_max) was full.",
             s.outflow_dropped,
+        ),
+        (
+            "ringmq_inflow_published_total",
+            "Messages inflow rules read from JetStream and published.",
+            s.inflow_published,
+        ),
+        (
+            "ringmq_inflow_refused_total",
+            "Messages inflow rules read that the broker refused (topic, size); terminated in JetStream.",
+            s.inflow_refused,
         ),
     ];
     for (name, help, v) in rows {

@@ -25,6 +25,9 @@ pub struct NatsConfig {
     /// JetStream acknowledgements awaited at once; the next JetStream
     /// publish waits for one.
     pub jetstream_acks_pending_max: u32,
+    /// Inflow: messages one rule hands the shards at once (and the most
+    /// its consumer has unacknowledged); what is ready is taken together.
+    pub inflow_batch_messages_max: usize,
 }
 
 impl Default for NatsConfig {
@@ -37,6 +40,7 @@ impl Default for NatsConfig {
             outbox_messages_max: 65_536,
             client_messages_max: 65_536,
             jetstream_acks_pending_max: 1024,
+            inflow_batch_messages_max: 256,
         }
     }
 }
@@ -51,6 +55,11 @@ pub enum RuleKind {
     /// Messages published on `source` to the NATS subject `subject`, with
     /// headers `mqttSecondTopic`, `qoslevel`, `clientId`, `mqttMessageId`.
     Outflow,
+    /// Messages of a JetStream stream (`stream`, optionally only `subject`)
+    /// published on `topic` plus their `mqttSecondTopic` header, at the
+    /// QoS of their `qoslevel` header; acknowledged to JetStream once
+    /// delivered or stored.
+    Inflow,
 }
 
 /// One `[[rules]]` entry.
@@ -68,9 +77,18 @@ pub struct Rule {
     /// (`devices/+/telemetry`).
     #[serde(default)]
     pub source: String,
-    /// `outflow`: the NATS subject messages go to.
+    /// `outflow`: the NATS subject messages go to. `inflow`: the subjects
+    /// of `stream` taken (wildcards allowed; empty: all of them).
     #[serde(default)]
     pub subject: String,
+    /// `inflow`: the JetStream stream read, through a durable consumer
+    /// named `ringmq-<name>` that the bridge creates.
+    #[serde(default)]
+    pub stream: String,
+    /// `inflow`: the MQTT topic messages are published on (a parent topic,
+    /// or a whole topic), their `mqttSecondTopic` header appended.
+    #[serde(default)]
+    pub topic: String,
     /// `outflow`: publish through JetStream (a stream must capture
     /// `subject`) and await its acknowledgement; otherwise core NATS.
     #[serde(default)]
@@ -98,6 +116,26 @@ fn valid_subject(subject: &str) -> bool {
         })
 }
 
+/// Whether `subject` can be subscribed to: tokens of printable ASCII,
+/// none empty, `*` and `>` only as whole tokens, `>` last.
+fn valid_filter_subject(subject: &str) -> bool {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    let last = tokens.len() - 1;
+    tokens.iter().enumerate().all(|(i, t)| match *t {
+        "*" => true,
+        ">" => i == last,
+        t => valid_subject(t),
+    })
+}
+
+/// Whether `name` can name a JetStream stream or consumer.
+fn valid_js_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Checks the rules against `[nats]` and the profile; the error names the
 /// rule and the setting.
 pub fn check(nats: &NatsConfig, rules: &[Rule], aliyun: bool) -> Result<(), String> {
@@ -105,10 +143,11 @@ pub fn check(nats: &NatsConfig, rules: &[Rule], aliyun: bool) -> Result<(), Stri
         nats.outbox_messages_max,
         nats.client_messages_max,
         nats.jetstream_acks_pending_max as usize,
+        nats.inflow_batch_messages_max,
     ];
     if !nats.servers.is_empty() && sizes.contains(&0) {
         return Err(
-            "nats.outbox_messages_max, client_messages_max, jetstream_acks_pending_max: at least 1"
+            "nats.outbox_messages_max, client_messages_max, jetstream_acks_pending_max, inflow_batch_messages_max: at least 1"
                 .into(),
         );
     }
@@ -142,6 +181,7 @@ pub fn check(nats: &NatsConfig, rules: &[Rule], aliyun: bool) -> Result<(), Stri
             }
             RuleKind::Status => {}
             RuleKind::Outflow => check_outflow(rule)?,
+            RuleKind::Inflow => check_inflow(rule)?,
         }
     }
     Ok(())
@@ -163,6 +203,35 @@ fn check_outflow(rule: &Rule) -> Result<(), String> {
     Ok(())
 }
 
+fn check_inflow(rule: &Rule) -> Result<(), String> {
+    if !valid_js_name(&rule.name) {
+        return Err(format!(
+            "rules.{}: an inflow rule's name names its JetStream consumer: letters, digits, - and _",
+            rule.name
+        ));
+    }
+    if !valid_js_name(&rule.stream) {
+        return Err(format!(
+            "rules.{}: stream: a JetStream stream name (letters, digits, - and _)",
+            rule.name
+        ));
+    }
+    if !rule.subject.is_empty() && !valid_filter_subject(&rule.subject) {
+        return Err(format!(
+            "rules.{}: subject: NATS subjects of the stream, e.g. \"devices.MQ2MQTT\" or \"devices.>\"",
+            rule.name
+        ));
+    }
+    let topic = ringmq_protocol::TopicName::new(rule.topic.as_str());
+    if topic.is_err() || rule.topic.starts_with('$') {
+        return Err(format!(
+            "rules.{}: topic: an MQTT topic without wildcards, not a $ topic [MQTT-4.7.2-1], e.g. \"devices\"",
+            rule.name
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,7 +243,47 @@ mod tests {
             group_ids: Vec::new(),
             source: source.into(),
             subject: subject.into(),
+            stream: String::new(),
+            topic: String::new(),
             jetstream: false,
+        }
+    }
+
+    fn inflow(name: &str, stream: &str, subject: &str, topic: &str) -> Rule {
+        Rule {
+            name: name.into(),
+            kind: RuleKind::Inflow,
+            group_ids: Vec::new(),
+            source: String::new(),
+            subject: subject.into(),
+            stream: stream.into(),
+            topic: topic.into(),
+            jetstream: false,
+        }
+    }
+
+    #[test]
+    fn inflow_rules_are_checked() {
+        let nats = NatsConfig {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            ..NatsConfig::default()
+        };
+        let ok = |r: Rule| check(&nats, &[r], false);
+        assert_eq!(ok(inflow("in", "CMD", "", "devices")), Ok(()));
+        assert_eq!(ok(inflow("in-1", "CMD_2", "cmd.*.MQ2MQTT", "a/b")), Ok(()));
+        assert_eq!(ok(inflow("in", "CMD", "cmd.>", "devices")), Ok(()));
+        let bad = [
+            inflow("in.x", "CMD", "", "devices"),
+            inflow("in", "", "", "devices"),
+            inflow("in", "C.D", "", "devices"),
+            inflow("in", "CMD", "cmd.>.x", "devices"),
+            inflow("in", "CMD", "cmd..x", "devices"),
+            inflow("in", "CMD", "", ""),
+            inflow("in", "CMD", "", "a/+"),
+            inflow("in", "CMD", "", "$SYS/x"),
+        ];
+        for rule in bad {
+            assert!(ok(rule.clone()).is_err(), "{rule:?}");
         }
     }
 

@@ -6,7 +6,11 @@ use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
-use super::{NatsConfig, Outflow};
+use super::{NatsConfig, Outflow, Rule};
+use crate::shard::Controls;
+
+/// The inflow rules, and the control plane they wait for.
+pub(super) type InflowRules = (Vec<Rule>, oneshot::Receiver<Controls>);
 
 /// How long a stopping bridge waits for NATS to take what it holds.
 pub(super) const FLUSH_WAIT: Duration = Duration::from_secs(2);
@@ -15,12 +19,17 @@ const JETSTREAM_ATTEMPTS: u32 = 8;
 
 /// Runs until `stopped` fires (the shards have stopped), then sends what
 /// is left and flushes.
-pub(super) fn run(config: NatsConfig, rx: Receiver<Outflow>, stopped: oneshot::Receiver<()>) {
+pub(super) fn run(
+    config: NatsConfig,
+    rx: Receiver<Outflow>,
+    stopped: oneshot::Receiver<()>,
+    inflow: InflowRules,
+) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
     match runtime {
-        Ok(rt) => rt.block_on(publish_all(config, rx, stopped)),
+        Ok(rt) => rt.block_on(publish_all(config, rx, stopped, inflow)),
         Err(e) => tracing::error!("the NATS bridge cannot start its runtime: {e}"),
     }
 }
@@ -56,14 +65,18 @@ async fn publish_all(
     config: NatsConfig,
     mut rx: Receiver<Outflow>,
     mut stopped: oneshot::Receiver<()>,
+    (rules, controls): InflowRules,
 ) {
     let client = match options(&config).connect(config.servers.as_slice()).await {
         Ok(client) => client,
         Err(e) => return tracing::error!("the NATS bridge cannot start: {e}"),
     };
     tracing::info!(servers = ?config.servers, "NATS bridge started");
+    let js = async_nats::jetstream::new(client.clone());
+    let batch = config.inflow_batch_messages_max;
+    tokio::spawn(super::inflow::run_all(js.clone(), rules, controls, batch));
     let out = Out {
-        js: async_nats::jetstream::new(client.clone()),
+        js,
         client,
         window: std::sync::Arc::new(tokio::sync::Semaphore::new(
             config.jetstream_acks_pending_max as usize,

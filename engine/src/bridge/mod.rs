@@ -3,10 +3,12 @@
 //! queue and never wait on it: a full queue (NATS down or slow for long)
 //! drops the new message, counted by the shard and logged. While the
 //! client reconnects it holds up to `nats.client_messages_max` messages
-//! and sends them once NATS is back.
+//! and sends them once NATS is back. Inflow rules read JetStream streams
+//! and reach the shards through the control plane (see `inflow`).
 
 pub mod config;
 mod connector;
+mod inflow;
 
 use tokio::sync::mpsc;
 
@@ -32,9 +34,18 @@ impl Bridge {
 pub struct Running {
     thread: std::thread::JoinHandle<()>,
     stop: tokio::sync::oneshot::Sender<()>,
+    controls: Option<tokio::sync::oneshot::Sender<crate::shard::Controls>>,
 }
 
 impl Running {
+    /// Gives the bridge the shards' control plane: inflow rules start
+    /// reading their streams.
+    pub fn attach(&mut self, controls: crate::shard::Controls) {
+        if let Some(tx) = self.controls.take() {
+            let _ = tx.send(controls);
+        }
+    }
+
     /// Stops the bridge once it has sent what the shards handed it (waiting
     /// at most `connector::FLUSH_WAIT` for NATS to take it).
     pub fn stop(self) {
@@ -46,16 +57,28 @@ impl Running {
 }
 
 /// Starts the bridge thread if `[nats]` names servers. It connects in the
-/// background (NATS need not be up yet) and runs until [`Running::stop`].
-pub fn start(config: &NatsConfig) -> std::io::Result<Option<(Bridge, Running)>> {
+/// background (NATS need not be up yet) and runs until [`Running::stop`];
+/// its inflow rules wait for [`Running::attach`].
+pub fn start(config: &NatsConfig, rules: &[Rule]) -> std::io::Result<Option<(Bridge, Running)>> {
     if config.servers.is_empty() {
         return Ok(None);
     }
     let (tx, rx) = mpsc::channel(config.outbox_messages_max);
     let (stop, stopped) = tokio::sync::oneshot::channel();
+    let (controls, attached) = tokio::sync::oneshot::channel();
+    let inflow = rules
+        .iter()
+        .filter(|r| r.kind == RuleKind::Inflow)
+        .cloned()
+        .collect();
     let config = config.clone();
     let thread = std::thread::Builder::new()
         .name("nats".into())
-        .spawn(move || connector::run(config, rx, stopped))?;
-    Ok(Some((Bridge { tx }, Running { thread, stop })))
+        .spawn(move || connector::run(config, rx, stopped, (inflow, attached)))?;
+    let running = Running {
+        thread,
+        stop,
+        controls: Some(controls),
+    };
+    Ok(Some((Bridge { tx }, running)))
 }

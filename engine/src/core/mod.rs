@@ -9,6 +9,7 @@ pub mod broker;
 pub mod connect;
 mod deliver;
 mod durable;
+pub mod inflow;
 pub mod journal;
 pub mod limits;
 pub mod message;

@@ -20,6 +20,8 @@ pub enum Publisher {
     System,
     /// An operator (the OpenAPI's SendMessage): a topic clients may use.
     Operator,
+    /// A data inflow rule of the NATS bridge, as an operator.
+    Bridge,
 }
 
 /// Why the broker refused to publish a message of its own.

@@ -92,6 +92,10 @@ pub struct Stats {
     pub outflow_sent: u64,
     /// Messages for the NATS bridge dropped because its queue was full.
     pub outflow_dropped: u64,
+    /// Messages inflow rules published.
+    pub inflow_published: u64,
+    /// Messages inflow rules read that the broker refused (topic, size).
+    pub inflow_refused: u64,
 }
 
 impl Stats {
@@ -136,6 +140,8 @@ impl Stats {
             route_waits_expired,
             outflow_sent,
             outflow_dropped,
+            inflow_published,
+            inflow_refused,
         } = other;
         self.connects += connects;
         self.connects_refused += connects_refused;
@@ -174,5 +180,7 @@ impl Stats {
         self.route_waits_expired += route_waits_expired;
         self.outflow_sent += outflow_sent;
         self.outflow_dropped += outflow_dropped;
+        self.inflow_published += inflow_published;
+        self.inflow_refused += inflow_refused;
     }
 }

@@ -306,6 +306,10 @@ pub(super) async fn shard_main(
             shard.wake_paused();
             true
         }
+        Control::Durable(job) => {
+            glommio::spawn_local(durable(Rc::clone(&shard), job)).detach();
+            true
+        }
     })
     .await;
     shard.shutting_down.set(true);
@@ -327,6 +331,27 @@ pub(super) async fn shard_main(
         storage.report(index);
     }
     Ok(())
+}
+
+/// Runs `job` once back-pressure lets a publisher read on (its turn in
+/// line, as a mesh receiver's: congested local subscribers hold it back;
+/// those of other shards hold back their mesh receivers, and so the
+/// barrier), then calls what it returns once what it routed is durable,
+/// as [`Shard::commit`] does for a connection's acknowledgements.
+async fn durable(shard: Rc<Shard>, job: super::control::DurableJob) {
+    shard.wait_turn(None).await;
+    let done = job(&mut shard.broker.borrow_mut(), Instant::now());
+    shard.kick();
+    shard.wake_paused();
+    shard.barrier().await;
+    if let Some(storage) = shard
+        .storage
+        .as_ref()
+        .filter(|s| s.flush() == Flush::Always)
+    {
+        storage.synced().await;
+    }
+    done();
 }
 
 /// What every shard shares with the others, set up before they start.

@@ -21,12 +21,23 @@ use crate::core::Broker;
 /// Work for a shard, run on its executor with its broker and `now`.
 pub type Job = Box<dyn FnOnce(&mut Broker, Instant) + Send>;
 
+/// Work for a shard whose outcome must be durable: the job runs with the
+/// broker, and what it returns is called once everything the job routed
+/// has been applied by every shard and logged (synced under `flush =
+/// always`). Dropped without a call if the shard stops first.
+pub type DurableJob = Box<dyn FnOnce(&mut Broker, Instant) -> Done + Send>;
+
+/// See [`DurableJob`].
+pub type Done = Box<dyn FnOnce() + Send>;
+
 /// A request from outside the shards.
 pub enum Control {
     /// Disconnect every client and stop.
     Shutdown,
     /// Run a job on the shard's broker (a registry change, a query).
     Run(Job),
+    /// Run a job and report once its messages are durable.
+    Durable(DurableJob),
 }
 
 impl std::fmt::Debug for Control {
@@ -34,6 +45,7 @@ impl std::fmt::Debug for Control {
         match self {
             Control::Shutdown => f.write_str("Shutdown"),
             Control::Run(_) => f.write_str("Run"),
+            Control::Durable(_) => f.write_str("Durable"),
         }
     }
 }
@@ -70,6 +82,12 @@ impl Controls {
         let sent = tx.send(c).is_ok();
         let _ = (&**wake).write(&[1]);
         sent
+    }
+
+    /// Runs `job` on `shard`; what it returns is called once what it
+    /// routed is durable (see [`DurableJob`]). False if the shard is gone.
+    pub fn run_durable(&self, shard: usize, job: DurableJob) -> bool {
+        self.send(shard, Control::Durable(job))
     }
 
     /// Runs `job` on every shard and returns their answers, in shard

@@ -27,7 +27,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::Config;
 use crate::core::aliyun::registry::Registry;
 
-pub use control::{Control, Controls, Job, NoAnswer};
+pub use control::{Control, Controls, Done, DurableJob, Job, NoAnswer};
 pub use lock::DataLock;
 pub use mesh::ShardMsg;
 
