@@ -868,3 +868,84 @@ fn a_delayed_will_of_a_session_that_ends_with_its_connection_goes_at_once() {
     b.disconnected(brief.id, t0);
     assert_eq!(watcher.publishes(&mut b).len(), 1);
 }
+
+#[test]
+fn an_outflow_rule_that_waits_for_its_stream_holds_the_publishers_qos1_ack() {
+    use ringmq_engine::core::outflow::OutflowRule;
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    b.outflow_rules = vec![OutflowRule {
+        filter: "devices/#".into(),
+        subject: "mqtt.devices".into(),
+        jetstream: true,
+        confirm: true,
+    }];
+    let mut c = join(&mut b, "pub", ProtocolVersion::V5, true, t0);
+    c.send(
+        &mut b,
+        publish("devices/a", "x", QoS::AtLeastOnce, Some(1)),
+        t0,
+    );
+    c.send(&mut b, publish("devices/b", "y", QoS::AtMostOnce, None), t0);
+    c.send(
+        &mut b,
+        publish("other/c", "z", QoS::AtLeastOnce, Some(2)),
+        t0,
+    );
+    assert!(
+        c.recv(&mut b).is_empty(),
+        "both PUBACKs wait: the second is behind the first"
+    );
+    let out = std::mem::take(&mut b.outflow);
+    let confirms: Vec<Option<u64>> = out.iter().map(|o| o.confirm).collect();
+    assert_eq!(confirms, vec![Some(1), None], "QoS 0 has no PUBACK to hold");
+    assert_eq!(b.take_confirms(c.id), vec![1]);
+    let acks = b.take_held_acks(c.id);
+    b.release_acks(acks);
+    let codes: Vec<(u16, ReasonCode)> = c
+        .recv(&mut b)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::PubAck(a) => Some((a.packet_id.get(), a.reason_code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            (1, ReasonCode::Success),
+            (2, ReasonCode::NoMatchingSubscribers)
+        ]
+    );
+}
+
+#[test]
+fn a_message_its_stream_did_not_confirm_closes_the_publisher_unacknowledged() {
+    use ringmq_engine::core::outflow::OutflowRule;
+    let t0 = Instant::now();
+    let mut b = broker(t0);
+    b.outflow_rules = vec![OutflowRule {
+        filter: "devices/#".into(),
+        subject: "mqtt.devices".into(),
+        jetstream: true,
+        confirm: true,
+    }];
+    let mut c = join(&mut b, "pub", ProtocolVersion::V5, true, t0);
+    c.send(
+        &mut b,
+        publish("devices/a", "x", QoS::AtLeastOnce, Some(1)),
+        t0,
+    );
+    let _ = b.take_held_acks(c.id);
+    b.unconfirmed(c.id);
+    match c.recv(&mut b).as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.reason_code, ReasonCode::UnspecifiedError),
+        other => panic!("expected DISCONNECT 0x80 and no PUBACK, got {other:?}"),
+    }
+    assert_eq!(b.stats.outflow_unconfirmed, 1);
+    b.disconnected(c.id, t0);
+    assert!(
+        b.take_confirms(c.id).is_empty(),
+        "let go with the connection"
+    );
+}

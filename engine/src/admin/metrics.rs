@@ -162,7 +162,7 @@ fn per_qos(w: &mut Writer, name: &str, help: &str, q: &PerQos, bytes: bool) {
 }
 
 fn counters(w: &mut Writer, s: &Stats) {
-    let rows: [(&str, &str, u64); 21] = [
+    let rows: [(&str, &str, u64); 22] = [
         (
             "ringmq_transport_errors_total",
             "Connections closed for their transport: a failed TLS handshake or WebSocket upgrade, a bad record or frame.",
@@ -249,6 +249,11 @@ fn counters(w: &mut Writer, s: &Stats) {
             "ringmq_outflow_dropped_total",
             "Messages for the NATS bridge dropped because its queue (nats.outbox_messages_max) was full.",
             s.outflow_dropped,
+        ),
+        (
+            "ringmq_outflow_unconfirmed_total",
+            "QoS 1/2 messages a rule's stream did not confirm; their publisher's connection was closed unacknowledged.",
+            s.outflow_unconfirmed,
         ),
         (
             "ringmq_inflow_published_total",

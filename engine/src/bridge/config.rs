@@ -93,6 +93,10 @@ pub struct Rule {
     /// `subject`) and await its acknowledgement; otherwise core NATS.
     #[serde(default)]
     pub jetstream: bool,
+    /// `outflow` with `jetstream`: a QoS 1/2 publisher's PUBACK/PUBREC
+    /// waits until the stream stored the message (at least once).
+    #[serde(default)]
+    pub ack_after_stored: bool,
 }
 
 impl Rule {
@@ -169,6 +173,12 @@ pub fn check(nats: &NatsConfig, rules: &[Rule], aliyun: bool) -> Result<(), Stri
         if nats.servers.is_empty() {
             return Err(format!("rules.{}: needs [nats] servers", rule.name));
         }
+        if rule.ack_after_stored && rule.kind != RuleKind::Outflow {
+            return Err(format!(
+                "rules.{}: ack_after_stored is for outflow rules with jetstream = true",
+                rule.name
+            ));
+        }
         match rule.kind {
             RuleKind::Status if !aliyun => {
                 return Err(format!(
@@ -188,6 +198,12 @@ pub fn check(nats: &NatsConfig, rules: &[Rule], aliyun: bool) -> Result<(), Stri
 }
 
 fn check_outflow(rule: &Rule) -> Result<(), String> {
+    if rule.ack_after_stored && !rule.jetstream {
+        return Err(format!(
+            "rules.{}: ack_after_stored needs jetstream = true (core NATS stores nothing)",
+            rule.name
+        ));
+    }
     if rule.source.is_empty() || ringmq_protocol::TopicFilter::new(rule.source_filter()).is_err() {
         return Err(format!(
             "rules.{}: source: a parent topic or an MQTT filter, e.g. \"devices\"",
@@ -246,6 +262,7 @@ mod tests {
             stream: String::new(),
             topic: String::new(),
             jetstream: false,
+            ack_after_stored: false,
         }
     }
 
@@ -259,7 +276,26 @@ mod tests {
             stream: stream.into(),
             topic: topic.into(),
             jetstream: false,
+            ack_after_stored: false,
         }
+    }
+
+    #[test]
+    fn ack_after_stored_needs_a_jetstream_outflow() {
+        let nats = NatsConfig {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            ..NatsConfig::default()
+        };
+        let mut rule = outflow("devices", "mqtt.devices");
+        rule.ack_after_stored = true;
+        let err = check(&nats, &[rule.clone()], false).unwrap_err();
+        assert!(err.contains("needs jetstream = true"), "{err}");
+        rule.jetstream = true;
+        assert_eq!(check(&nats, &[rule], false), Ok(()));
+        let mut rule = inflow("in", "CMD", "", "devices");
+        rule.ack_after_stored = true;
+        let err = check(&nats, &[rule], false).unwrap_err();
+        assert!(err.contains("is for outflow rules"), "{err}");
     }
 
     #[test]

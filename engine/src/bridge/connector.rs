@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
-use super::{NatsConfig, Outflow, Rule};
+use super::{Handed, NatsConfig, Rule};
 use crate::shard::Controls;
 
 /// The inflow rules, and the control plane they wait for.
@@ -21,7 +21,7 @@ const JETSTREAM_ATTEMPTS: u32 = 8;
 /// is left and flushes.
 pub(super) fn run(
     config: NatsConfig,
-    rx: Receiver<Outflow>,
+    rx: Receiver<Handed>,
     stopped: oneshot::Receiver<()>,
     inflow: InflowRules,
 ) {
@@ -63,7 +63,7 @@ fn options(config: &NatsConfig) -> async_nats::ConnectOptions {
 
 async fn publish_all(
     config: NatsConfig,
-    mut rx: Receiver<Outflow>,
+    mut rx: Receiver<Handed>,
     mut stopped: oneshot::Receiver<()>,
     (rules, controls): InflowRules,
 ) {
@@ -83,37 +83,45 @@ async fn publish_all(
         )),
         window_size: config.jetstream_acks_pending_max,
     };
-    let cut_short = forward(&out, &mut rx, &mut stopped).await;
-    finish(&out, &mut rx, cut_short).await;
+    let unfinished = forward(&out, &mut rx, &mut stopped).await;
+    finish(&out, &mut rx, unfinished).await;
 }
 
+/// A publish under way.
+type Publishing<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+
 /// Publishes what the shards hand over, in order, until `stopped` fires;
-/// returns whether it fired while a publish was waiting (NATS down and
-/// the client's buffer full), that message unsent.
-async fn forward(
-    out: &Out,
-    rx: &mut Receiver<Outflow>,
+/// returns the publish under way then, if one was (waiting for the
+/// client's buffer, or for the window of JetStream acknowledgements).
+async fn forward<'a>(
+    out: &'a Out,
+    rx: &mut Receiver<Handed>,
     stopped: &mut oneshot::Receiver<()>,
-) -> bool {
+) -> Option<Publishing<'a>> {
     loop {
         let msg = tokio::select! {
             msg = rx.recv() => msg,
-            _ = &mut *stopped => return false,
+            _ = &mut *stopped => return None,
         };
-        let Some(msg) = msg else { return false };
+        let msg = msg?;
         // A publish waits while the client's own buffer is full (NATS down
         // for long): the shards' queue then fills, and they drop and count.
+        let mut publishing: Publishing<'a> = Box::pin(publish(out, msg));
         tokio::select! {
-            () = publish(out, msg) => {}
-            _ = &mut *stopped => return true,
+            () = &mut publishing => {}
+            _ = &mut *stopped => return Some(publishing),
         }
     }
 }
 
-/// Sends what the shards handed over before they stopped and waits for
-/// JetStream's acknowledgements and the client's flush, within FLUSH_WAIT.
-async fn finish(out: &Out, rx: &mut Receiver<Outflow>, cut_short: bool) {
+/// Finishes the publish under way, sends what the shards handed over
+/// before they stopped, and waits for JetStream's acknowledgements and the
+/// client's flush, all within FLUSH_WAIT.
+async fn finish(out: &Out, rx: &mut Receiver<Handed>, unfinished: Option<Publishing<'_>>) {
     let rest = async {
+        if let Some(publishing) = unfinished {
+            publishing.await;
+        }
         while let Ok(msg) = rx.try_recv() {
             publish(out, msg).await;
         }
@@ -121,9 +129,6 @@ async fn finish(out: &Out, rx: &mut Receiver<Outflow>, cut_short: bool) {
         out.client.flush().await
     };
     let done = tokio::time::timeout(FLUSH_WAIT, rest).await;
-    if cut_short {
-        tracing::warn!("NATS bridge: one message was not published (NATS down at shutdown)");
-    }
     match done {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("NATS bridge: could not flush before stopping: {e}"),
@@ -135,10 +140,11 @@ async fn finish(out: &Out, rx: &mut Receiver<Outflow>, cut_short: bool) {
 }
 
 /// Publishes one message: through JetStream, its acknowledgement awaited
-/// in a task of its own (at most `nats.jetstream_acks_pending_max` at once; a failed one
-/// is published again with the same `Nats-Msg-Id`, which the stream
-/// de-duplicates), or to core NATS.
-async fn publish(out: &Out, msg: Outflow) {
+/// in a task of its own (at most `nats.jetstream_acks_pending_max` at
+/// once; a failed one is published again with the same `Nats-Msg-Id`,
+/// which the stream de-duplicates), or to core NATS.
+async fn publish(out: &Out, handed: Handed) {
+    let Handed { msg, confirm } = handed;
     let headers = header_map(&msg.headers);
     if msg.jetstream {
         let Ok(permit) = std::sync::Arc::clone(&out.window).acquire_owned().await else {
@@ -146,7 +152,10 @@ async fn publish(out: &Out, msg: Outflow) {
         };
         let js = out.js.clone();
         tokio::spawn(async move {
-            stored(&js, msg.subject, headers, msg.payload).await;
+            let stored = stored(&js, msg.subject, headers, msg.payload, confirm.is_some()).await;
+            if let (true, Some(confirm)) = (stored, confirm) {
+                let _ = confirm.send(true);
+            }
             drop(permit);
         });
         return;
@@ -164,16 +173,21 @@ async fn publish(out: &Out, msg: Outflow) {
     }
 }
 
-/// Publishes to JetStream until the stream acknowledges, at most
-/// `JETSTREAM_ATTEMPTS` times.
+/// Publishes to JetStream until the stream acknowledges: at most
+/// `JETSTREAM_ATTEMPTS` times, or for as long as the bridge runs when a
+/// publisher's acknowledgement waits for it (`confirmed`). Returns
+/// whether it was stored.
 async fn stored(
     js: &async_nats::jetstream::Context,
     subject: String,
     headers: async_nats::HeaderMap,
     payload: bytes::Bytes,
-) {
+    confirmed: bool,
+) -> bool {
     let mut wait = Duration::from_millis(100);
-    for attempt in 1..=JETSTREAM_ATTEMPTS {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
         let sent = js
             .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
             .await;
@@ -182,9 +196,10 @@ async fn stored(
             Err(e) => Err(e.to_string()),
         };
         match acked {
-            Ok(()) => return,
-            Err(e) if attempt == JETSTREAM_ATTEMPTS => {
-                return tracing::warn!(%subject, "NATS bridge: JetStream did not store a message: {e}")
+            Ok(()) => return true,
+            Err(e) if attempt == JETSTREAM_ATTEMPTS && !confirmed => {
+                tracing::warn!(%subject, "NATS bridge: JetStream did not store a message: {e}");
+                return false;
             }
             Err(e) => {
                 tracing::debug!(%subject, attempt, "NATS bridge: JetStream publish failed: {e}")

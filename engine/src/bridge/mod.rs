@@ -15,17 +15,29 @@ use tokio::sync::mpsc;
 pub use crate::core::outflow::Outflow;
 pub use config::{NatsConfig, Rule, RuleKind};
 
+/// Told `true` once a stream stored a message whose publisher's
+/// acknowledgement waits for it (see [`Outflow::confirm`]); dropped unsent
+/// if it never is (the queue was full, the broker stopped).
+pub type Confirm = tokio::sync::oneshot::Sender<bool>;
+
+/// What the bridge's queue carries.
+#[derive(Debug)]
+pub(crate) struct Handed {
+    msg: Outflow,
+    confirm: Option<Confirm>,
+}
+
 /// The shards' end of the bridge.
 #[derive(Debug, Clone)]
 pub struct Bridge {
-    tx: mpsc::Sender<Outflow>,
+    tx: mpsc::Sender<Handed>,
 }
 
 impl Bridge {
     /// Hands `msg` to the bridge without waiting; false if its queue is
-    /// full or the bridge stopped.
-    pub fn offer(&self, msg: Outflow) -> bool {
-        self.tx.try_send(msg).is_ok()
+    /// full or the bridge stopped (`confirm` is dropped with it).
+    pub fn offer(&self, msg: Outflow, confirm: Option<Confirm>) -> bool {
+        self.tx.try_send(Handed { msg, confirm }).is_ok()
     }
 }
 

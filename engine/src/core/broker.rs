@@ -93,6 +93,8 @@ pub struct Broker {
     pub outflow: Vec<super::outflow::Outflow>,
     /// Data outflow rules (`[[rules]]` of kind "outflow").
     pub outflow_rules: Vec<super::outflow::OutflowRule>,
+    /// The last outflow confirmation token (see `Outflow::confirm`).
+    pub(super) next_confirm: u64,
     /// Counters.
     pub stats: Stats,
     /// Latencies and storage gauges.
@@ -163,6 +165,7 @@ impl Broker {
             outbox: (0..shards).map(|_| Vec::new()).collect(),
             outflow: Vec::new(),
             outflow_rules: Vec::new(),
+            next_confirm: 0,
             stats: Stats::default(),
             metrics: Default::default(),
             traces: Traces::default(),

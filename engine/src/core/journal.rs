@@ -125,6 +125,9 @@ pub struct Journal {
     pub released: Vec<u64>,
     /// PUBACK/PUBREC for publishes that must be durable first, in order.
     pub held_acks: Vec<(ConnId, Packet)>,
+    /// Outflow tokens held acknowledgements also wait for (a stream's
+    /// confirmation), by connection.
+    pub confirms: Vec<(ConnId, u64)>,
     /// Logged copies held by sessions.
     pub copies: u64,
     /// The log cannot be written (disk full): QoS 1/2 publishes are refused.

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use ringmq_protocol::{QoS, ReasonCode};
 
 use super::broker::{Broker, ConnId};
 use super::message::{msg_id_string, Message};
@@ -20,6 +21,10 @@ pub struct Outflow {
     pub payload: Bytes,
     /// Published through JetStream, its acknowledgement awaited.
     pub jetstream: bool,
+    /// The publisher's PUBACK/PUBREC waits for the stream to store it:
+    /// the token the shard layer confirms it by (see
+    /// [`Broker::take_confirms`]).
+    pub confirm: Option<u64>,
 }
 
 /// A data outflow rule as the core applies it: messages whose topic
@@ -32,6 +37,8 @@ pub struct OutflowRule {
     pub subject: String,
     /// Through JetStream (see [`Outflow::jetstream`]).
     pub jetstream: bool,
+    /// A QoS 1/2 publisher's acknowledgement waits for the stream.
+    pub confirm: bool,
 }
 
 /// The rest of `topic` after its first level, with its leading `/` (the
@@ -56,22 +63,29 @@ pub fn header_value(text: &str) -> String {
 
 impl Broker {
     /// Hands `message`, published on connection `publisher`, to every
-    /// outflow rule whose filter matches its topic; returns whether any did.
+    /// outflow rule whose filter matches its topic; returns whether any did,
+    /// and whether the publisher's acknowledgement must wait for a stream.
     /// Nothing is allocated for a message no rule takes.
     pub(super) fn outflow_publish(
         &mut self,
         message: &Message,
         publisher: ConnId,
         now: Instant,
-    ) -> bool {
+    ) -> (bool, bool) {
         let topic = message.topic.as_str();
-        let mut headers = None;
+        let (mut headers, mut wait) = (None, false);
         for i in 0..self.outflow_rules.len() {
             let rule = &self.outflow_rules[i];
             if !ringmq_protocol::topic::matches(&rule.filter, topic) {
                 continue;
             }
             let (subject, jetstream) = (rule.subject.clone(), rule.jetstream);
+            let confirm = (rule.confirm && message.qos != QoS::AtMostOnce).then(|| {
+                self.next_confirm += 1;
+                self.journal.confirms.push((publisher, self.next_confirm));
+                self.next_confirm
+            });
+            wait |= confirm.is_some();
             let headers = headers
                 .get_or_insert_with(|| self.outflow_headers(message, publisher, now))
                 .clone();
@@ -80,9 +94,43 @@ impl Broker {
                 headers,
                 payload: message.payload.clone(),
                 jetstream,
+                confirm,
             });
         }
-        headers.is_some()
+        (headers.is_some(), wait)
+    }
+
+    /// Takes the tokens of the streams connection `id`'s held
+    /// acknowledgements wait for (see [`Outflow::confirm`]).
+    pub fn take_confirms(&mut self, id: ConnId) -> Vec<u64> {
+        let confirms = &mut self.journal.confirms;
+        if !confirms.iter().any(|(c, _)| *c == id) {
+            return Vec::new();
+        }
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(confirms)
+            .into_iter()
+            .partition(|(c, _)| *c == id);
+        *confirms = rest;
+        mine.into_iter().map(|(_, token)| token).collect()
+    }
+
+    /// A stream did not confirm a message connection `id` published (the
+    /// bridge's queue was full, or the broker is stopping): its held
+    /// acknowledgements are not sent and the connection is closed (v5
+    /// DISCONNECT 0x80), so that the client publishes again.
+    pub fn unconfirmed(&mut self, id: ConnId) {
+        self.stats.outflow_unconfirmed += 1;
+        let Some(session) = self.session_mut(id) else {
+            return;
+        };
+        tracing::warn!(
+            client = %session.client_id.as_str(),
+            "disconnecting: a rule's stream did not store a QoS 1/2 message (not acknowledged: the client publishes it again)"
+        );
+        if let Some(link) = session.link.as_mut() {
+            link.end.get_or_insert(super::trace::Info::ClosedByServer);
+            link.close_with(ReasonCode::UnspecifiedError);
+        }
     }
 
     /// The product's bridge headers of `message` from `publisher`.

@@ -88,7 +88,10 @@ impl Broker {
         } else {
             let message = Arc::new(self.message_from(p, topic, origin, now));
             self.trace_publish(id, &message, now);
-            let bridged = !self.outflow_rules.is_empty() && self.outflow_publish(&message, id, now);
+            let (bridged, confirm) = match self.outflow_rules.is_empty() {
+                true => (false, false),
+                false => self.outflow_publish(&message, id, now),
+            };
             let logged = self.journal.entries.len();
             let routed = match to {
                 PublishTo::Subscribers => self.route(message, now),
@@ -99,7 +102,7 @@ impl Broker {
             };
             let grew = self.journal.entries.len() > logged;
             let j = &self.journal;
-            wait = (j.hold_acks && routed.wait) || (j.sync_acks && grew);
+            wait = (j.hold_acks && routed.wait) || (j.sync_acks && grew) || confirm;
             // A message a rule sends to NATS went somewhere.
             matched = routed.matched || bridged;
         }

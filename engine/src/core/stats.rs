@@ -92,6 +92,9 @@ pub struct Stats {
     pub outflow_sent: u64,
     /// Messages for the NATS bridge dropped because its queue was full.
     pub outflow_dropped: u64,
+    /// QoS 1/2 messages a rule's stream did not confirm (see
+    /// `Broker::unconfirmed`): their publisher's connection was closed.
+    pub outflow_unconfirmed: u64,
     /// Messages inflow rules published.
     pub inflow_published: u64,
     /// Messages inflow rules read that the broker refused (topic, size).
@@ -140,6 +143,7 @@ impl Stats {
             route_waits_expired,
             outflow_sent,
             outflow_dropped,
+            outflow_unconfirmed,
             inflow_published,
             inflow_refused,
         } = other;
@@ -180,6 +184,7 @@ impl Stats {
         self.route_waits_expired += route_waits_expired;
         self.outflow_sent += outflow_sent;
         self.outflow_dropped += outflow_dropped;
+        self.outflow_unconfirmed += outflow_unconfirmed;
         self.inflow_published += inflow_published;
         self.inflow_refused += inflow_refused;
     }

@@ -88,6 +88,10 @@ impl Broker {
     /// starts its expiry.
     pub fn disconnected(&mut self, id: ConnId, now: Instant) {
         self.detached.remove(&id);
+        // Acknowledgements still held (the connection closed before they
+        // were released) have no one to go to.
+        let _ = self.take_held_acks(id);
+        let _ = self.take_confirms(id);
         let Some(session) = self.session_mut(id) else {
             return;
         };

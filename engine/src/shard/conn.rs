@@ -400,6 +400,8 @@ fn run(
             ));
             flushed.await;
         }
+        let unconfirmed = shard.broker.borrow_mut().take_confirms(id);
+        shard.confirms.forget(&unconfirmed);
         shard.broker.borrow_mut().disconnected(id, Instant::now());
         shard.kick();
         shard.wake_paused();
@@ -487,7 +489,10 @@ fn read_loop<'a>(
             }
             if shard.broker.borrow().holds_acks(id) {
                 let committed = Box::pin(shard.commit(id));
-                committed.await;
+                if !committed.await {
+                    shard.kick();
+                    return End::Closing;
+                }
             }
             shard.kick();
             shard.wake_paused();

@@ -46,6 +46,8 @@ pub(super) struct Shard {
     pub(super) routes: Routes,
     /// Where the broker's outflow goes (NATS), if anywhere.
     bridge: Option<crate::bridge::Bridge>,
+    /// Outflow messages whose publisher's acknowledgement waits for them.
+    pub(super) confirms: super::confirm::Confirms,
     /// Every connection of the shard reads through this buffer, then keeps
     /// only what it read.
     pub(super) read_buf: RefCell<Box<[u8]>>,
@@ -92,7 +94,8 @@ impl Shard {
             return;
         };
         for msg in outflow {
-            if bridge.offer(msg) {
+            let confirm = msg.confirm.map(|token| self.confirms.channel(token));
+            if bridge.offer(msg, confirm) {
                 broker.stats.outflow_sent += 1;
             } else {
                 broker.stats.outflow_dropped += 1;
@@ -185,23 +188,32 @@ impl Shard {
     /// Writes connection `id`'s acknowledgements held until what they
     /// acknowledge is durable: logged by every shard it went to (a barrier:
     /// a peer logs a batch as it applies it) and, under `flush = always`,
-    /// synced. The connection reads nothing more meanwhile, so its
-    /// acknowledgements keep their order.
-    pub(super) async fn commit(&self, id: crate::core::ConnId) {
+    /// synced, and stored by the NATS streams of rules that say so. The
+    /// connection reads nothing more meanwhile, so its acknowledgements
+    /// keep their order. False if a stream did not store one: the
+    /// connection is closing.
+    pub(super) async fn commit(&self, id: crate::core::ConnId) -> bool {
         let acks = self.broker.borrow_mut().take_held_acks(id);
         if acks.is_empty() {
-            return;
+            return true;
         }
+        let confirms = self.broker.borrow_mut().take_confirms(id);
         let held_at = Instant::now();
         self.kick();
         self.barrier().await;
         if let Some(storage) = self.storage.as_ref().filter(|s| s.flush() == Flush::Always) {
             storage.synced().await;
         }
+        if !confirms.is_empty() && !self.confirms.all(confirms).await {
+            // Not acknowledged: the client publishes it again.
+            self.broker.borrow_mut().unconfirmed(id);
+            return false;
+        }
         let mut broker = self.broker.borrow_mut();
         let n = acks.len() as u64;
         broker.metrics.ack_latency.record_n(held_at.elapsed(), n);
         broker.release_acks(acks);
+        true
     }
 
     /// Under `flush = always`, a barrier from a peer is answered once this
@@ -276,6 +288,7 @@ pub(super) async fn shard_main(
         line: RefCell::new(Line::default()),
         routes: Routes::new(index, shards, routes_sent),
         bridge,
+        confirms: Default::default(),
         read_buf: RefCell::new(vec![0; config.runtime.read_bytes_max].into_boxed_slice()),
         storage,
     });
@@ -391,6 +404,7 @@ fn set_profile(broker: &mut Broker, config: &Config, registry: Option<&Registry>
             filter: rule.source_filter(),
             subject: rule.subject.clone(),
             jetstream: rule.jetstream,
+            confirm: rule.ack_after_stored,
         })
         .collect();
     if let (true, Some(r)) = (aliyun, registry) {

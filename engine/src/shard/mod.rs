@@ -4,6 +4,7 @@
 //! talk over a full mesh of bounded SPSC queues. Threads outside the shards
 //! (signals) reach them over crossbeam-channel plus a wake-up socket.
 
+mod confirm;
 mod conn;
 mod context;
 mod control;

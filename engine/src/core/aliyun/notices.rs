@@ -116,6 +116,7 @@ impl Broker {
                 headers: Vec::new(),
                 payload: payload.clone(),
                 jetstream: false,
+                confirm: None,
             });
         }
         if !to_mqtt {
