@@ -288,13 +288,13 @@ mod tests {
         };
         let mut rule = outflow("devices", "mqtt.devices");
         rule.ack_after_stored = true;
-        let err = check(&nats, &[rule.clone()], false).unwrap_err();
+        let err = check(&nats, &[rule.clone()], false).expect_err("without jetstream");
         assert!(err.contains("needs jetstream = true"), "{err}");
         rule.jetstream = true;
         assert_eq!(check(&nats, &[rule], false), Ok(()));
         let mut rule = inflow("in", "CMD", "", "devices");
         rule.ack_after_stored = true;
-        let err = check(&nats, &[rule], false).unwrap_err();
+        let err = check(&nats, &[rule], false).expect_err("an inflow rule");
         assert!(err.contains("is for outflow rules"), "{err}");
     }
 
