@@ -180,6 +180,11 @@ pub struct RunArgs {
     /// Do not pin worker threads.
     #[arg(long)]
     pub no_pin: bool,
+    /// Ports of the same host the subscribers connect to instead of
+    /// `--port`, in turn (e.g. the other nodes of a cluster: publishers on
+    /// one node, subscribers on the others).
+    #[arg(long, value_delimiter = ',')]
+    pub subscriber_ports: Vec<u16>,
     /// Source addresses 127.0.0.1..=127.0.0.N for loopback targets (each gives ~28k ports;
     /// default: enough for --connections).
     #[arg(long)]

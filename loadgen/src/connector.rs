@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// One connection attempt of client `n` (which picks its source address),
-/// counted and (if `measured`) timed.
+/// counted and (if `measured`) timed; to `port` of the broker's host if
+/// given.
 pub async fn connect(
     ctx: &SharedCtx,
     local: &Local,
@@ -23,11 +24,26 @@ pub async fn connect(
     read_chunk: usize,
     measured: bool,
 ) -> Result<Conn> {
+    connect_to(ctx, local, spec, (n, None), read_chunk, measured).await
+}
+
+/// [`connect`] to `port` (client `n`, the broker's port if `None`).
+pub async fn connect_to(
+    ctx: &SharedCtx,
+    local: &Local,
+    spec: &ClientSpec,
+    (n, port): (usize, Option<u16>),
+    read_chunk: usize,
+    measured: bool,
+) -> Result<Conn> {
     let counters = &ctx.counters[local.thread];
-    let target = Target {
+    let mut target = Target {
         source: ctx.source(n),
         ..ctx.target
     };
+    if let Some(port) = port {
+        target.addr.set_port(port);
+    }
     let began = Instant::now();
     match Conn::open(&target, spec, read_chunk).await {
         Ok(conn) => {

@@ -133,6 +133,13 @@ impl Ctx {
         (!self.sources.is_empty()).then(|| self.sources[n % self.sources.len()])
     }
 
+    /// The port subscriber `n` connects to, if `--subscriber-ports` names
+    /// any (else the broker's).
+    pub fn subscriber_port(&self, n: usize) -> Option<u16> {
+        let ports = &self.args.subscriber_ports;
+        (!ports.is_empty()).then(|| ports[n % ports.len()])
+    }
+
     /// Waits for a phase that `pred` accepts; `None` if the run was torn down.
     pub async fn wait_for(&self, pred: impl Fn(Phase) -> bool) -> Option<Phase> {
         let mut rx = self.phase.clone();

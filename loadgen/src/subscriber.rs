@@ -3,7 +3,7 @@
 //! out of order), acknowledging QoS 1 and 2 as a client must.
 
 use crate::cli::Scenario;
-use crate::connector::connect;
+use crate::connector::connect_to;
 use crate::ctx::{bump, record, Local, Phase, SharedCtx, Window};
 use crate::mqtt::{Conn, READ_CHUNK_BYTES};
 use crate::plan::SubSpec;
@@ -85,7 +85,15 @@ impl Sub {
     async fn set_up(&mut self, spec: &SubSpec, n: usize) -> Result<Option<Conn>> {
         let ctx = self.ctx.clone();
         let qos = QoS::from_bits(ctx.args.sub_qos()).map_err(|e| anyhow!("--sub-qos: {e}"))?;
-        let mut conn = connect(&ctx, &self.local, &spec.client, n, READ_CHUNK_BYTES, true).await?;
+        let mut conn = connect_to(
+            &ctx,
+            &self.local,
+            &spec.client,
+            (n, ctx.subscriber_port(n)),
+            READ_CHUNK_BYTES,
+            true,
+        )
+        .await?;
         if let Err(e) = conn.subscribe(&spec.filter, qos).await {
             // Counted as a failed client: the run cannot check what it never got.
             bump(&ctx.counters[self.local.thread].connect_failures, 1);
@@ -107,7 +115,15 @@ impl Sub {
         if back != Some(Phase::Reconnect) {
             return Ok(None);
         }
-        let conn = connect(&ctx, &self.local, &spec.client, n, READ_CHUNK_BYTES, false).await?;
+        let conn = connect_to(
+            &ctx,
+            &self.local,
+            &spec.client,
+            (n, ctx.subscriber_port(n)),
+            READ_CHUNK_BYTES,
+            false,
+        )
+        .await?;
         if !conn.session_present {
             bail!("the broker did not keep the session (CONNACK session present 0)");
         }
@@ -210,10 +226,13 @@ impl Sub {
             // 3.1.1 ends a session only by connecting with clean session 1.
             let mut clean = spec.client.clone();
             clean.clean = true;
-            let target = crate::mqtt::Target {
+            let mut target = crate::mqtt::Target {
                 source: self.ctx.source(n),
                 ..self.ctx.target
             };
+            if let Some(port) = self.ctx.subscriber_port(n) {
+                target.addr.set_port(port);
+            }
             Conn::open(&target, &clean, crate::mqtt::IDLE_READ_CHUNK_BYTES)
                 .await?
                 .disconnect(false)
