@@ -57,6 +57,8 @@ pub struct Config {
     pub nats: crate::bridge::NatsConfig,
     /// What the bridge sends to NATS (`[[rules]]`).
     pub rules: Vec<crate::bridge::Rule>,
+    /// This node's place in a cluster of ringmq nodes on one NATS.
+    pub cluster: crate::bridge::ClusterConfig,
 }
 
 /// The admin HTTP endpoint (the OpenAPI, metrics, health, status page)
@@ -292,6 +294,7 @@ impl Default for Config {
             trace: TraceConfig::default(),
             nats: Default::default(),
             rules: Vec::new(),
+            cluster: Default::default(),
         }
     }
 }
@@ -477,6 +480,8 @@ impl Config {
             return bad("admin.listen: an address such as 127.0.0.1:18083, or empty");
         }
         crate::bridge::config::check(&self.nats, &self.rules, self.profile == Profile::Aliyun)
+            .map_err(ConfigError::Invalid)?;
+        crate::bridge::config::check_cluster(&self.cluster, &self.nats)
             .map_err(ConfigError::Invalid)?;
         if self.profile == Profile::Aliyun {
             self.validate_aliyun()?;

@@ -162,7 +162,7 @@ fn per_qos(w: &mut Writer, name: &str, help: &str, q: &PerQos, bytes: bool) {
 }
 
 fn counters(w: &mut Writer, s: &Stats) {
-    let rows: [(&str, &str, u64); 22] = [
+    let rows: [(&str, &str, u64); 23] = [
         (
             "ringmq_transport_errors_total",
             "Connections closed for their transport: a failed TLS handshake or WebSocket upgrade, a bad record or frame.",
@@ -259,6 +259,11 @@ fn counters(w: &mut Writer, s: &Stats) {
             "ringmq_inflow_published_total",
             "Messages inflow rules read from JetStream and published.",
             s.inflow_published,
+        ),
+        (
+            "ringmq_cluster_received_total",
+            "Messages other nodes of the cluster published, delivered here.",
+            s.cluster_received,
         ),
         (
             "ringmq_inflow_refused_total",

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsConfig {
-    /// Server URLs, e.g. `nats://127.0.0.1:4222`; the client moves to
-    /// another when one fails.
+    /// Server URLs, e.g. `nats://127.0.0.1:4222`, tried in order: the
+    /// bridge connects to the first it reaches and moves to another when
+    /// that one fails.
     pub servers: Vec<String>,
     /// User name, with `password`.
     pub user: Option<String>,
@@ -43,6 +44,60 @@ impl Default for NatsConfig {
             inflow_batch_messages_max: 256,
         }
     }
+}
+
+/// `[cluster]`: ringmq nodes sharing one NATS (cluster) behave as one
+/// broker: what a client publishes on one node reaches the subscribers of
+/// every node, NATS carrying it to the nodes with interest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster; empty: no cluster.
+    pub node_id: String,
+    /// NATS subjects of the messages are `<subject_prefix>.m.<levels…>`
+    /// (retained ones `<subject_prefix>.r.<levels…>`); nodes with the same
+    /// prefix form one cluster.
+    pub subject_prefix: String,
+    /// Messages received from other nodes and not yet handed to the
+    /// shards; beyond it NATS treats the node as a slow consumer and drops.
+    pub inbox_messages_max: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: String::new(),
+            subject_prefix: "ringmq".into(),
+            inbox_messages_max: 65_536,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this node is part of a cluster.
+    pub fn enabled(&self) -> bool {
+        !self.node_id.is_empty()
+    }
+}
+
+/// Checks `[cluster]` against `[nats]`.
+pub fn check_cluster(cluster: &ClusterConfig, nats: &NatsConfig) -> Result<(), String> {
+    if !cluster.enabled() {
+        return Ok(());
+    }
+    if !valid_js_name(&cluster.node_id) {
+        return Err("cluster.node_id: letters, digits, - and _, e.g. \"n1\"".into());
+    }
+    if nats.servers.is_empty() {
+        return Err("cluster.node_id: a cluster needs [nats] servers".into());
+    }
+    if !valid_subject(&cluster.subject_prefix) {
+        return Err("cluster.subject_prefix: a NATS subject without wildcards".into());
+    }
+    if cluster.inbox_messages_max == 0 {
+        return Err("cluster.inbox_messages_max: at least 1".into());
+    }
+    Ok(())
 }
 
 /// What a rule does.
@@ -278,6 +333,25 @@ mod tests {
             jetstream: false,
             ack_after_stored: false,
         }
+    }
+
+    #[test]
+    fn a_cluster_needs_a_node_id_and_nats() {
+        let nats = NatsConfig {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            ..NatsConfig::default()
+        };
+        let node = |id: &str| ClusterConfig {
+            node_id: id.into(),
+            ..ClusterConfig::default()
+        };
+        assert_eq!(check_cluster(&ClusterConfig::default(), &NatsConfig::default()), Ok(()));
+        assert_eq!(check_cluster(&node("n1"), &nats), Ok(()));
+        assert!(check_cluster(&node("n1"), &NatsConfig::default()).is_err());
+        assert!(check_cluster(&node("n.1"), &nats).is_err());
+        let mut wild = node("n1");
+        wild.subject_prefix = "a.*".into();
+        assert!(check_cluster(&wild, &nats).is_err());
     }
 
     #[test]

@@ -6,11 +6,26 @@ use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
-use super::{Handed, NatsConfig, Rule};
+use super::cluster::Interest;
+use super::{ClusterConfig, Handed, NatsConfig, Rule};
 use crate::shard::Controls;
 
-/// The inflow rules, and the control plane they wait for.
-pub(super) type InflowRules = (Vec<Rule>, oneshot::Receiver<Controls>);
+/// What the bridge thread starts with.
+pub(super) struct Parts {
+    pub(super) config: NatsConfig,
+    /// What the shards hand over.
+    pub(super) rx: Receiver<Handed>,
+    /// Fires once the shards have stopped.
+    pub(super) stopped: oneshot::Receiver<()>,
+    /// The inflow rules, and the control plane they wait for.
+    pub(super) inflow: (Vec<Rule>, oneshot::Receiver<Controls>),
+    /// The cluster, the shards' interest, and the control plane.
+    pub(super) cluster: (
+        ClusterConfig,
+        tokio::sync::mpsc::UnboundedReceiver<Interest>,
+        oneshot::Receiver<Controls>,
+    ),
+}
 
 /// How long a stopping bridge waits for NATS to take what it holds.
 pub(super) const FLUSH_WAIT: Duration = Duration::from_secs(2);
@@ -19,25 +34,26 @@ const JETSTREAM_ATTEMPTS: u32 = 8;
 
 /// Runs until `stopped` fires (the shards have stopped), then sends what
 /// is left and flushes.
-pub(super) fn run(
-    config: NatsConfig,
-    rx: Receiver<Handed>,
-    stopped: oneshot::Receiver<()>,
-    inflow: InflowRules,
-) {
+pub(super) fn run(parts: Parts) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
     match runtime {
-        Ok(rt) => rt.block_on(publish_all(config, rx, stopped, inflow)),
+        Ok(rt) => rt.block_on(publish_all(parts)),
         Err(e) => tracing::error!("the NATS bridge cannot start its runtime: {e}"),
     }
 }
 
-fn options(config: &NatsConfig) -> async_nats::ConnectOptions {
+fn options(config: &NatsConfig, cluster: &ClusterConfig) -> async_nats::ConnectOptions {
     let mut options = async_nats::ConnectOptions::new()
-        .name("ringmq")
+        .name(match cluster.enabled() {
+            true => format!("ringmq-{}", cluster.node_id),
+            false => "ringmq".into(),
+        })
         .retry_on_initial_connect()
+        // The first server listed first (a node's own, in a cluster); the
+        // others when it fails.
+        .retain_servers_order()
         .connection_timeout(Duration::from_secs(5))
         .client_capacity(config.client_messages_max)
         .event_callback(|event| async move {
@@ -58,16 +74,23 @@ fn options(config: &NatsConfig) -> async_nats::ConnectOptions {
     if let Some(token) = &config.token {
         options = options.token(token.clone());
     }
+    if cluster.enabled() {
+        // What this node publishes never comes back to it.
+        options = options.no_echo();
+    }
     options
 }
 
-async fn publish_all(
-    config: NatsConfig,
-    mut rx: Receiver<Handed>,
-    mut stopped: oneshot::Receiver<()>,
-    (rules, controls): InflowRules,
-) {
-    let client = match options(&config).connect(config.servers.as_slice()).await {
+async fn publish_all(parts: Parts) {
+    let Parts {
+        config,
+        mut rx,
+        mut stopped,
+        inflow: (rules, controls),
+        cluster: (cluster, interest, cluster_controls),
+    } = parts;
+    let connecting = options(&config, &cluster).connect(config.servers.as_slice());
+    let client = match connecting.await {
         Ok(client) => client,
         Err(e) => return tracing::error!("the NATS bridge cannot start: {e}"),
     };
@@ -75,7 +98,20 @@ async fn publish_all(
     let js = async_nats::jetstream::new(client.clone());
     let batch = config.inflow_batch_messages_max;
     tokio::spawn(super::inflow::run_all(js.clone(), rules, controls, batch));
+    let origin = cluster.enabled().then(|| {
+        // This run of this node: a restarted node numbers from 1 again.
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        format!("{}-{started}", cluster.node_id)
+    });
+    if cluster.enabled() {
+        let run = super::cluster::run(client.clone(), cluster, interest, cluster_controls);
+        tokio::spawn(run);
+    }
     let out = Out {
+        origin,
+        seq: std::cell::Cell::new(0),
         js,
         client,
         window: std::sync::Arc::new(tokio::sync::Semaphore::new(
@@ -145,7 +181,12 @@ async fn finish(out: &Out, rx: &mut Receiver<Handed>, unfinished: Option<Publish
 /// which the stream de-duplicates), or to core NATS.
 async fn publish(out: &Out, handed: Handed) {
     let Handed { msg, confirm } = handed;
-    let headers = header_map(&msg.headers);
+    let mut headers = header_map(&msg.headers);
+    if let (true, Some(origin)) = (msg.cluster, &out.origin) {
+        out.seq.set(out.seq.get() + 1);
+        headers.insert("rmq-n", origin.as_str());
+        headers.insert("rmq-s", out.seq.get().to_string().as_str());
+    }
     if msg.jetstream {
         let Ok(permit) = std::sync::Arc::clone(&out.window).acquire_owned().await else {
             return;
@@ -221,6 +262,10 @@ fn header_map(headers: &[(&'static str, String)]) -> async_nats::HeaderMap {
 /// Where messages go: the client, its JetStream context, and the window of
 /// JetStream acknowledgements awaited at once.
 struct Out {
+    /// This node's run, in a cluster (`rmq-n`).
+    origin: Option<String>,
+    /// The last cluster message's number (`rmq-s`).
+    seq: std::cell::Cell<u64>,
     client: async_nats::Client,
     js: async_nats::jetstream::Context,
     window: std::sync::Arc<tokio::sync::Semaphore>,

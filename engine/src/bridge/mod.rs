@@ -6,6 +6,7 @@
 //! and sends them once NATS is back. Inflow rules read JetStream streams
 //! and reach the shards through the control plane (see `inflow`).
 
+mod cluster;
 pub mod config;
 mod connector;
 mod inflow;
@@ -13,7 +14,7 @@ mod inflow;
 use tokio::sync::mpsc;
 
 pub use crate::core::outflow::Outflow;
-pub use config::{NatsConfig, Rule, RuleKind};
+pub use config::{ClusterConfig, NatsConfig, Rule, RuleKind};
 
 /// Told `true` once a stream stored a message whose publisher's
 /// acknowledgement waits for it (see [`Outflow::confirm`]); dropped unsent
@@ -31,6 +32,7 @@ pub(crate) struct Handed {
 #[derive(Debug, Clone)]
 pub struct Bridge {
     tx: mpsc::Sender<Handed>,
+    interest: mpsc::UnboundedSender<cluster::Interest>,
 }
 
 impl Bridge {
@@ -39,6 +41,12 @@ impl Bridge {
     pub fn offer(&self, msg: Outflow, confirm: Option<Confirm>) -> bool {
         self.tx.try_send(Handed { msg, confirm }).is_ok()
     }
+
+    /// Tells the cluster's side that shards gained or lost subscribers on
+    /// filters (never dropped: one entry per filter change).
+    pub fn interest(&self, changes: Vec<(Box<str>, bool)>) {
+        let _ = self.interest.send(changes);
+    }
 }
 
 /// The bridge thread, to stop once the shards stopped.
@@ -46,15 +54,15 @@ impl Bridge {
 pub struct Running {
     thread: std::thread::JoinHandle<()>,
     stop: tokio::sync::oneshot::Sender<()>,
-    controls: Option<tokio::sync::oneshot::Sender<crate::shard::Controls>>,
+    controls: Vec<tokio::sync::oneshot::Sender<crate::shard::Controls>>,
 }
 
 impl Running {
     /// Gives the bridge the shards' control plane: inflow rules start
     /// reading their streams.
     pub fn attach(&mut self, controls: crate::shard::Controls) {
-        if let Some(tx) = self.controls.take() {
-            let _ = tx.send(controls);
+        for tx in self.controls.drain(..) {
+            let _ = tx.send(controls.clone());
         }
     }
 
@@ -70,27 +78,40 @@ impl Running {
 
 /// Starts the bridge thread if `[nats]` names servers. It connects in the
 /// background (NATS need not be up yet) and runs until [`Running::stop`];
-/// its inflow rules wait for [`Running::attach`].
-pub fn start(config: &NatsConfig, rules: &[Rule]) -> std::io::Result<Option<(Bridge, Running)>> {
+/// its inflow rules and the cluster's subscriptions wait for
+/// [`Running::attach`].
+pub fn start(
+    config: &NatsConfig,
+    rules: &[Rule],
+    cluster: &ClusterConfig,
+) -> std::io::Result<Option<(Bridge, Running)>> {
     if config.servers.is_empty() {
         return Ok(None);
     }
     let (tx, rx) = mpsc::channel(config.outbox_messages_max);
+    let (interest, interest_rx) = mpsc::unbounded_channel();
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let (controls, attached) = tokio::sync::oneshot::channel();
+    let (inflow_controls, inflow_attached) = tokio::sync::oneshot::channel();
+    let (cluster_controls, cluster_attached) = tokio::sync::oneshot::channel();
     let inflow = rules
         .iter()
         .filter(|r| r.kind == RuleKind::Inflow)
         .cloned()
         .collect();
-    let config = config.clone();
+    let parts = connector::Parts {
+        config: config.clone(),
+        rx,
+        stopped,
+        inflow: (inflow, inflow_attached),
+        cluster: (cluster.clone(), interest_rx, cluster_attached),
+    };
     let thread = std::thread::Builder::new()
         .name("nats".into())
-        .spawn(move || connector::run(config, rx, stopped, (inflow, attached)))?;
+        .spawn(move || connector::run(parts))?;
     let running = Running {
         thread,
         stop,
-        controls: Some(controls),
+        controls: vec![inflow_controls, cluster_controls],
     };
-    Ok(Some((Bridge { tx }, running)))
+    Ok(Some((Bridge { tx, interest }, running)))
 }

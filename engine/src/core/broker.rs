@@ -95,6 +95,11 @@ pub struct Broker {
     pub outflow_rules: Vec<super::outflow::OutflowRule>,
     /// The last outflow confirmation token (see `Outflow::confirm`).
     pub(super) next_confirm: u64,
+    /// This node's cluster, if it is in one.
+    pub cluster: Option<super::cluster::ClusterRoute>,
+    /// Filters this shard gained (`true`) or lost its subscribers on, for
+    /// the cluster's bridge; drained like `outflow`.
+    pub interest: Vec<(Box<str>, bool)>,
     /// Counters.
     pub stats: Stats,
     /// Latencies and storage gauges.
@@ -166,6 +171,8 @@ impl Broker {
             outflow: Vec::new(),
             outflow_rules: Vec::new(),
             next_confirm: 0,
+            cluster: None,
+            interest: Vec::new(),
             stats: Stats::default(),
             metrics: Default::default(),
             traces: Traces::default(),

@@ -80,6 +80,8 @@ impl Broker {
     /// outbox, this shard's sessions directly. A retained message is also
     /// stored on every shard.
     pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) -> Routed {
+        // Other nodes may have subscribers: it went somewhere.
+        let clustered = self.cluster_publish(&message);
         if message.retain {
             let stored = Arc::new(retained::compact(&message));
             for peer in self.peers() {
@@ -112,7 +114,7 @@ impl Broker {
         let retained_elsewhere = message.retain && !self.owns_topic(message.topic.as_str());
         Routed {
             wait: durable & mask != 0 || shared.remote || retained_elsewhere,
-            matched: mask != 0 || local > 0 || shared.picked,
+            matched: mask != 0 || local > 0 || shared.picked || clustered,
         }
     }
 

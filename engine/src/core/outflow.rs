@@ -25,6 +25,9 @@ pub struct Outflow {
     /// the token the shard layer confirms it by (see
     /// [`Broker::take_confirms`]).
     pub confirm: Option<u64>,
+    /// A message for the other nodes of the cluster (the bridge adds the
+    /// origin's headers).
+    pub cluster: bool,
 }
 
 /// A data outflow rule as the core applies it: messages whose topic
@@ -95,6 +98,7 @@ impl Broker {
                 payload: message.payload.clone(),
                 jetstream,
                 confirm,
+                cluster: false,
             });
         }
         (headers.is_some(), wait)

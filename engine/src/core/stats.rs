@@ -97,6 +97,8 @@ pub struct Stats {
     pub outflow_unconfirmed: u64,
     /// Messages inflow rules published.
     pub inflow_published: u64,
+    /// Messages other nodes of the cluster published, delivered here.
+    pub cluster_received: u64,
     /// Messages inflow rules read that the broker refused (topic, size).
     pub inflow_refused: u64,
 }
@@ -145,6 +147,7 @@ impl Stats {
             outflow_dropped,
             outflow_unconfirmed,
             inflow_published,
+            cluster_received,
             inflow_refused,
         } = other;
         self.connects += connects;
@@ -186,6 +189,7 @@ impl Stats {
         self.outflow_dropped += outflow_dropped;
         self.outflow_unconfirmed += outflow_unconfirmed;
         self.inflow_published += inflow_published;
+        self.cluster_received += cluster_received;
         self.inflow_refused += inflow_refused;
     }
 }

@@ -155,6 +155,7 @@ impl Broker {
         if let Some(a) = self.aliyun.as_deref_mut() {
             a.filter_routed(filter, self.shard, add);
         }
+        self.cluster_interest(filter, add);
         for peer in 0..self.shards {
             if peer != self.shard {
                 self.outbox[peer].push(Remote::Route(filter.into(), add));

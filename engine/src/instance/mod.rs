@@ -45,12 +45,13 @@ impl Instance {
         };
         let config = Arc::new(config);
         let snapshot = prepared.as_ref().map(|p| Arc::new(p.registry().clone()));
-        let (bridge, bridge_thread) = crate::bridge::start(&config.nats, &config.rules)
-            .map_err(|source| RunError::Io {
-                what: "cannot start the NATS bridge".into(),
-                source,
-            })?
-            .unzip();
+        let (bridge, bridge_thread) =
+            crate::bridge::start(&config.nats, &config.rules, &config.cluster)
+                .map_err(|source| RunError::Io {
+                    what: "cannot start the NATS bridge".into(),
+                    source,
+                })?
+                .unzip();
         let running = shard::start(Arc::clone(&config), lock, snapshot, tls, bridge)?;
         let mut bridge_thread = bridge_thread;
         if let Some(bridge) = bridge_thread.as_mut() {

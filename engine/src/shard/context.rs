@@ -86,6 +86,12 @@ impl Shard {
     /// refuses is dropped and counted.
     fn hand_outflow(&self) {
         let mut broker = self.broker.borrow_mut();
+        if !broker.interest.is_empty() {
+            let interest = std::mem::take(&mut broker.interest);
+            if let Some(bridge) = &self.bridge {
+                bridge.interest(interest);
+            }
+        }
         if broker.outflow.is_empty() {
             return;
         }
@@ -396,6 +402,10 @@ const TAG_SEEDS: [u64; 4] = [
 /// registry copy, and the trace store.
 fn set_profile(broker: &mut Broker, config: &Config, registry: Option<&Registry>, shards: usize) {
     let aliyun = config.profile == Profile::Aliyun;
+    broker.cluster = config
+        .cluster
+        .enabled()
+        .then(|| crate::core::cluster::ClusterRoute::new(&config.cluster.subject_prefix));
     broker.outflow_rules = config
         .rules
         .iter()

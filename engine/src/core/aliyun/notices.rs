@@ -117,6 +117,7 @@ impl Broker {
                 payload: payload.clone(),
                 jetstream: false,
                 confirm: None,
+                cluster: false,
             });
         }
         if !to_mqtt {

@@ -1,0 +1,255 @@
+//! The cluster's side of the bridge. Out: messages the shards send to the
+//! other nodes are published to core NATS with the origin's headers
+//! (`rmq-n`, this node's run; `rmq-s`, its sequence number). In: the
+//! shards' interest (a filter gained or lost on a shard) becomes NATS
+//! subscriptions to the filter's subjects, counted across shards, so NATS
+//! sends a node only what it has subscribers for; what arrives is handed
+//! to the shards in batches, each origin's messages to one shard (its
+//! order kept), and each message once even when several of the node's
+//! subscriptions match it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use async_nats::{Client, HeaderMap, Subscriber};
+use futures_lite::StreamExt;
+use ringmq_protocol::QoS;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use super::ClusterConfig;
+use crate::core::cluster::{ClusterRoute, SUBJECT_BYTES_MAX};
+use crate::core::subject::{filter_subjects, subject_topic};
+use crate::shard::{Controls, DurableJob};
+
+/// Interest changes from the shards: (filter, gained).
+pub(crate) type Interest = Vec<(Box<str>, bool)>;
+
+/// Messages from one origin handed to the shards at once, at most.
+const BATCH_MESSAGES_MAX: usize = 256;
+/// Sequence numbers remembered per origin to drop a second copy.
+const SEEN_PER_ORIGIN: usize = 4096;
+
+/// Subscribes to what the shards are interested in and hands what
+/// arrives to them, until the bridge stops.
+pub(super) async fn run(
+    client: Client,
+    config: ClusterConfig,
+    mut interest: mpsc::UnboundedReceiver<Interest>,
+    controls: oneshot::Receiver<Controls>,
+) {
+    let Ok(controls) = controls.await else { return };
+    let route = ClusterRoute::new(&config.subject_prefix);
+    let (tx, rx) = mpsc::channel(config.inbox_messages_max);
+    tokio::spawn(inject(rx, controls, route.clone()));
+    let mut subscribed: HashMap<String, (usize, AbortHandle)> = HashMap::new();
+    // Every retained message, whoever subscribes: each node keeps them all.
+    gain(
+        &client,
+        &mut subscribed,
+        format!("{}.>", route.retained),
+        &tx,
+    )
+    .await;
+    while let Some(changes) = interest.recv().await {
+        for (filter, add) in changes {
+            for subject in filter_subjects(&route.messages, &filter, SUBJECT_BYTES_MAX) {
+                match add {
+                    true => gain(&client, &mut subscribed, subject, &tx).await,
+                    false => lose(&mut subscribed, &subject),
+                }
+            }
+        }
+    }
+}
+
+async fn gain(
+    client: &Client,
+    subscribed: &mut HashMap<String, (usize, AbortHandle)>,
+    subject: String,
+    tx: &mpsc::Sender<async_nats::Message>,
+) {
+    if let Some((count, _)) = subscribed.get_mut(&subject) {
+        *count += 1;
+        return;
+    }
+    match client.subscribe(subject.clone()).await {
+        Ok(sub) => {
+            let task = tokio::spawn(forward(sub, tx.clone()));
+            subscribed.insert(subject, (1, task.abort_handle()));
+        }
+        Err(e) => tracing::warn!(%subject, "cluster: cannot subscribe: {e}"),
+    }
+}
+
+fn lose(subscribed: &mut HashMap<String, (usize, AbortHandle)>, subject: &str) {
+    let Some((count, task)) = subscribed.get_mut(subject) else {
+        return;
+    };
+    *count -= 1;
+    if *count == 0 {
+        // The subscriber is dropped with its task: async-nats unsubscribes.
+        task.abort();
+        subscribed.remove(subject);
+    }
+}
+
+async fn forward(mut sub: Subscriber, tx: mpsc::Sender<async_nats::Message>) {
+    while let Some(m) = sub.next().await {
+        if tx.send(m).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One message for a shard.
+struct Arrived {
+    topic: String,
+    payload: bytes::Bytes,
+    qos: QoS,
+    retain: bool,
+}
+
+/// Hands what arrives to the shards, batch by batch, each batch once the
+/// last one is delivered (so a slow node pushes back on NATS).
+async fn inject(
+    mut rx: mpsc::Receiver<async_nats::Message>,
+    controls: Controls,
+    route: ClusterRoute,
+) {
+    let mut seen = Seen::default();
+    let shards = controls.shards().max(1);
+    while let Some(first) = rx.recv().await {
+        let mut batches: HashMap<usize, Vec<Arrived>> = HashMap::new();
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(m) = next.take() {
+            taken += 1;
+            if let Some((origin, arrived)) = arrived(&m, &route, &mut seen) {
+                let shard = origin_shard(&origin, shards);
+                batches.entry(shard).or_default().push(arrived);
+            }
+            if taken < BATCH_MESSAGES_MAX {
+                next = rx.try_recv().ok();
+            }
+        }
+        for (shard, batch) in batches {
+            if !deliver(&controls, shard, batch).await {
+                return;
+            }
+        }
+    }
+}
+
+/// The message for the shards, and its origin; `None` for a second copy
+/// or a subject that is not a topic's.
+fn arrived(
+    m: &async_nats::Message,
+    route: &ClusterRoute,
+    seen: &mut Seen,
+) -> Option<(String, Arrived)> {
+    let headers = m.headers.as_ref();
+    let header = |name: &str| {
+        headers
+            .and_then(|h: &HeaderMap| h.get(name))
+            .map(|v| v.as_str())
+    };
+    let origin = header("rmq-n").unwrap_or_default().to_owned();
+    let seq = header("rmq-s").and_then(|s| s.parse::<u64>().ok());
+    if let Some(seq) = seq {
+        if !seen.first(&origin, seq) {
+            return None;
+        }
+    }
+    let subject = m.subject.as_str();
+    let (topic, retain) = match subject_topic(&route.messages, subject) {
+        Some(topic) => (topic, false),
+        None => (subject_topic(&route.retained, subject)?, true),
+    };
+    let qos = header("rmq-q")
+        .and_then(|q| q.parse::<u8>().ok())
+        .and_then(|q| QoS::from_bits(q).ok())
+        .unwrap_or(QoS::AtMostOnce);
+    let payload = m.payload.clone();
+    Some((
+        origin,
+        Arrived {
+            topic,
+            payload,
+            qos,
+            retain,
+        },
+    ))
+}
+
+/// Each origin's messages go to one shard: their order is kept.
+fn origin_shard(origin: &str, shards: usize) -> usize {
+    let hash = origin.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    usize::try_from(hash % shards as u64).unwrap_or(0)
+}
+
+/// Delivers `batch` through `shard`; false once the shards are gone.
+async fn deliver(controls: &Controls, shard: usize, batch: Vec<Arrived>) -> bool {
+    let (tx, rx) = oneshot::channel();
+    let job: DurableJob = Box::new(move |broker, now| {
+        for a in batch {
+            if !broker.publish_from_cluster(&a.topic, a.payload, a.qos, a.retain, now) {
+                tracing::debug!(topic = %a.topic, "cluster: not a topic here");
+            }
+        }
+        Box::new(move || {
+            let _ = tx.send(());
+        })
+    });
+    controls.run_durable(shard, job) && rx.await.is_ok()
+}
+
+/// The sequence numbers lately seen from each origin.
+#[derive(Default)]
+struct Seen {
+    by_origin: HashMap<String, (HashSet<u64>, VecDeque<u64>)>,
+}
+
+impl Seen {
+    /// Whether `seq` from `origin` is new (and remembers it).
+    fn first(&mut self, origin: &str, seq: u64) -> bool {
+        if !self.by_origin.contains_key(origin) {
+            self.by_origin.insert(origin.to_owned(), Default::default());
+        }
+        let Some((set, order)) = self.by_origin.get_mut(origin) else {
+            return true;
+        };
+        if !set.insert(seq) {
+            return false;
+        }
+        order.push_back(seq);
+        if order.len() > SEEN_PER_ORIGIN {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Seen;
+
+    #[test]
+    fn a_second_copy_is_dropped_and_origins_are_apart() {
+        let mut seen = Seen::default();
+        assert!(seen.first("a", 1));
+        assert!(seen.first("a", 2));
+        assert!(!seen.first("a", 1));
+        assert!(seen.first("b", 1));
+        for seq in 3..5000 {
+            assert!(seen.first("a", seq));
+        }
+        assert!(
+            seen.first("a", 1),
+            "forgotten after SEEN_PER_ORIGIN newer ones"
+        );
+    }
+}

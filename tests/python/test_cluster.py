@@ -1,0 +1,201 @@
+"""Three ringmq nodes on a three-node NATS cluster, started by
+`scripts/cluster` as an operator would: what a paho client publishes on
+one node reaches the subscribers of every node (and only the nodes with
+subscribers), once, in order; topics NATS could not carry as they are
+arrive intact; retained messages reach every node's store; a NATS server
+dying moves its ringmq node to another.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ClientFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "cluster"
+
+
+def _ports_free(base: int) -> bool:
+    for offset in (1, 2, 3, 11, 12, 13, 21, 22, 23, 31, 32, 33, 41, 42, 43):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", base + offset))
+            except OSError:
+                return False
+    return True
+
+
+class Cluster:
+    def __init__(self, work: Path):
+        self.dir = work
+        for _ in range(50):
+            self.base = random.randrange(20000, 30000, 100)
+            if _ports_free(self.base):
+                break
+        env = dict(os.environ, RINGMQ_BIN=os.environ.get("RINGMQ_BIN", str(ROOT / "target/release/ringmq")))
+        self.env = env
+        out = self.run("up", "--base-port", str(self.base))
+        self.endpoints = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def run(self, *args: str) -> str:
+        done = subprocess.run([str(SCRIPT), *args, "--dir", str(self.dir)], env=self.env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr + done.stdout
+        return done.stdout
+
+    def port(self, node: int) -> int:
+        return self.base + 30 + node
+
+    def metric(self, node: int, name: str) -> float:
+        url = f"http://127.0.0.1:{self.base + 40 + node}/metrics"
+        for line in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
+    def log(self, name: str) -> str:
+        return (self.dir / name / "log").read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    yield c
+    c.run("down")
+
+
+def settle(*clients) -> None:
+    """Subscriptions reach the other nodes through NATS: a round trip of
+    interest, not a SUBACK. Long enough for it on a busy machine."""
+    time.sleep(0.5)
+
+
+def test_a_message_published_on_one_node_reaches_subscribers_on_every_node(cluster, uid):
+    f = ClientFactory(cluster.port(1), uid)
+    try:
+        pub = f.new("pub")
+        local = f.new("local")
+        two = f.new("two", port=cluster.port(2))
+        three = f.new("three", port=cluster.port(3))
+        local.sub(f"fan/{uid}/#", 1)
+        two.sub(f"fan/{uid}/+", 1)
+        three.sub(f"fan/{uid}/#", 1)
+        # Overlapping filters on one node: NATS sends it twice, once arrives.
+        three.sub(f"fan/{uid}/+", 1)
+        settle()
+        for n in range(100):
+            assert pub.publish(f"fan/{uid}/t", str(n).encode(), qos=1) == 0
+        expected = [str(n).encode() for n in range(100)]
+        for c in (local, two, three):
+            assert [m.payload for m in c.expect(100)] == expected, c.client_id
+            c.expect_none()
+    finally:
+        f.close_all()
+
+
+def test_a_node_gets_only_what_it_has_subscribers_for(cluster, uid):
+    f = ClientFactory(cluster.port(1), uid)
+    try:
+        pub = f.new("pub")
+        two = f.new("two", port=cluster.port(2))
+        two.sub(f"only/{uid}/a", 0)
+        settle()
+        before3 = cluster.metric(3, "ringmq_cluster_received_total")
+        before2 = cluster.metric(2, "ringmq_cluster_received_total")
+        pub.publish(f"only/{uid}/a", b"for two", qos=1)
+        assert two.expect_one().payload == b"for two"
+        two.unsubscribe(f"only/{uid}/a")
+        settle()
+        pub.publish(f"only/{uid}/a", b"for nobody", qos=1)
+        two.expect_none()
+        time.sleep(0.3)
+        assert cluster.metric(2, "ringmq_cluster_received_total") == before2 + 1
+        assert cluster.metric(3, "ringmq_cluster_received_total") == before3, \
+            "node 3 subscribes to nothing: NATS sends it nothing"
+    finally:
+        f.close_all()
+
+
+def test_topics_nats_cannot_carry_as_they_are_arrive_intact(cluster, uid):
+    f = ClientFactory(cluster.port(1), uid)
+    topics = [f"odd/{uid}/a.b c", f"odd/{uid}/*/>", f"odd/{uid}//empty", f"odd/{uid}/温度",
+              f"odd/{uid}/x=3D", f"odd/{uid}/"]
+    try:
+        pub = f.new("pub")
+        sub = f.new("sub", port=cluster.port(3))
+        sub.sub(f"odd/{uid}/#", 0)
+        settle()
+        for t in topics:
+            pub.publish(t, t.encode(), qos=1)
+        got = sub.expect(len(topics))
+        assert [(m.topic, m.payload.decode()) for m in got] == [(t, t) for t in topics]
+    finally:
+        f.close_all()
+
+
+def test_the_brokers_own_sys_topics_stay_on_their_node(cluster, uid):
+    f = ClientFactory(cluster.port(2), uid)
+    try:
+        sub = f.new("sub")
+        sub.sub("$SYS/broker/uptime", 0)
+        got = sub.expect(1, timeout=15)
+        # One node's uptime, not three: only node 2 publishes to node 2.
+        sub.expect_none(timeout=1)
+        assert got[0].topic == "$SYS/broker/uptime"
+    finally:
+        f.close_all()
+
+
+def test_a_retained_message_reaches_every_nodes_store(cluster, uid):
+    f = ClientFactory(cluster.port(1), uid)
+    try:
+        pub = f.new("pub")
+        pub.publish(f"kept/{uid}", b"last value", qos=1, retain=True)
+        time.sleep(0.5)
+        # Nobody subscribed anywhere when it was published.
+        for node in (2, 3):
+            late = f.new(f"late{node}", port=cluster.port(node))
+            late.sub(f"kept/{uid}", 1)
+            msg = late.expect_one()
+            assert (msg.payload, msg.retain) == (b"last value", True)
+        pub.publish(f"kept/{uid}", b"", qos=1, retain=True)
+        time.sleep(0.5)
+        cleared = f.new("cleared", port=cluster.port(3))
+        cleared.sub(f"kept/{uid}", 1)
+        cleared.expect_none()
+    finally:
+        f.close_all()
+
+
+def test_a_nats_server_dying_moves_its_node_to_another(cluster, uid):
+    f = ClientFactory(cluster.port(1), uid)
+    try:
+        pub = f.new("pub")
+        two = f.new("two", port=cluster.port(2))
+        two.sub(f"move/{uid}", 1)
+        settle()
+        pub.publish(f"move/{uid}", b"before", qos=1)
+        assert two.expect_one().payload == b"before"
+        cluster.run("stop-nats", "2")
+        try:
+            # Node 2 reconnects to NATS 1 or 3 and subscribes again.
+            deadline = time.monotonic() + 20
+            got = []
+            while not got and time.monotonic() < deadline:
+                pub.publish(f"move/{uid}", b"after", qos=1)
+                got = two.drain(timeout=0.5)
+            assert got and got[0].payload == b"after", cluster.log("n2")
+            assert "NATS bridge disconnected" in cluster.log("n2")
+        finally:
+            cluster.run("start-nats", "2")
+    finally:
+        f.close_all()
