@@ -345,7 +345,10 @@ mod tests {
             node_id: id.into(),
             ..ClusterConfig::default()
         };
-        assert_eq!(check_cluster(&ClusterConfig::default(), &NatsConfig::default()), Ok(()));
+        assert_eq!(
+            check_cluster(&ClusterConfig::default(), &NatsConfig::default()),
+            Ok(())
+        );
         assert_eq!(check_cluster(&node("n1"), &nats), Ok(()));
         assert!(check_cluster(&node("n1"), &NatsConfig::default()).is_err());
         assert!(check_cluster(&node("n.1"), &nats).is_err());
