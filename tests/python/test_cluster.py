@@ -199,3 +199,27 @@ def test_a_nats_server_dying_moves_its_node_to_another(cluster, uid):
             cluster.run("start-nats", "2")
     finally:
         f.close_all()
+
+
+def test_a_client_connecting_on_another_node_takes_over_its_connection(cluster, uid):
+    f = ClientFactory(cluster.port(1), uid)
+    cid = f"moving-{uid}"[:60]
+    try:
+        first = f.new("first", client_id=cid)
+        time.sleep(0.3)
+        second = f.new("second", client_id=cid, port=cluster.port(3))
+        assert first.wait_disconnected(timeout=10) == 0x8E, "Session taken over"
+        assert not second.disconnected.is_set(), "the later connection stays"
+        deadline = time.monotonic() + 5
+        while cluster.metric(1, "ringmq_takeovers_total") < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert cluster.metric(1, "ringmq_takeovers_total") >= 1
+        # And back: the older one on node 3 goes this time.
+        third = f.new("third", client_id=cid, port=cluster.port(2))
+        assert second.wait_disconnected(timeout=10) == 0x8E
+        third.sub(f"back/{uid}", 0)
+        settle()
+        f.new("pub").publish(f"back/{uid}", b"to the newest", qos=1)
+        assert third.expect_one().payload == b"to the newest"
+    finally:
+        f.close_all()

@@ -16,13 +16,10 @@ use ringmq_protocol::QoS;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use super::ClusterConfig;
+use super::{ClusterConfig, ClusterEvent};
 use crate::core::cluster::{ClusterRoute, SUBJECT_BYTES_MAX};
-use crate::core::subject::{filter_subjects, subject_topic};
+use crate::core::subject::{filter_subjects, name_subject, subject_name, subject_topic};
 use crate::shard::{Controls, DurableJob};
-
-/// Interest changes from the shards: (filter, gained).
-pub(crate) type Interest = Vec<(Box<str>, bool)>;
 
 /// Messages from one origin handed to the shards at once, at most.
 const BATCH_MESSAGES_MAX: usize = 256;
@@ -30,17 +27,25 @@ const BATCH_MESSAGES_MAX: usize = 256;
 const SEEN_PER_ORIGIN: usize = 4096;
 
 /// Subscribes to what the shards are interested in and hands what
-/// arrives to them, until the bridge stops.
+/// arrives to them; tells the other nodes of the clients that connect
+/// here, and closes the older connection when a client connects on
+/// another node; until the bridge stops.
 pub(super) async fn run(
     client: Client,
     config: ClusterConfig,
-    mut interest: mpsc::UnboundedReceiver<Interest>,
+    mut events: mpsc::UnboundedReceiver<Vec<ClusterEvent>>,
     controls: oneshot::Receiver<Controls>,
 ) {
     let Ok(controls) = controls.await else { return };
-    let route = ClusterRoute::new(&config.subject_prefix);
+    let route = ClusterRoute::new(&config.subject_prefix, &config.node_id);
     let (tx, rx) = mpsc::channel(config.inbox_messages_max);
-    tokio::spawn(inject(rx, controls, route.clone()));
+    tokio::spawn(inject(rx, controls.clone(), route.clone()));
+    match client.subscribe(format!("{}.>", route.clients)).await {
+        Ok(sub) => {
+            tokio::spawn(take_over(sub, controls, route.clone()));
+        }
+        Err(e) => tracing::warn!("cluster: cannot subscribe to connections: {e}"),
+    }
     let mut subscribed: HashMap<String, (usize, AbortHandle)> = HashMap::new();
     // Every retained message, whoever subscribes: each node keeps them all.
     gain(
@@ -50,13 +55,65 @@ pub(super) async fn run(
         &tx,
     )
     .await;
-    while let Some(changes) = interest.recv().await {
-        for (filter, add) in changes {
-            for subject in filter_subjects(&route.messages, &filter, SUBJECT_BYTES_MAX) {
-                match add {
-                    true => gain(&client, &mut subscribed, subject, &tx).await,
-                    false => lose(&mut subscribed, &subject),
+    while let Some(batch) = events.recv().await {
+        for event in batch {
+            match event {
+                ClusterEvent::Interest(filter, add) => {
+                    for subject in filter_subjects(&route.messages, &filter, SUBJECT_BYTES_MAX) {
+                        match add {
+                            true => gain(&client, &mut subscribed, subject, &tx).await,
+                            false => lose(&mut subscribed, &subject),
+                        }
+                    }
                 }
+                ClusterEvent::Connected(client_id, at) => {
+                    announce(&client, &route, &client_id, at).await;
+                }
+            }
+        }
+    }
+}
+
+/// Tells the other nodes that `client_id` connected here at `at`.
+async fn announce(client: &Client, route: &ClusterRoute, client_id: &str, at: u64) {
+    let mut headers = HeaderMap::new();
+    headers.insert("rmq-n", route.node.as_str());
+    headers.insert("rmq-t", at.to_string().as_str());
+    let subject = name_subject(&route.clients, client_id);
+    let sent = client
+        .publish_with_headers(subject, headers, bytes::Bytes::new())
+        .await;
+    if let Err(e) = sent {
+        tracing::warn!(client = client_id, "cluster: connection not announced: {e}");
+    }
+}
+
+/// Closes this node's connection of a client that connected later on
+/// another node (see `Broker::connected_elsewhere`).
+async fn take_over(mut sub: Subscriber, controls: Controls, route: ClusterRoute) {
+    while let Some(m) = sub.next().await {
+        let headers = m.headers.as_ref();
+        let header = |name: &str| {
+            headers
+                .and_then(|h: &HeaderMap| h.get(name))
+                .map(|v| v.as_str().to_owned())
+        };
+        let (Some(node), Some(at)) = (
+            header("rmq-n"),
+            header("rmq-t").and_then(|t| t.parse::<u64>().ok()),
+        ) else {
+            continue;
+        };
+        let Some(client_id) = subject_name(&route.clients, m.subject.as_str()) else {
+            continue;
+        };
+        for shard in 0..controls.shards() {
+            let (client_id, node) = (client_id.clone(), node.clone());
+            let job: crate::shard::Job = Box::new(move |broker, _| {
+                broker.connected_elsewhere(&client_id, at, &node);
+            });
+            if !controls.run(shard, job) {
+                return;
             }
         }
     }

@@ -6,8 +6,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
-use super::cluster::Interest;
-use super::{ClusterConfig, Handed, NatsConfig, Rule};
+use super::{ClusterConfig, ClusterEvent, Handed, NatsConfig, Rule};
 use crate::shard::Controls;
 
 /// What the bridge thread starts with.
@@ -19,10 +18,10 @@ pub(super) struct Parts {
     pub(super) stopped: oneshot::Receiver<()>,
     /// The inflow rules, and the control plane they wait for.
     pub(super) inflow: (Vec<Rule>, oneshot::Receiver<Controls>),
-    /// The cluster, the shards' interest, and the control plane.
+    /// The cluster, what the shards tell it, and the control plane.
     pub(super) cluster: (
         ClusterConfig,
-        tokio::sync::mpsc::UnboundedReceiver<Interest>,
+        tokio::sync::mpsc::UnboundedReceiver<Vec<ClusterEvent>>,
         oneshot::Receiver<Controls>,
     ),
 }
@@ -87,7 +86,7 @@ async fn publish_all(parts: Parts) {
         mut rx,
         mut stopped,
         inflow: (rules, controls),
-        cluster: (cluster, interest, cluster_controls),
+        cluster: (cluster, events, cluster_controls),
     } = parts;
     let connecting = options(&config, &cluster).connect(config.servers.as_slice());
     let client = match connecting.await {
@@ -106,7 +105,7 @@ async fn publish_all(parts: Parts) {
         format!("{}-{started}", cluster.node_id)
     });
     if cluster.enabled() {
-        let run = super::cluster::run(client.clone(), cluster, interest, cluster_controls);
+        let run = super::cluster::run(client.clone(), cluster, events, cluster_controls);
         tokio::spawn(run);
     }
     let out = Out {

@@ -13,6 +13,7 @@ mod inflow;
 
 use tokio::sync::mpsc;
 
+pub use crate::core::cluster::ClusterEvent;
 pub use crate::core::outflow::Outflow;
 pub use config::{ClusterConfig, NatsConfig, Rule, RuleKind};
 
@@ -32,7 +33,7 @@ pub(crate) struct Handed {
 #[derive(Debug, Clone)]
 pub struct Bridge {
     tx: mpsc::Sender<Handed>,
-    interest: mpsc::UnboundedSender<cluster::Interest>,
+    cluster: mpsc::UnboundedSender<Vec<ClusterEvent>>,
 }
 
 impl Bridge {
@@ -42,10 +43,10 @@ impl Bridge {
         self.tx.try_send(Handed { msg, confirm }).is_ok()
     }
 
-    /// Tells the cluster's side that shards gained or lost subscribers on
-    /// filters (never dropped: one entry per filter change).
-    pub fn interest(&self, changes: Vec<(Box<str>, bool)>) {
-        let _ = self.interest.send(changes);
+    /// Tells the cluster's side what the shard's interest and connections
+    /// did (never dropped: one entry per filter change or connect).
+    pub fn cluster(&self, events: Vec<ClusterEvent>) {
+        let _ = self.cluster.send(events);
     }
 }
 
@@ -89,7 +90,7 @@ pub fn start(
         return Ok(None);
     }
     let (tx, rx) = mpsc::channel(config.outbox_messages_max);
-    let (interest, interest_rx) = mpsc::unbounded_channel();
+    let (cluster_tx, cluster_rx) = mpsc::unbounded_channel();
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let (inflow_controls, inflow_attached) = tokio::sync::oneshot::channel();
     let (cluster_controls, cluster_attached) = tokio::sync::oneshot::channel();
@@ -103,7 +104,7 @@ pub fn start(
         rx,
         stopped,
         inflow: (inflow, inflow_attached),
-        cluster: (cluster.clone(), interest_rx, cluster_attached),
+        cluster: (cluster.clone(), cluster_rx, cluster_attached),
     };
     let thread = std::thread::Builder::new()
         .name("nats".into())
@@ -113,5 +114,9 @@ pub fn start(
         stop,
         controls: vec![inflow_controls, cluster_controls],
     };
-    Ok(Some((Bridge { tx, interest }, running)))
+    let bridge = Bridge {
+        tx,
+        cluster: cluster_tx,
+    };
+    Ok(Some((bridge, running)))
 }

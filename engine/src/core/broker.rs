@@ -97,9 +97,13 @@ pub struct Broker {
     pub(super) next_confirm: u64,
     /// This node's cluster, if it is in one.
     pub cluster: Option<super::cluster::ClusterRoute>,
-    /// Filters this shard gained (`true`) or lost its subscribers on, for
-    /// the cluster's bridge; drained like `outflow`.
-    pub interest: Vec<(Box<str>, bool)>,
+    /// What the cluster's side of the bridge is told (interest,
+    /// connections); drained like `outflow`.
+    pub cluster_events: Vec<super::cluster::ClusterEvent>,
+    /// In a cluster: when each client connected here (Unix milliseconds)
+    /// and its connection's generation, to tell which of two nodes'
+    /// connections is the later.
+    pub(super) cluster_links: AHashMap<Box<str>, (u64, u64)>,
     /// Counters.
     pub stats: Stats,
     /// Latencies and storage gauges.
@@ -172,7 +176,8 @@ impl Broker {
             outflow_rules: Vec::new(),
             next_confirm: 0,
             cluster: None,
-            interest: Vec::new(),
+            cluster_events: Vec::new(),
+            cluster_links: AHashMap::new(),
             stats: Stats::default(),
             metrics: Default::default(),
             traces: Traces::default(),

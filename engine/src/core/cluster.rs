@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use ringmq_protocol::{QoS, TopicName};
+use ringmq_protocol::{QoS, ReasonCode, TopicName};
 
 use super::broker::Broker;
 use super::message::{Message, Origin};
@@ -24,23 +24,42 @@ pub const FROM_CLUSTER: Origin = u64::MAX;
 /// reply and sizes together.
 pub const SUBJECT_BYTES_MAX: usize = 3_900;
 
+/// What a shard tells the cluster's side of the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterEvent {
+    /// The shard gained (`true`) its first subscriber on a filter, or lost
+    /// its last.
+    Interest(Box<str>, bool),
+    /// A client connected here at this time (Unix milliseconds): another
+    /// node's earlier connection of the same client id must close.
+    Connected(Box<str>, u64),
+}
+
 /// Where this node's messages go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterRoute {
+    /// This node's `node_id`: breaks ties between connections of one
+    /// client id made in the same millisecond on two nodes.
+    pub node: String,
     /// Subjects of messages: `<subject_prefix>.m`, then the levels; a node
     /// gets those it has subscribers for.
     pub messages: String,
     /// Subjects of retained messages: `<subject_prefix>.r`, then the
     /// levels; every node gets them all, to keep its retained store.
     pub retained: String,
+    /// Subjects of connections: `<subject_prefix>.c.<client id>`, which
+    /// every node takes.
+    pub clients: String,
 }
 
 impl ClusterRoute {
     /// The route of a cluster whose subjects start with `subject_prefix`.
-    pub fn new(subject_prefix: &str) -> ClusterRoute {
+    pub fn new(subject_prefix: &str, node: &str) -> ClusterRoute {
         ClusterRoute {
+            node: node.into(),
             messages: format!("{subject_prefix}.m"),
             retained: format!("{subject_prefix}.r"),
+            clients: format!("{subject_prefix}.c"),
         }
     }
 }
@@ -79,8 +98,60 @@ impl Broker {
     /// its last: the bridge subscribes to its subjects or lets them go.
     pub(super) fn cluster_interest(&mut self, filter: &str, add: bool) {
         if self.cluster.is_some() {
-            self.interest.push((filter.into(), add));
+            self.cluster_events
+                .push(ClusterEvent::Interest(filter.into(), add));
         }
+    }
+
+    /// Client `client_id` connected here (connection `generation`) at
+    /// `at_millis`: the other nodes are told.
+    pub(super) fn cluster_connected(&mut self, client_id: &str, generation: u64, at_millis: u64) {
+        if self.cluster.is_none() {
+            return;
+        }
+        self.cluster_links
+            .insert(client_id.into(), (at_millis, generation));
+        self.cluster_events
+            .push(ClusterEvent::Connected(client_id.into(), at_millis));
+    }
+
+    /// Connection `generation` of `client_id` is gone.
+    pub(super) fn cluster_disconnected(&mut self, client_id: &str, generation: u64) {
+        if self.cluster_links.get(client_id).map(|l| l.1) == Some(generation) {
+            self.cluster_links.remove(client_id);
+        }
+    }
+
+    /// Node `node` says `client_id` connected there at `at_millis`. If the
+    /// client's connection here is older, it is closed as a take-over
+    /// would close it (v5 DISCONNECT 0x8E, the Will published); returns
+    /// whether it was.
+    pub fn connected_elsewhere(&mut self, client_id: &str, at_millis: u64, node: &str) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        let Some(&(here, _)) = self.cluster_links.get(client_id) else {
+            return false;
+        };
+        // The later connection stays; on a tie, the larger node id.
+        if (here, cluster.node.as_str()) > (at_millis, node) {
+            return false;
+        }
+        let Some(&slot) = self.by_client.get(client_id) else {
+            return false;
+        };
+        let Some(link) = self.slot(slot).and_then(|s| s.link.as_mut()) else {
+            return false;
+        };
+        link.end.get_or_insert(super::trace::Info::ClosedByServer);
+        link.close_with(ReasonCode::SessionTakenOver);
+        self.stats.takeovers += 1;
+        tracing::info!(
+            client = client_id,
+            node,
+            "connection taken over by another node"
+        );
+        true
     }
 
     /// Delivers a message another node published: to this node's

@@ -143,6 +143,8 @@ impl Broker {
         tracing::debug!(client = %connect.client_id.as_str(), ?version, session_present, "connected");
         let name = self.slot(slot).map_or(TraceName::NONE, |s| s.trace_name);
         self.trace_device(now, Action::Connect, Info::Accepted, name, generation);
+        let at = self.unix_millis(now);
+        self.cluster_connected(connect.client_id.as_str(), generation, at);
         let client = connect.client_id.as_str();
         self.notify(Event::Connect, client, generation, peer, now);
         self.resend_inflight(id, now);

@@ -68,6 +68,27 @@ pub fn subject_topic(prefix: &str, subject: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// `<prefix>.<name>`, the whole of `name` (a client id) one token, `/`
+/// included.
+pub fn name_subject(prefix: &str, name: &str) -> String {
+    let mut subject = String::with_capacity(prefix.len() + name.len() + 4);
+    subject.push_str(prefix);
+    subject.push('.');
+    push_level(&mut subject, name);
+    subject
+}
+
+/// The name of a subject made by [`name_subject`].
+pub fn subject_name(prefix: &str, subject: &str) -> Option<String> {
+    let token = subject.strip_prefix(prefix)?.strip_prefix('.')?;
+    if token.contains('.') {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(token.len());
+    decode_level(token, &mut bytes)?;
+    String::from_utf8(bytes).ok()
+}
+
 fn push_level(out: &mut String, level: &str) {
     if level.is_empty() {
         out.push('=');
@@ -132,6 +153,15 @@ mod tests {
         assert_eq!(topic_subject("m", "a/b", 4), None);
         assert_eq!(subject_topic("m", "other.a"), None);
         assert_eq!(subject_topic("m", "m.a=4"), None);
+    }
+
+    #[test]
+    fn a_client_id_is_one_token_and_back() {
+        for name in ["GID_x@@@dev-1", "a/b.c", "", "$weird id"] {
+            let subject = name_subject("c", name);
+            assert_eq!(subject.matches('.').count(), 1, "{subject}");
+            assert_eq!(subject_name("c", &subject).as_deref(), Some(name));
+        }
     }
 
     #[test]

@@ -106,6 +106,7 @@ impl Broker {
         };
         let info = link.end.take().unwrap_or(Info::ClosedByClient);
         self.trace_device(now, Action::Close, info, name, id.generation);
+        self.cluster_disconnected(client.as_str(), id.generation);
         let peer = link.aliyun.as_ref().and_then(|a| a.peer);
         self.notify(Event::TcpClean, client.as_str(), id.generation, peer, now);
         let orphans = self.take_shared(id.session);

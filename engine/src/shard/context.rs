@@ -86,10 +86,10 @@ impl Shard {
     /// refuses is dropped and counted.
     fn hand_outflow(&self) {
         let mut broker = self.broker.borrow_mut();
-        if !broker.interest.is_empty() {
-            let interest = std::mem::take(&mut broker.interest);
+        if !broker.cluster_events.is_empty() {
+            let events = std::mem::take(&mut broker.cluster_events);
             if let Some(bridge) = &self.bridge {
-                bridge.interest(interest);
+                bridge.cluster(events);
             }
         }
         if broker.outflow.is_empty() {
@@ -402,10 +402,10 @@ const TAG_SEEDS: [u64; 4] = [
 /// registry copy, and the trace store.
 fn set_profile(broker: &mut Broker, config: &Config, registry: Option<&Registry>, shards: usize) {
     let aliyun = config.profile == Profile::Aliyun;
-    broker.cluster = config
-        .cluster
-        .enabled()
-        .then(|| crate::core::cluster::ClusterRoute::new(&config.cluster.subject_prefix));
+    broker.cluster = config.cluster.enabled().then(|| {
+        let c = &config.cluster;
+        crate::core::cluster::ClusterRoute::new(&c.subject_prefix, &c.node_id)
+    });
     broker.outflow_rules = config
         .rules
         .iter()

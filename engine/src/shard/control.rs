@@ -84,6 +84,12 @@ impl Controls {
         sent
     }
 
+    /// Runs `job` on `shard` without waiting for it; false if the shard is
+    /// gone.
+    pub fn run(&self, shard: usize, job: Job) -> bool {
+        self.send(shard, Control::Run(job))
+    }
+
     /// Runs `job` on `shard`; what it returns is called once what it
     /// routed is durable (see [`DurableJob`]). False if the shard is gone.
     pub fn run_durable(&self, shard: usize, job: DurableJob) -> bool {
