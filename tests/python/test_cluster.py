@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ClientFactory
+from test_aliyun import CONFIG, Devices, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "cluster"
@@ -35,7 +36,7 @@ def _ports_free(base: int) -> bool:
 
 
 class Cluster:
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, extra: str | None = None):
         self.dir = work
         for _ in range(50):
             self.base = random.randrange(20000, 30000, 100)
@@ -43,7 +44,11 @@ class Cluster:
                 break
         env = dict(os.environ, RINGMQ_BIN=os.environ.get("RINGMQ_BIN", str(ROOT / "target/release/ringmq")))
         self.env = env
-        out = self.run("up", "--base-port", str(self.base))
+        args = ["up", "--base-port", str(self.base)]
+        if extra is not None:
+            (work / "extra-in.toml").write_text(extra)
+            args += ["--extra", str(work / "extra-in.toml")]
+        out = self.run(*args)
         self.endpoints = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
     def run(self, *args: str) -> str:
@@ -249,3 +254,30 @@ def test_a_node_killed_under_qos1_load_its_clients_go_on_on_another(cluster, uid
     finally:
         f.close_all()
         cluster.run("start-node", "3")
+
+
+ALIYUN = CONFIG[:CONFIG.index("[listeners]")] + CONFIG[CONFIG.index("[aliyun]"):]
+
+
+@pytest.fixture(scope="module")
+def aliyun_cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("aliyun-cluster"), extra=ALIYUN)
+    yield c
+    c.run("down")
+
+
+def test_p2p_reaches_its_target_on_another_node_and_nobody_else(aliyun_cluster, uid):
+    c = aliyun_cluster
+    devices = Devices(c.port(1), uid)
+    try:
+        target = devices.signed(unique(uid, "GID_app"), port=c.port(2))
+        other = devices.signed(unique(uid + "x", "GID_sensor"), port=c.port(3))
+        other.sub("devices/#", 1)
+        sender = devices.signed(unique(uid + "s", "GID_sensor"))
+        settle()
+        assert sender.publish(f"devices/p2p/{target.client_id}", b"just you", qos=1) == 0
+        assert target.expect_one().payload == b"just you"
+        other.expect_none()
+        assert c.metric(3, "ringmq_p2p_no_target_total") == 0, "not counted on nodes without it"
+    finally:
+        devices.close_all()

@@ -47,14 +47,11 @@ pub(super) async fn run(
         Err(e) => tracing::warn!("cluster: cannot subscribe to connections: {e}"),
     }
     let mut subscribed: HashMap<String, (usize, AbortHandle)> = HashMap::new();
-    // Every retained message, whoever subscribes: each node keeps them all.
-    gain(
-        &client,
-        &mut subscribed,
-        format!("{}.>", route.retained),
-        &tx,
-    )
-    .await;
+    // Every retained message, whoever subscribes: each node keeps them
+    // all. Every P2P message: its target may be here.
+    for all in [&route.retained, &route.p2p] {
+        gain(&client, &mut subscribed, format!("{all}.>"), &tx).await;
+    }
     while let Some(batch) = events.recv().await {
         for event in batch {
             match event {
@@ -220,7 +217,10 @@ fn arrived(
     let subject = m.subject.as_str();
     let (topic, retain) = match subject_topic(&route.messages, subject) {
         Some(topic) => (topic, false),
-        None => (subject_topic(&route.retained, subject)?, true),
+        None => match subject_topic(&route.retained, subject) {
+            Some(topic) => (topic, true),
+            None => (subject_topic(&route.p2p, subject)?, false),
+        },
     };
     let qos = header("rmq-q")
         .and_then(|q| q.parse::<u8>().ok())

@@ -50,6 +50,10 @@ pub struct ClusterRoute {
     /// Subjects of connections: `<subject_prefix>.c.<client id>`, which
     /// every node takes.
     pub clients: String,
+    /// Subjects of P2P messages (aliyun profile): `<subject_prefix>.p`,
+    /// then the levels; every node takes them and delivers those whose
+    /// target has a session there.
+    pub p2p: String,
 }
 
 impl ClusterRoute {
@@ -60,6 +64,7 @@ impl ClusterRoute {
             messages: format!("{subject_prefix}.m"),
             retained: format!("{subject_prefix}.r"),
             clients: format!("{subject_prefix}.c"),
+            p2p: format!("{subject_prefix}.p"),
         }
     }
 }
@@ -68,6 +73,18 @@ impl Broker {
     /// Sends `message` to the other nodes, unless it came from one or is
     /// one of the broker's own `$` topics; returns whether it did.
     pub(super) fn cluster_publish(&mut self, message: &Message) -> bool {
+        match message.retain {
+            true => self.cluster_send(|c| &c.retained, message),
+            false => self.cluster_send(|c| &c.messages, message),
+        }
+    }
+
+    /// Sends P2P `message` to the other nodes (its target may be there).
+    pub(super) fn cluster_p2p(&mut self, message: &Message) {
+        self.cluster_send(|c| &c.p2p, message);
+    }
+
+    fn cluster_send(&mut self, prefix: fn(&ClusterRoute) -> &String, message: &Message) -> bool {
         let Some(cluster) = &self.cluster else {
             return false;
         };
@@ -75,11 +92,7 @@ impl Broker {
             return false;
         }
         let topic = message.topic.as_str();
-        let prefix = match message.retain {
-            true => &cluster.retained,
-            false => &cluster.messages,
-        };
-        let Some(subject) = topic_subject(prefix, topic, SUBJECT_BYTES_MAX) else {
+        let Some(subject) = topic_subject(prefix(cluster), topic, SUBJECT_BYTES_MAX) else {
             return false;
         };
         let headers = vec![("rmq-q", (message.qos as u8).to_string())];
@@ -180,7 +193,9 @@ impl Broker {
             encoded: Default::default(),
         };
         self.stats.cluster_received += 1;
-        let _ = self.route(Arc::new(message), now);
+        // A P2P topic (aliyun profile) goes to its target's session, if
+        // it has one on this node.
+        let _ = self.route_published(Arc::new(message), now);
         true
     }
 }

@@ -38,6 +38,8 @@ impl Broker {
     /// Returns whether the publisher's acknowledgement waits for that
     /// shard (a QoS 1/2 message it may log for an offline session).
     pub(super) fn route_p2p(&mut self, message: Arc<Message>, target: &str, now: Instant) -> bool {
+        // The target may be connected to another node.
+        self.cluster_p2p(&message);
         let home = home_shard(target.as_bytes(), self.shards);
         if home == self.shard {
             self.deliver_p2p(&message, target, now);
@@ -58,6 +60,10 @@ impl Broker {
             return;
         }
         let Some(&slot) = self.by_client.get(target) else {
+            if self.cluster.is_some() {
+                // Its session may be on another node, which has it too.
+                return;
+            }
             self.stats.p2p_no_target += 1;
             tracing::debug!(
                 target,
