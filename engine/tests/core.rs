@@ -871,16 +871,8 @@ fn a_delayed_will_of_a_session_that_ends_with_its_connection_goes_at_once() {
 
 #[test]
 fn an_outflow_rule_that_waits_for_its_stream_holds_the_publishers_qos1_ack() {
-    use ringmq_engine::core::outflow::OutflowRule;
     let t0 = Instant::now();
-    let mut b = broker(t0);
-    b.outflow_rules = vec![OutflowRule {
-        filter: "devices/#".into(),
-        subject: "mqtt.devices".into(),
-        jetstream: true,
-        confirm: true,
-    }];
-    let mut c = join(&mut b, "pub", ProtocolVersion::V5, true, t0);
+    let (mut b, mut c) = confirming_publisher(t0);
     c.send(
         &mut b,
         publish("devices/a", "x", QoS::AtLeastOnce, Some(1)),
@@ -921,16 +913,8 @@ fn an_outflow_rule_that_waits_for_its_stream_holds_the_publishers_qos1_ack() {
 
 #[test]
 fn a_message_its_stream_did_not_confirm_closes_the_publisher_unacknowledged() {
-    use ringmq_engine::core::outflow::OutflowRule;
     let t0 = Instant::now();
-    let mut b = broker(t0);
-    b.outflow_rules = vec![OutflowRule {
-        filter: "devices/#".into(),
-        subject: "mqtt.devices".into(),
-        jetstream: true,
-        confirm: true,
-    }];
-    let mut c = join(&mut b, "pub", ProtocolVersion::V5, true, t0);
+    let (mut b, mut c) = confirming_publisher(t0);
     c.send(
         &mut b,
         publish("devices/a", "x", QoS::AtLeastOnce, Some(1)),
@@ -948,4 +932,19 @@ fn a_message_its_stream_did_not_confirm_closes_the_publisher_unacknowledged() {
         b.take_confirms(c.id).is_empty(),
         "let go with the connection"
     );
+}
+
+/// A broker whose outflow rule on `devices/#` holds acknowledgements for
+/// its stream, and a v5 publisher.
+fn confirming_publisher(t0: Instant) -> (Broker, Client) {
+    use ringmq_engine::core::outflow::OutflowRule;
+    let mut b = broker(t0);
+    b.outflow_rules = vec![OutflowRule {
+        filter: "devices/#".into(),
+        subject: "mqtt.devices".into(),
+        jetstream: true,
+        confirm: true,
+    }];
+    let c = join(&mut b, "pub", ProtocolVersion::V5, true, t0);
+    (b, c)
 }

@@ -300,6 +300,7 @@ class MqttClient:
         self.c.loop_start()
         assert self.connected.wait(timeout), f"{self.client_id}: no CONNACK within {timeout}s"
         if expect_success:
+            assert self.connack_rc is not None, f"{self.client_id}: closed before any CONNACK"
             assert self.connack_rc == 0, f"{self.client_id}: CONNACK refused with {self.connack_rc:#x}"
             assert not self.disconnected.is_set(), f"{self.client_id}: closed right after CONNACK"
         return self

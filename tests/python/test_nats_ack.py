@@ -14,20 +14,10 @@ import pytest
 
 from conftest import ClientFactory, _stop_and_check
 from test_nats import Broker, bridged_metrics, nats_server, stored  # noqa: F401 (fixture)
-from test_nats import add_outflow_stream
+from test_nats import OUTFLOW, add_outflow_stream
 
-ACKED_OUTFLOW = """
-[nats]
-servers = ["nats://127.0.0.1:{port}"]
-{extra}
-[[rules]]
-name = "devices-out"
-kind = "outflow"
-source = "devices"
-subject = "mqtt.devices"
-jetstream = true
-ack_after_stored = true
-"""
+# test_nats.py's outflow rule, its PUBACK waiting for the stream.
+ACKED_OUTFLOW = OUTFLOW.replace("[[rules]]", "{extra}\n[[rules]]") + "ack_after_stored = true\n"
 
 
 def broker(tmp_path, nats_port: int, extra: str = "") -> Broker:
