@@ -23,6 +23,10 @@ import pytest
 from conftest import TIMEOUT, Broker, _stop_and_check, free_port, ringmq_bin
 from test_aliyun import Devices, OnlineTable, config, unique
 
+# A fetch that times out: nats-py's own error, or asyncio's when JetStream
+# is not answering yet (just after nats-server restarted).
+FETCH_TIMEOUTS = (nats.errors.TimeoutError, asyncio.TimeoutError)
+
 # Debian installs it in /usr/sbin, which a non-root PATH may lack.
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
@@ -171,7 +175,7 @@ async def stream_events(port: int, subject: str) -> list[tuple[str, dict]]:
     while True:
         try:
             msgs = await sub.fetch(10, timeout=1)
-        except nats.errors.TimeoutError:
+        except FETCH_TIMEOUTS:
             break
         for m in msgs:
             out.append((m.subject, json.loads(m.data)))
@@ -316,7 +320,7 @@ async def stored(port: int, n: int, timeout: float = TIMEOUT) -> list:
             for m in await sub.fetch(n - len(out), timeout=1):
                 out.append((m.subject, dict(m.headers or {}), m.data))
                 await m.ack()
-        except nats.errors.TimeoutError:
+        except FETCH_TIMEOUTS:
             pass
     await nc.close()
     return out
