@@ -121,7 +121,21 @@ class Broker:
             self.proc.wait()
             rc = None
         self._log.close()
+        self._wait_port_released()
         return rc
+
+    def _wait_port_released(self) -> None:
+        """The kernel lets go of an exited broker's listening sockets a
+        moment later (its io_uring instances hold them): until then a
+        connection to the port is accepted and then reset, and a restart's
+        readiness check would take the old listener for the new one."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((HOST, self.port), timeout=0.2).close()
+            except OSError:
+                return
+            time.sleep(0.02)
 
     def log(self) -> str:
         try:

@@ -61,22 +61,6 @@ def settled(port: int, acked: int, timeout: float = TIMEOUT) -> dict:
         time.sleep(0.1)
 
 
-def reconnect(clients: ClientFactory, cid: str):
-    """The persistent session `cid` again, as a device reconnects after a
-    restart: it tries again if its connection closes before the CONNACK.
-    (Right after a restart about one first connection in six was closed
-    so, the broker counting no CONNECT; under investigation.)"""
-    for attempt in range(3):
-        c = clients.new("back", client_id=cid, clean=False, session_expiry=3600, connect=False)
-        try:
-            return c.connect()
-        except AssertionError:
-            if attempt == 2:
-                raise
-            c.close_quietly()
-            time.sleep(0.5)
-
-
 @pytest.fixture
 def inflow(tmp_path, nats_server):  # noqa: F811 (fixture)
     """A broker with the `commands` rule; the stream exists before it starts."""
@@ -150,7 +134,7 @@ def test_inflow_for_an_offline_session_is_stored_and_survives_a_restart(
     inflow.start()
     clients = ClientFactory(inflow.port, uid)
     try:
-        back = reconnect(clients, cid)
+        back = clients.new("back", client_id=cid, clean=False, session_expiry=3600)
         assert [m.payload for m in back.expect(5)] == [str(n).encode() for n in range(5)]
     finally:
         clients.close_all()
@@ -168,7 +152,7 @@ def test_inflow_sent_while_the_broker_was_down_arrives_once_it_is_up(
     inflow.start()
     clients = ClientFactory(inflow.port, uid)
     try:
-        back = reconnect(clients, cid)
+        back = clients.new("back", client_id=cid, clean=False, session_expiry=3600)
         assert back.expect_one().payload == b"while down"
         assert settled(nats_server.port, acked=1)["pending"] == 0
     finally:

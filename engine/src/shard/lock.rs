@@ -5,7 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -54,16 +54,18 @@ pub(super) fn acquire(config: &Config) -> Result<DataLock, RunError> {
 /// How long a listen address may stay taken before start-up gives up.
 const PORT_WAIT: Duration = Duration::from_secs(3);
 
-/// A plain bind (no SO_REUSEPORT) fails if anyone listens there. A broker
-/// killed a moment ago can still hold its port briefly (its io_uring
-/// instances release their sockets after the process is gone), so a busy
-/// port is tried again for up to [`PORT_WAIT`].
+/// A plain bind (no SO_REUSEPORT) fails if anyone listens there. It does
+/// not listen itself: a client connecting at that moment would be
+/// accepted into the backlog of a socket about to close, and reset. A
+/// broker killed a moment ago can still hold its port briefly (its
+/// io_uring instances release their sockets after the process is gone),
+/// so a busy port is tried again for up to [`PORT_WAIT`].
 fn port_free(addr: &SocketAddr) -> Result<(), RunError> {
     let deadline = Instant::now() + PORT_WAIT;
     let mut logged = false;
     loop {
-        match TcpListener::bind(addr) {
-            Ok(_) => return Ok(()),
+        match bound(addr) {
+            Ok(()) => return Ok(()),
             Err(e) if e.kind() == ErrorKind::AddrInUse && Instant::now() < deadline => {
                 if !logged {
                     tracing::info!(%addr, "address in use; waiting up to 3 s for it");
@@ -74,4 +76,18 @@ fn port_free(addr: &SocketAddr) -> Result<(), RunError> {
             Err(e) => return Err(RunError::Busy(format!("cannot listen on {addr}: {e}"))),
         }
     }
+}
+
+/// Binds a TCP socket to `addr` without listening, then lets it go.
+fn bound(addr: &SocketAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    // As std's bind does: connections of an earlier run in TIME_WAIT do
+    // not count; a listener does.
+    socket.set_reuse_address(true)?;
+    socket.bind(&(*addr).into())
 }
