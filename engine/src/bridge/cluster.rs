@@ -178,8 +178,7 @@ async fn inject(
         let mut taken = 0;
         while let Some(m) = next.take() {
             taken += 1;
-            if let Some((origin, arrived)) = arrived(&m, &route, &mut seen) {
-                let shard = origin_shard(&origin, shards);
+            if let Some((shard, arrived)) = arrived(&m, &route, &mut seen, shards) {
                 batches.entry(shard).or_default().push(arrived);
             }
             if taken < BATCH_MESSAGES_MAX {
@@ -194,23 +193,24 @@ async fn inject(
     }
 }
 
-/// The message for the shards, and its origin; `None` for a second copy
-/// or a subject that is not a topic's.
+/// The message, and the shard its origin's messages go to; `None` for a
+/// second copy or a subject that is not a topic's.
 fn arrived(
     m: &async_nats::Message,
     route: &ClusterRoute,
     seen: &mut Seen,
-) -> Option<(String, Arrived)> {
+    shards: usize,
+) -> Option<(usize, Arrived)> {
     let headers = m.headers.as_ref();
     let header = |name: &str| {
         headers
             .and_then(|h: &HeaderMap| h.get(name))
             .map(|v| v.as_str())
     };
-    let origin = header("rmq-n").unwrap_or_default().to_owned();
+    let origin = header("rmq-n").unwrap_or_default();
     let seq = header("rmq-s").and_then(|s| s.parse::<u64>().ok());
     if let Some(seq) = seq {
-        if !seen.first(&origin, seq) {
+        if !seen.first(origin, seq) {
             return None;
         }
     }
@@ -228,7 +228,7 @@ fn arrived(
         .unwrap_or(QoS::AtMostOnce);
     let payload = m.payload.clone();
     Some((
-        origin,
+        origin_shard(origin, shards),
         Arrived {
             topic,
             payload,

@@ -118,52 +118,53 @@ async fn publish_all(parts: Parts) {
         )),
         window_size: config.jetstream_acks_pending_max,
     };
-    let unfinished = forward(&out, &mut rx, &mut stopped).await;
-    finish(&out, &mut rx, unfinished).await;
+    let deadline = forward(&out, &mut rx, &mut stopped).await;
+    finish(&out, &mut rx, deadline).await;
 }
 
-/// A publish under way.
-type Publishing<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
-
 /// Publishes what the shards hand over, in order, until `stopped` fires;
-/// returns the publish under way then, if one was (waiting for the
-/// client's buffer, or for the window of JetStream acknowledgements).
-async fn forward<'a>(
-    out: &'a Out,
+/// returns when what is left must be sent by (FLUSH_WAIT from then). A
+/// publish under way then (waiting for the client's buffer, or for the
+/// window of JetStream acknowledgements) is finished first.
+async fn forward(
+    out: &Out,
     rx: &mut Receiver<Handed>,
     stopped: &mut oneshot::Receiver<()>,
-) -> Option<Publishing<'a>> {
+) -> tokio::time::Instant {
+    let deadline = || tokio::time::Instant::now() + FLUSH_WAIT;
     loop {
         let msg = tokio::select! {
             msg = rx.recv() => msg,
-            _ = &mut *stopped => return None,
+            _ = &mut *stopped => return deadline(),
         };
-        let msg = msg?;
+        let Some(msg) = msg else { return deadline() };
         // A publish waits while the client's own buffer is full (NATS down
         // for long): the shards' queue then fills, and they drop and count.
-        let mut publishing: Publishing<'a> = Box::pin(publish(out, msg));
+        let mut publishing = std::pin::pin!(publish(out, msg));
         tokio::select! {
             () = &mut publishing => {}
-            _ = &mut *stopped => return Some(publishing),
+            _ = &mut *stopped => {
+                let by = deadline();
+                if tokio::time::timeout_at(by, publishing).await.is_err() {
+                    tracing::warn!("NATS bridge: one message was not published (NATS down at shutdown)");
+                }
+                return by;
+            }
         }
     }
 }
 
-/// Finishes the publish under way, sends what the shards handed over
-/// before they stopped, and waits for JetStream's acknowledgements and the
-/// client's flush, all within FLUSH_WAIT.
-async fn finish(out: &Out, rx: &mut Receiver<Handed>, unfinished: Option<Publishing<'_>>) {
+/// Sends what the shards handed over before they stopped and waits for
+/// JetStream's acknowledgements and the client's flush, by `deadline`.
+async fn finish(out: &Out, rx: &mut Receiver<Handed>, deadline: tokio::time::Instant) {
     let rest = async {
-        if let Some(publishing) = unfinished {
-            publishing.await;
-        }
         while let Ok(msg) = rx.try_recv() {
             publish(out, msg).await;
         }
         let _ = out.window.acquire_many(out.window_size).await;
         out.client.flush().await
     };
-    let done = tokio::time::timeout(FLUSH_WAIT, rest).await;
+    let done = tokio::time::timeout_at(deadline, rest).await;
     match done {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("NATS bridge: could not flush before stopping: {e}"),

@@ -565,14 +565,8 @@ async fn ticker(shard: Rc<Shard>) {
 /// process's connections in TIME_WAIT keep a restarted broker from
 /// listening for a minute.
 fn listen(addr: &std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::{FromRawFd, IntoRawFd};
-    let socket = Socket::new(
-        Domain::for_address(*addr),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
+    let socket = super::lock::tcp_socket(addr)?;
     socket.set_reuse_port(true)?;
     socket.bind(&(*addr).into())?;
     socket.listen(libc::SOMAXCONN)?;

@@ -79,15 +79,21 @@ fn port_free(addr: &SocketAddr) -> Result<(), RunError> {
 }
 
 /// Binds a TCP socket to `addr` without listening, then lets it go.
+/// SO_REUSEADDR, as std's bind sets it: connections of an earlier run in
+/// TIME_WAIT do not count; a listener does.
 fn bound(addr: &SocketAddr) -> std::io::Result<()> {
+    tcp_socket(addr)?.bind(&(*addr).into())
+}
+
+/// A TCP socket for `addr` with SO_REUSEADDR set (the listeners' and the
+/// start-up check's).
+pub(super) fn tcp_socket(addr: &SocketAddr) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
         Domain::for_address(*addr),
         Type::STREAM,
         Some(Protocol::TCP),
     )?;
-    // As std's bind does: connections of an earlier run in TIME_WAIT do
-    // not count; a listener does.
     socket.set_reuse_address(true)?;
-    socket.bind(&(*addr).into())
+    Ok(socket)
 }
