@@ -184,6 +184,83 @@ def test_a_retained_message_reaches_every_nodes_store(cluster, uid):
         f.close_all()
 
 
+def _collect(clients, total: int, timeout: float = 15.0) -> list[list[int]]:
+    """What each client got, until `total` in all or `timeout`, then a
+    quiet moment to catch any extra copy."""
+    got: list[list[int]] = [[] for _ in clients]
+    deadline = time.monotonic() + timeout
+    while sum(map(len, got)) < total and time.monotonic() < deadline:
+        for c, into in zip(clients, got):
+            into += [int(m.payload) for m in c.drain(timeout=0.05)]
+    for c, into in zip(clients, got):
+        into += [int(m.payload) for m in c.drain(timeout=0.3)]
+    return got
+
+
+def test_a_shared_group_across_nodes_gets_each_message_once(cluster, uid):
+    f = ClientFactory(cluster.port(1), uid)
+    try:
+        pub = f.new("pub")
+        # Members on every node, two of them on node 2; and a plain
+        # subscriber, which gets everything.
+        members = [f.new("m1"), f.new("m2a", port=cluster.port(2)),
+                   f.new("m2b", port=cluster.port(2)), f.new("m3", port=cluster.port(3))]
+        for m in members:
+            m.sub(f"$share/g{uid}/work/{uid}/#", 1)
+        # Another group on the same filter gets its own copy of each.
+        other = f.new("other", port=cluster.port(3))
+        other.sub(f"$share/h{uid}/work/{uid}/#", 1)
+        plain = f.new("plain", port=cluster.port(3))
+        plain.sub(f"work/{uid}/#", 1)
+        settle()
+        for n in range(300):
+            assert pub.publish(f"work/{uid}/job", str(n).encode(), qos=1) == 0
+        got = _collect(members, 300)
+        together = sorted(sum(got, []))
+        assert together == list(range(300)), "each message to exactly one member"
+        busy = [len(v) for v in got]
+        assert all(busy), f"every node's members take a share: {busy}"
+        assert [int(m.payload) for m in other.expect(300)] == list(range(300))
+        assert [int(m.payload) for m in plain.expect(300)] == list(range(300))
+        other.expect_none()
+        plain.expect_none()
+    finally:
+        f.close_all()
+
+
+def test_a_shared_group_goes_on_when_a_nodes_members_leave(cluster, uid):
+    f = ClientFactory(cluster.port(1), uid)
+    try:
+        pub = f.new("pub")
+        here = f.new("here")
+        there = f.new("there", port=cluster.port(3))
+        for m in (here, there):
+            m.sub(f"$share/g{uid}/left/{uid}", 1)
+        settle()
+        for n in range(40):
+            pub.publish(f"left/{uid}", str(n).encode(), qos=1)
+        first = _collect([here, there], 40)
+        assert sorted(first[0] + first[1]) == list(range(40))
+        # The publishing node's own member leaves: node 3's takes all.
+        here.unsubscribe(f"$share/g{uid}/left/{uid}")
+        settle()
+        for n in range(40, 80):
+            pub.publish(f"left/{uid}", str(n).encode(), qos=1)
+        assert [int(m.payload) for m in there.expect(40)] == list(range(40, 80))
+        here.expect_none()
+        # And node 3's leaves too (disconnects): node 1's new member takes all.
+        there.disconnect()
+        again = f.new("again")
+        again.sub(f"$share/g{uid}/left/{uid}", 1)
+        settle()
+        for n in range(80, 120):
+            pub.publish(f"left/{uid}", str(n).encode(), qos=1)
+        assert [int(m.payload) for m in again.expect(40)] == list(range(80, 120))
+        again.expect_none()
+    finally:
+        f.close_all()
+
+
 def test_a_nats_server_dying_moves_its_node_to_another(cluster, uid):
     f = ClientFactory(cluster.port(1), uid)
     try:

@@ -10,12 +10,15 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use async_nats::{Client, HeaderMap, Subscriber};
+use std::sync::Arc;
+
+use async_nats::{Client, ConnectOptions, HeaderMap, Subscriber};
 use futures_lite::StreamExt;
 use ringmq_protocol::QoS;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use super::groups::{GroupKey, Groups, Inbox};
 use super::{ClusterConfig, ClusterEvent};
 use crate::core::cluster::{ClusterRoute, SUBJECT_BYTES_MAX};
 use crate::core::subject::{filter_subjects, name_subject, subject_name, subject_topic};
@@ -32,6 +35,7 @@ const SEEN_PER_ORIGIN: usize = 4096;
 /// another node; until the bridge stops.
 pub(super) async fn run(
     client: Client,
+    groups: (ConnectOptions, Vec<String>),
     config: ClusterConfig,
     mut events: mpsc::UnboundedReceiver<Vec<ClusterEvent>>,
     controls: oneshot::Receiver<Controls>,
@@ -46,6 +50,7 @@ pub(super) async fn run(
         }
         Err(e) => tracing::warn!("cluster: cannot subscribe to connections: {e}"),
     }
+    let mut groups = Groups::connect(groups.0, &groups.1, route.clone(), tx.clone()).await;
     let mut subscribed: HashMap<String, (usize, AbortHandle)> = HashMap::new();
     // Every retained message, whoever subscribes: each node keeps them
     // all. Every P2P message: its target may be here.
@@ -65,6 +70,11 @@ pub(super) async fn run(
                 }
                 ClusterEvent::Connected(client_id, at) => {
                     announce(&client, &route, &client_id, at).await;
+                }
+                ClusterEvent::Group(filter, group, add) => {
+                    if let Some(groups) = groups.as_mut() {
+                        groups.change(filter, group, add).await;
+                    }
                 }
             }
         }
@@ -120,7 +130,7 @@ async fn gain(
     client: &Client,
     subscribed: &mut HashMap<String, (usize, AbortHandle)>,
     subject: String,
-    tx: &mpsc::Sender<async_nats::Message>,
+    tx: &Inbox,
 ) {
     if let Some((count, _)) = subscribed.get_mut(&subject) {
         *count += 1;
@@ -128,14 +138,18 @@ async fn gain(
     }
     match client.subscribe(subject.clone()).await {
         Ok(sub) => {
-            let task = tokio::spawn(forward(sub, tx.clone()));
+            let task = tokio::spawn(forward(sub, tx.clone(), None));
             subscribed.insert(subject, (1, task.abort_handle()));
         }
         Err(e) => tracing::warn!(%subject, "cluster: cannot subscribe: {e}"),
     }
 }
 
-fn lose(subscribed: &mut HashMap<String, (usize, AbortHandle)>, subject: &str) {
+/// One subscription fewer on `subject`; the last one gone, NATS's goes.
+pub(super) fn lose<K: Eq + std::hash::Hash>(
+    subscribed: &mut HashMap<K, (usize, AbortHandle)>,
+    subject: &K,
+) {
     let Some((count, task)) = subscribed.get_mut(subject) else {
         return;
     };
@@ -147,9 +161,11 @@ fn lose(subscribed: &mut HashMap<String, (usize, AbortHandle)>, subject: &str) {
     }
 }
 
-async fn forward(mut sub: Subscriber, tx: mpsc::Sender<async_nats::Message>) {
+/// Hands what `sub` receives to the inbox, with the shared group it is
+/// for if it is a queue group's.
+pub(super) async fn forward(mut sub: Subscriber, tx: Inbox, group: Option<Arc<GroupKey>>) {
     while let Some(m) = sub.next().await {
-        if tx.send(m).await.is_err() {
+        if tx.send((m, group.clone())).await.is_err() {
             return;
         }
     }
@@ -161,12 +177,14 @@ struct Arrived {
     payload: bytes::Bytes,
     qos: QoS,
     retain: bool,
+    /// The shared group a queue group gave it to, for one member here.
+    group: Option<Arc<GroupKey>>,
 }
 
 /// Hands what arrives to the shards, batch by batch, each batch once the
 /// last one is delivered (so a slow node pushes back on NATS).
 async fn inject(
-    mut rx: mpsc::Receiver<async_nats::Message>,
+    mut rx: mpsc::Receiver<(async_nats::Message, Option<Arc<GroupKey>>)>,
     controls: Controls,
     route: ClusterRoute,
 ) {
@@ -176,9 +194,9 @@ async fn inject(
         let mut batches: HashMap<usize, Vec<Arrived>> = HashMap::new();
         let mut next = Some(first);
         let mut taken = 0;
-        while let Some(m) = next.take() {
+        while let Some((m, group)) = next.take() {
             taken += 1;
-            if let Some((shard, arrived)) = arrived(&m, &route, &mut seen, shards) {
+            if let Some((shard, arrived)) = arrived(&m, group, &route, &mut seen, shards) {
                 batches.entry(shard).or_default().push(arrived);
             }
             if taken < BATCH_MESSAGES_MAX {
@@ -194,9 +212,11 @@ async fn inject(
 }
 
 /// The message, and the shard its origin's messages go to; `None` for a
-/// second copy or a subject that is not a topic's.
+/// second copy or a subject that is not a topic's. A queue group's
+/// (`group`) is never a second copy: NATS gives each group one.
 fn arrived(
     m: &async_nats::Message,
+    group: Option<Arc<GroupKey>>,
     route: &ClusterRoute,
     seen: &mut Seen,
     shards: usize,
@@ -209,7 +229,7 @@ fn arrived(
     };
     let origin = header("rmq-n").unwrap_or_default();
     let seq = header("rmq-s").and_then(|s| s.parse::<u64>().ok());
-    if let Some(seq) = seq {
+    if let (Some(seq), None) = (seq, &group) {
         if !seen.first(origin, seq) {
             return None;
         }
@@ -234,6 +254,7 @@ fn arrived(
             payload,
             qos,
             retain,
+            group,
         },
     ))
 }
@@ -251,7 +272,13 @@ async fn deliver(controls: &Controls, shard: usize, batch: Vec<Arrived>) -> bool
     let (tx, rx) = oneshot::channel();
     let job: DurableJob = Box::new(move |broker, now| {
         for a in batch {
-            if !broker.publish_from_cluster(&a.topic, a.payload, a.qos, a.retain, now) {
+            let (topic, payload, qos, retain) = (&a.topic, a.payload, a.qos, a.retain);
+            let known = match &a.group {
+                Some(g) => broker
+                    .shared_from_cluster(&g.filter, &g.group, topic, payload, qos, retain, now),
+                None => broker.publish_from_cluster(topic, payload, qos, retain, now),
+            };
+            if !known {
                 tracing::debug!(topic = %a.topic, "cluster: not a topic here");
             }
         }

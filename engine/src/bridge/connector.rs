@@ -43,12 +43,15 @@ pub(super) fn run(parts: Parts) {
     }
 }
 
-fn options(config: &NatsConfig, cluster: &ClusterConfig) -> async_nats::ConnectOptions {
+/// The options of the bridge's connection named `name`. `no_echo`: what it
+/// publishes never comes back to it (a cluster node's main connection).
+pub(super) fn options(
+    config: &NatsConfig,
+    name: String,
+    no_echo: bool,
+) -> async_nats::ConnectOptions {
     let mut options = async_nats::ConnectOptions::new()
-        .name(match cluster.enabled() {
-            true => format!("ringmq-{}", cluster.node_id),
-            false => "ringmq".into(),
-        })
+        .name(name)
         .retry_on_initial_connect()
         // The first server listed first (a node's own, in a cluster); the
         // others when it fails.
@@ -73,8 +76,7 @@ fn options(config: &NatsConfig, cluster: &ClusterConfig) -> async_nats::ConnectO
     if let Some(token) = &config.token {
         options = options.token(token.clone());
     }
-    if cluster.enabled() {
-        // What this node publishes never comes back to it.
+    if no_echo {
         options = options.no_echo();
     }
     options
@@ -88,7 +90,12 @@ async fn publish_all(parts: Parts) {
         inflow: (rules, controls),
         cluster: (cluster, events, cluster_controls),
     } = parts;
-    let connecting = options(&config, &cluster).connect(config.servers.as_slice());
+    // In a cluster, what this node publishes never comes back to it.
+    let name = match cluster.enabled() {
+        true => format!("ringmq-{}", cluster.node_id),
+        false => "ringmq".into(),
+    };
+    let connecting = options(&config, name, cluster.enabled()).connect(config.servers.as_slice());
     let client = match connecting.await {
         Ok(client) => client,
         Err(e) => return tracing::error!("the NATS bridge cannot start: {e}"),
@@ -105,7 +112,11 @@ async fn publish_all(parts: Parts) {
         format!("{}-{started}", cluster.node_id)
     });
     if cluster.enabled() {
-        let run = super::cluster::run(client.clone(), cluster, events, cluster_controls);
+        // Queue groups (shared subscriptions) on a connection of their
+        // own, which gets this node's messages too.
+        let name = format!("ringmq-{}-groups", cluster.node_id);
+        let groups = (options(&config, name, false), config.servers.clone());
+        let run = super::cluster::run(client.clone(), groups, cluster, events, cluster_controls);
         tokio::spawn(run);
     }
     let out = Out {

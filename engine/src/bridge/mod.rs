@@ -9,6 +9,7 @@
 mod cluster;
 pub mod config;
 mod connector;
+mod groups;
 mod inflow;
 
 use tokio::sync::mpsc;

@@ -33,6 +33,10 @@ pub enum ClusterEvent {
     /// A client connected here at this time (Unix milliseconds): another
     /// node's earlier connection of the same client id must close.
     Connected(Box<str>, u64),
+    /// The shard gained (`true`) its first member of a shared group
+    /// (filter, ShareName), or lost its last: the node joins or leaves the
+    /// group's NATS queue group, which hands each message to one node.
+    Group(Box<str>, Box<str>, bool),
 }
 
 /// Where this node's messages go.
@@ -116,6 +120,22 @@ impl Broker {
         }
     }
 
+    /// This shard gained its first member of group `group` on `filter`
+    /// (`add`), or lost its last.
+    pub(super) fn cluster_group(&mut self, filter: &str, group: &str, add: bool) {
+        if self.cluster.is_some() {
+            self.cluster_events
+                .push(ClusterEvent::Group(filter.into(), group.into(), add));
+        }
+    }
+
+    /// Whether shared groups here get `message` from NATS's queue groups
+    /// rather than from this node: it went to the other nodes (`sent`), or
+    /// came from one. One member cluster-wide then gets it.
+    pub(super) fn shared_by_cluster(&self, message: &Message, sent: bool) -> bool {
+        self.cluster.is_some() && (sent || message.origin == FROM_CLUSTER)
+    }
+
     /// Client `client_id` connected here (connection `generation`) at
     /// `at_millis`: the other nodes are told.
     pub(super) fn cluster_connected(&mut self, client_id: &str, generation: u64, at_millis: u64) {
@@ -178,10 +198,47 @@ impl Broker {
         retain: bool,
         now: Instant,
     ) -> bool {
-        let Ok(name) = TopicName::new(topic) else {
+        let Some(message) = self.cluster_message(topic, payload, qos, retain, now) else {
             return false;
         };
-        let message = Message {
+        // A P2P topic (aliyun profile) goes to its target's session, if
+        // it has one on this node.
+        let _ = self.route_published(message, now);
+        true
+    }
+
+    /// Delivers a message NATS's queue group of shared group `group` on
+    /// `filter` gave this node to one of the group's members here. False
+    /// if `topic` is not a valid topic here.
+    #[allow(clippy::too_many_arguments)]
+    pub fn shared_from_cluster(
+        &mut self,
+        filter: &str,
+        group: &str,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        now: Instant,
+    ) -> bool {
+        let Some(message) = self.cluster_message(topic, payload, qos, retain, now) else {
+            return false;
+        };
+        self.route_group(filter, group, &message, now);
+        true
+    }
+
+    fn cluster_message(
+        &mut self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        now: Instant,
+    ) -> Option<Arc<Message>> {
+        let name = TopicName::new(topic).ok()?;
+        self.stats.cluster_received += 1;
+        Some(Arc::new(Message {
             id: self.new_message_id(now),
             topic: name,
             payload,
@@ -191,11 +248,6 @@ impl Broker {
             origin: FROM_CLUSTER,
             expires_at: None,
             encoded: Default::default(),
-        };
-        self.stats.cluster_received += 1;
-        // A P2P topic (aliyun profile) goes to its target's session, if
-        // it has one on this node.
-        let _ = self.route_published(Arc::new(message), now);
-        true
+        }))
     }
 }

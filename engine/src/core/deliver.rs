@@ -17,6 +17,7 @@ use super::journal::{Journal, Target};
 use super::message::{Held, Message};
 use super::retained;
 use super::session::{Inflight, Link, Queued, Session, SubIds};
+use super::shared::SharedRouted;
 use super::spill::{Loader, Spilled, READ_AHEAD};
 use super::stats::Stats;
 use super::trace::{Action, TraceName, Traces};
@@ -110,7 +111,10 @@ impl Broker {
             }
         }
         let local = self.deliver_local(&message, now);
-        let shared = self.route_shared(&message, now);
+        let shared = match self.shared_by_cluster(&message, clustered) {
+            true => SharedRouted::none(),
+            false => self.route_shared(&message, now),
+        };
         let retained_elsewhere = message.retain && !self.owns_topic(message.topic.as_str());
         Routed {
             wait: durable & mask != 0 || shared.remote || retained_elsewhere,

@@ -92,6 +92,16 @@ pub(super) struct SharedRouted {
     pub(super) picked: bool,
 }
 
+impl SharedRouted {
+    /// Sent nowhere.
+    pub(super) fn none() -> SharedRouted {
+        SharedRouted {
+            remote: false,
+            picked: false,
+        }
+    }
+}
+
 impl Broker {
     /// For each shared group matching `message`, sends it to one shard.
     pub(super) fn route_shared(&mut self, message: &Arc<Message>, now: Instant) -> SharedRouted {
@@ -227,6 +237,7 @@ impl Broker {
     }
 
     fn announce_group(&mut self, filter: &str, group: &str, add: bool) {
+        self.cluster_group(filter, group, add);
         let me = self.shard;
         self.apply_group_route(me, filter, group, add);
         for peer in (0..self.shards).filter(|&p| p != me) {
@@ -306,6 +317,25 @@ impl Broker {
             if let Some(shard) = shard {
                 self.send_shared(shard, key, &message, now);
             }
+        }
+    }
+
+    /// Sends `message` to one member of group `group` on `filter` on this
+    /// node; counted as dropped if the group has none left here.
+    pub(super) fn route_group(
+        &mut self,
+        filter: &str,
+        group: &str,
+        message: &Arc<Message>,
+        now: Instant,
+    ) {
+        let picked = self.routes.get(filter).and_then(|slot| {
+            let g = slot.groups.iter().find(|g| *g.key.group == *group)?;
+            Some((g.pick()?, Arc::clone(&g.key)))
+        });
+        match picked {
+            Some((shard, key)) => self.send_shared(shard, key, message, now),
+            None => self.stats.dropped_no_member += 1,
         }
     }
 

@@ -78,6 +78,14 @@ pub fn name_subject(prefix: &str, name: &str) -> String {
     subject
 }
 
+/// The NATS queue group of MQTT shared group `group` on `filter`: one per
+/// (ShareName, filter), as MQTT's groups are [MQTT §4.8.2] (NATS groups by
+/// queue name across subjects). A ShareName has no `/`, so the pair reads
+/// back unambiguously.
+pub fn queue_name(group: &str, filter: &str) -> String {
+    name_subject("g", &format!("{group}/{filter}"))
+}
+
 /// The name of a subject made by [`name_subject`].
 pub fn subject_name(prefix: &str, subject: &str) -> Option<String> {
     let token = subject.strip_prefix(prefix)?.strip_prefix('.')?;
