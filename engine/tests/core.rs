@@ -948,3 +948,50 @@ fn confirming_publisher(t0: Instant) -> (Broker, Client) {
     let c = join(&mut b, "pub", ProtocolVersion::V5, true, t0);
     (b, c)
 }
+
+#[test]
+fn a_session_moved_to_another_node_resumes_there_with_its_messages() {
+    let t0 = Instant::now();
+    let (mut here, mut there) = (broker(t0), broker(t0));
+    let mut mover = connect(&mut here, v5_connect("mover", 3600), t0);
+    mover.subscribe(&mut here, "m/#", QoS::AtLeastOnce, t0);
+    here.disconnected(mover.id, t0);
+    let publisher = join(&mut here, "pub", ProtocolVersion::V5, true, t0);
+    for n in 1..=3u16 {
+        let p = publish("m/x", &n.to_string(), QoS::AtLeastOnce, Some(n));
+        publisher.send(&mut here, p, t0);
+    }
+    let moved = here
+        .export_session("mover", t0)
+        .expect("a persistent session");
+    assert_eq!(moved.messages.len(), 3);
+    assert_eq!(moved.expiry_secs, 3600);
+    assert!(here.export_session("mover", t0).is_none(), "it left");
+    assert!(here.export_session("pub", t0).is_none(), "not persistent");
+    let id = MqttString::new("mover").expect("a client id");
+    there.import_session(&id, moved, t0);
+    let mut c = v5_connect("mover", 3600);
+    c.clean_start = false;
+    let id = there.connect(c, false, t0).expect("accepted").id;
+    let mut back = Client::attach(id, ProtocolVersion::V5);
+    let got = back.recv(&mut there);
+    match got.first() {
+        Some(Packet::ConnAck(a)) => assert!(a.session_present),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    let payloads: Vec<Bytes> = got
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.payload),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads, [&b"1"[..], b"2", b"3"].map(Bytes::from_static));
+    // Its subscription came too.
+    let other = join(&mut there, "pub2", ProtocolVersion::V5, true, t0);
+    other.send(&mut there, publish("m/y", "4", QoS::AtMostOnce, None), t0);
+    let more = back.publishes(&mut there);
+    assert_eq!(more.len(), 1);
+    assert_eq!(there.stats.sessions_moved_in, 1);
+    assert_eq!(here.stats.sessions_moved_out, 1);
+}

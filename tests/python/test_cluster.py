@@ -67,6 +67,14 @@ class Cluster:
                 return float(line.split()[1])
         return 0.0
 
+    def wait_metric(self, node: int, name: str, at_least: float, timeout: float = 5.0) -> float:
+        """The metric once it reaches `at_least` (shards report theirs
+        every so often), or its value after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while (value := self.metric(node, name)) < at_least and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return value
+
     def log(self, name: str) -> str:
         return (self.dir / name / "log").read_text(errors="replace")[-4000:]
 
@@ -261,6 +269,98 @@ def test_a_shared_group_goes_on_when_a_nodes_members_leave(cluster, uid):
         f.close_all()
 
 
+def _persistent(f: ClientFactory, name: str, cid: str, node_port: int, clean: bool = False):
+    return f.new(name, client_id=cid, port=node_port, clean=clean, session_expiry=3600)
+
+
+def test_a_persistent_session_moves_with_its_client_to_another_node(cluster, uid):
+    f = ClientFactory(cluster.port(1), uid)
+    cid = f"mover-{uid}"[:60]
+    try:
+        first = _persistent(f, "first", cid, cluster.port(1))
+        first.sub(f"mv/{uid}/#", 1)
+        first.disconnect()
+        pub = f.new("pub")
+        settle()
+        for n in range(30):
+            assert pub.publish(f"mv/{uid}/q", str(n).encode(), qos=1) == 0
+        # Queued on node 1; the client comes back on node 2.
+        moved_in = cluster.metric(2, "ringmq_sessions_moved_in_total")
+        back = _persistent(f, "back", cid, cluster.port(2))
+        assert back.session_present, "the session came with it"
+        assert [int(m.payload) for m in back.expect(30)] == list(range(30))
+        assert cluster.wait_metric(2, "ringmq_sessions_moved_in_total", moved_in + 1) == moved_in + 1
+        assert cluster.wait_metric(1, "ringmq_sessions_moved_out_total", 1) >= 1
+        # Its subscription lives on node 2 now, once: a message from node 3
+        # arrives once.
+        settle()
+        f.new("pub3", port=cluster.port(3)).publish(f"mv/{uid}/q", b"after", qos=1)
+        assert back.expect_one().payload == b"after"
+        back.expect_none()
+    finally:
+        f.close_all()
+
+
+def test_a_connected_persistent_session_is_taken_over_with_its_state(cluster, uid):
+    f = ClientFactory(cluster.port(1), uid)
+    cid = f"taken-{uid}"[:60]
+    try:
+        first = _persistent(f, "first", cid, cluster.port(1))
+        first.sub(f"tk/{uid}", 1)
+        second = _persistent(f, "second", cid, cluster.port(3))
+        assert first.wait_disconnected(timeout=10) == 0x8E, "Session taken over"
+        assert second.session_present
+        settle()
+        f.new("pub", port=cluster.port(2)).publish(f"tk/{uid}", b"to node 3", qos=1)
+        assert second.expect_one().payload == b"to node 3"
+        second.expect_none()
+    finally:
+        f.close_all()
+
+
+def test_clean_start_on_another_node_ends_the_session_everywhere(cluster, uid):
+    f = ClientFactory(cluster.port(1), uid)
+    cid = f"cleaned-{uid}"[:60]
+    try:
+        first = _persistent(f, "first", cid, cluster.port(1))
+        first.sub(f"cl/{uid}", 1)
+        first.disconnect()
+        settle()
+        f.new("pub").publish(f"cl/{uid}", b"queued", qos=1)
+        # A new session that ends with its connection.
+        fresh = f.new("fresh", client_id=cid, port=cluster.port(2), clean=True)
+        assert not fresh.session_present
+        fresh.expect_none()
+        fresh.disconnect()
+        time.sleep(0.5)
+        # Node 1 ended its copy: nothing to resume there either.
+        again = _persistent(f, "again", cid, cluster.port(1))
+        assert not again.session_present
+        again.expect_none()
+    finally:
+        f.close_all()
+
+
+def test_a_client_whose_node_died_connects_elsewhere_without_waiting_long(cluster, uid):
+    f = ClientFactory(cluster.port(3), uid)
+    cid = f"orphan-{uid}"[:60]
+    try:
+        first = _persistent(f, "first", cid, cluster.port(3))
+        first.sub(f"or/{uid}", 1)
+        first.disconnect()
+        time.sleep(0.5)
+        cluster.run("kill-node", "3")
+        started = time.monotonic()
+        again = _persistent(f, "again", cid, cluster.port(2))
+        # Nobody answers for node 3: the CONNECT goes on at once with a
+        # new session, not after cluster.session_move_wait_ms.
+        assert time.monotonic() - started < 2.5
+        assert not again.session_present
+    finally:
+        f.close_all()
+        cluster.run("start-node", "3")
+
+
 def test_a_nats_server_dying_moves_its_node_to_another(cluster, uid):
     f = ClientFactory(cluster.port(1), uid)
     try:
@@ -295,10 +395,7 @@ def test_a_client_connecting_on_another_node_takes_over_its_connection(cluster, 
         second = f.new("second", client_id=cid, port=cluster.port(3))
         assert first.wait_disconnected(timeout=10) == 0x8E, "Session taken over"
         assert not second.disconnected.is_set(), "the later connection stays"
-        deadline = time.monotonic() + 5
-        while cluster.metric(1, "ringmq_takeovers_total") < 1 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert cluster.metric(1, "ringmq_takeovers_total") >= 1
+        assert cluster.wait_metric(1, "ringmq_takeovers_total", 1) >= 1
         # And back: the older one on node 3 goes this time.
         third = f.new("third", client_id=cid, port=cluster.port(2))
         assert second.wait_disconnected(timeout=10) == 0x8E

@@ -162,7 +162,7 @@ fn per_qos(w: &mut Writer, name: &str, help: &str, q: &PerQos, bytes: bool) {
 }
 
 fn counters(w: &mut Writer, s: &Stats) {
-    let rows: [(&str, &str, u64); 23] = [
+    let rows: [(&str, &str, u64); 25] = [
         (
             "ringmq_transport_errors_total",
             "Connections closed for their transport: a failed TLS handshake or WebSocket upgrade, a bad record or frame.",
@@ -269,6 +269,16 @@ fn counters(w: &mut Writer, s: &Stats) {
             "ringmq_inflow_refused_total",
             "Messages inflow rules read that the broker refused (topic, size); terminated in JetStream.",
             s.inflow_refused,
+        ),
+        (
+            "ringmq_sessions_moved_out_total",
+            "Persistent sessions given up to another node of the cluster, their client having connected there.",
+            s.sessions_moved_out,
+        ),
+        (
+            "ringmq_sessions_moved_in_total",
+            "Persistent sessions taken in from another node of the cluster.",
+            s.sessions_moved_in,
         ),
     ];
     for (name, help, v) in rows {

@@ -19,8 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use super::groups::{GroupKey, Groups, Inbox};
+use super::registry::{self, Fetch, Registry};
 use super::{ClusterConfig, ClusterEvent};
-use crate::core::cluster::{ClusterRoute, SUBJECT_BYTES_MAX};
+use crate::core::cluster::{ClusterRoute, Connected, SUBJECT_BYTES_MAX};
 use crate::core::subject::{filter_subjects, name_subject, subject_name, subject_topic};
 use crate::shard::{Controls, DurableJob};
 
@@ -28,6 +29,13 @@ use crate::shard::{Controls, DurableJob};
 const BATCH_MESSAGES_MAX: usize = 256;
 /// Sequence numbers remembered per origin to drop a second copy.
 const SEEN_PER_ORIGIN: usize = 4096;
+
+/// What the shards tell the cluster's side: their interest and
+/// connections, and the sessions their CONNECTs fetch.
+pub(super) type Inputs = (
+    mpsc::UnboundedReceiver<Vec<ClusterEvent>>,
+    mpsc::UnboundedReceiver<Fetch>,
+);
 
 /// Subscribes to what the shards are interested in and hands what
 /// arrives to them; tells the other nodes of the clients that connect
@@ -37,11 +45,19 @@ pub(super) async fn run(
     client: Client,
     groups: (ConnectOptions, Vec<String>),
     config: ClusterConfig,
-    mut events: mpsc::UnboundedReceiver<Vec<ClusterEvent>>,
+    (mut events, mut fetches): Inputs,
     controls: oneshot::Receiver<Controls>,
 ) {
     let Ok(controls) = controls.await else { return };
     let route = ClusterRoute::new(&config.subject_prefix, &config.node_id);
+    let js = async_nats::jetstream::new(client.clone());
+    let registry = Registry::new(js, &config.subject_prefix, config.registry_replicas);
+    tokio::spawn(registry::serve(
+        client.clone(),
+        route.clone(),
+        controls.clone(),
+    ));
+    let wait = std::time::Duration::from_millis(config.session_move_wait_ms);
     let (tx, rx) = mpsc::channel(config.inbox_messages_max);
     tokio::spawn(inject(rx, controls.clone(), route.clone()));
     match client.subscribe(format!("{}.>", route.clients)).await {
@@ -57,7 +73,16 @@ pub(super) async fn run(
     for all in [&route.retained, &route.p2p] {
         gain(&client, &mut subscribed, format!("{all}.>"), &tx).await;
     }
-    while let Some(batch) = events.recv().await {
+    loop {
+        let batch = tokio::select! {
+            batch = events.recv() => batch,
+            Some(fetch) = fetches.recv() => {
+                let (client, registry, route) = (client.clone(), registry.clone(), route.clone());
+                tokio::spawn(registry::fetch(client, registry, route, fetch, wait));
+                continue;
+            }
+        };
+        let Some(batch) = batch else { return };
         for event in batch {
             match event {
                 ClusterEvent::Interest(filter, add) => {
@@ -68,8 +93,12 @@ pub(super) async fn run(
                         }
                     }
                 }
-                ClusterEvent::Connected(client_id, at) => {
-                    announce(&client, &route, &client_id, at).await;
+                ClusterEvent::Connected(c) => {
+                    announce(&client, &route, &c).await;
+                    if c.persistent {
+                        let (registry, node) = (registry.clone(), route.node.clone());
+                        tokio::spawn(async move { registry.record(&c.client_id, &node).await });
+                    }
                 }
                 ClusterEvent::Group(filter, group, add) => {
                     if let Some(groups) = groups.as_mut() {
@@ -81,11 +110,16 @@ pub(super) async fn run(
     }
 }
 
-/// Tells the other nodes that `client_id` connected here at `at`.
-async fn announce(client: &Client, route: &ClusterRoute, client_id: &str, at: u64) {
+/// Tells the other nodes that a client connected here (`rmq-t`: when;
+/// `rmq-c`: with Clean Start).
+async fn announce(client: &Client, route: &ClusterRoute, c: &Connected) {
+    let client_id = &*c.client_id;
     let mut headers = HeaderMap::new();
     headers.insert("rmq-n", route.node.as_str());
-    headers.insert("rmq-t", at.to_string().as_str());
+    headers.insert("rmq-t", c.at_millis.to_string().as_str());
+    if c.clean_start {
+        headers.insert("rmq-c", "1");
+    }
     let subject = name_subject(&route.clients, client_id);
     let sent = client
         .publish_with_headers(subject, headers, bytes::Bytes::new())
@@ -114,10 +148,11 @@ async fn take_over(mut sub: Subscriber, controls: Controls, route: ClusterRoute)
         let Some(client_id) = subject_name(&route.clients, m.subject.as_str()) else {
             continue;
         };
+        let clean_start = header("rmq-c").is_some();
         for shard in 0..controls.shards() {
             let (client_id, node) = (client_id.clone(), node.clone());
-            let job: crate::shard::Job = Box::new(move |broker, _| {
-                broker.connected_elsewhere(&client_id, at, &node);
+            let job: crate::shard::Job = Box::new(move |broker, now| {
+                broker.connected_elsewhere(&client_id, (at, &node), clean_start, now);
             });
             if !controls.run(shard, job) {
                 return;

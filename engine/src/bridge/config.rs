@@ -61,6 +61,13 @@ pub struct ClusterConfig {
     /// Messages received from other nodes and not yet handed to the
     /// shards; beyond it NATS treats the node as a slow consumer and drops.
     pub inbox_messages_max: usize,
+    /// How long a CONNECT without Clean Start waits for the client's
+    /// persistent session to come from the node that holds it; 0: sessions
+    /// stay on their node.
+    pub session_move_wait_ms: u64,
+    /// Copies JetStream keeps of the session registry (the bucket
+    /// `<subject_prefix>-sessions`), at most the NATS cluster's servers.
+    pub registry_replicas: usize,
 }
 
 impl Default for ClusterConfig {
@@ -69,6 +76,8 @@ impl Default for ClusterConfig {
             node_id: String::new(),
             subject_prefix: "ringmq".into(),
             inbox_messages_max: 65_536,
+            session_move_wait_ms: 3_000,
+            registry_replicas: 1,
         }
     }
 }
@@ -96,6 +105,9 @@ pub fn check_cluster(cluster: &ClusterConfig, nats: &NatsConfig) -> Result<(), S
     }
     if cluster.inbox_messages_max == 0 {
         return Err("cluster.inbox_messages_max: at least 1".into());
+    }
+    if !(1..=5).contains(&cluster.registry_replicas) {
+        return Err("cluster.registry_replicas: 1 to 5 (JetStream's limit)".into());
     }
     Ok(())
 }

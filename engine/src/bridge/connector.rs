@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
-use super::{ClusterConfig, ClusterEvent, Handed, NatsConfig, Rule};
+use super::{ClusterConfig, Handed, NatsConfig, Rule};
 use crate::shard::Controls;
 
 /// What the bridge thread starts with.
@@ -21,7 +21,7 @@ pub(super) struct Parts {
     /// The cluster, what the shards tell it, and the control plane.
     pub(super) cluster: (
         ClusterConfig,
-        tokio::sync::mpsc::UnboundedReceiver<Vec<ClusterEvent>>,
+        super::cluster::Inputs,
         oneshot::Receiver<Controls>,
     ),
 }

@@ -11,12 +11,15 @@ pub mod config;
 mod connector;
 mod groups;
 mod inflow;
+mod moved;
+mod registry;
 
 use tokio::sync::mpsc;
 
 pub use crate::core::cluster::ClusterEvent;
 pub use crate::core::outflow::Outflow;
 pub use config::{ClusterConfig, NatsConfig, Rule, RuleKind};
+pub use registry::Fetch;
 
 /// Told `true` once a stream stored a message whose publisher's
 /// acknowledgement waits for it (see [`Outflow::confirm`]); dropped unsent
@@ -35,6 +38,9 @@ pub(crate) struct Handed {
 pub struct Bridge {
     tx: mpsc::Sender<Handed>,
     cluster: mpsc::UnboundedSender<Vec<ClusterEvent>>,
+    /// Where a CONNECT's session is fetched from another node; `None`:
+    /// sessions stay on their node.
+    fetch: Option<mpsc::UnboundedSender<Fetch>>,
 }
 
 impl Bridge {
@@ -42,6 +48,17 @@ impl Bridge {
     /// full or the bridge stopped (`confirm` is dropped with it).
     pub fn offer(&self, msg: Outflow, confirm: Option<Confirm>) -> bool {
         self.tx.try_send(Handed { msg, confirm }).is_ok()
+    }
+
+    /// The persistent session of `client_id` if another node of the
+    /// cluster holds it: that node gives it up. `None` at once outside a
+    /// cluster.
+    pub async fn fetch_session(&self, client_id: &str) -> Option<crate::core::moved::Moved> {
+        let fetch = self.fetch.as_ref()?;
+        let (reply, moved) = tokio::sync::oneshot::channel();
+        let client_id = client_id.to_owned();
+        fetch.send(Fetch { client_id, reply }).ok()?;
+        moved.await.ok().flatten()
     }
 
     /// Tells the cluster's side what the shard's interest and connections
@@ -92,6 +109,8 @@ pub fn start(
     }
     let (tx, rx) = mpsc::channel(config.outbox_messages_max);
     let (cluster_tx, cluster_rx) = mpsc::unbounded_channel();
+    let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
+    let moves = cluster.enabled() && cluster.session_move_wait_ms > 0;
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let (inflow_controls, inflow_attached) = tokio::sync::oneshot::channel();
     let (cluster_controls, cluster_attached) = tokio::sync::oneshot::channel();
@@ -105,7 +124,7 @@ pub fn start(
         rx,
         stopped,
         inflow: (inflow, inflow_attached),
-        cluster: (cluster.clone(), cluster_rx, cluster_attached),
+        cluster: (cluster.clone(), (cluster_rx, fetch_rx), cluster_attached),
     };
     let thread = std::thread::Builder::new()
         .name("nats".into())
@@ -118,6 +137,7 @@ pub fn start(
     let bridge = Bridge {
         tx,
         cluster: cluster_tx,
+        fetch: moves.then_some(fetch_tx),
     };
     Ok(Some((bridge, running)))
 }

@@ -30,13 +30,27 @@ pub enum ClusterEvent {
     /// The shard gained (`true`) its first subscriber on a filter, or lost
     /// its last.
     Interest(Box<str>, bool),
-    /// A client connected here at this time (Unix milliseconds): another
-    /// node's earlier connection of the same client id must close.
-    Connected(Box<str>, u64),
+    /// A client connected here: another node's earlier connection of the
+    /// same client id must close.
+    Connected(Connected),
     /// The shard gained (`true`) its first member of a shared group
     /// (filter, ShareName), or lost its last: the node joins or leaves the
     /// group's NATS queue group, which hands each message to one node.
     Group(Box<str>, Box<str>, bool),
+}
+
+/// A client's connection to this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connected {
+    /// Its Client Identifier.
+    pub client_id: Box<str>,
+    /// When, in Unix milliseconds.
+    pub at_millis: u64,
+    /// It asked for a new session: another node's session of it ends.
+    pub clean_start: bool,
+    /// Its session outlives the connection: the registry records this
+    /// node as its home, so that a later connection elsewhere fetches it.
+    pub persistent: bool,
 }
 
 /// Where this node's messages go.
@@ -58,6 +72,9 @@ pub struct ClusterRoute {
     /// then the levels; every node takes them and delivers those whose
     /// target has a session there.
     pub p2p: String,
+    /// Subjects of session requests: `<subject_prefix>.s.<node id>`, where
+    /// a node asks another for the persistent session it holds.
+    pub sessions: String,
 }
 
 impl ClusterRoute {
@@ -69,6 +86,7 @@ impl ClusterRoute {
             retained: format!("{subject_prefix}.r"),
             clients: format!("{subject_prefix}.c"),
             p2p: format!("{subject_prefix}.p"),
+            sessions: format!("{subject_prefix}.s"),
         }
     }
 }
@@ -136,16 +154,15 @@ impl Broker {
         self.cluster.is_some() && (sent || message.origin == FROM_CLUSTER)
     }
 
-    /// Client `client_id` connected here (connection `generation`) at
-    /// `at_millis`: the other nodes are told.
-    pub(super) fn cluster_connected(&mut self, client_id: &str, generation: u64, at_millis: u64) {
+    /// A client connected here (connection `generation`): the other
+    /// nodes are told.
+    pub(super) fn cluster_connected(&mut self, connected: Connected, generation: u64) {
         if self.cluster.is_none() {
             return;
         }
-        self.cluster_links
-            .insert(client_id.into(), (at_millis, generation));
-        self.cluster_events
-            .push(ClusterEvent::Connected(client_id.into(), at_millis));
+        let link = (connected.at_millis, generation);
+        self.cluster_links.insert(connected.client_id.clone(), link);
+        self.cluster_events.push(ClusterEvent::Connected(connected));
     }
 
     /// Connection `generation` of `client_id` is gone.
@@ -158,32 +175,45 @@ impl Broker {
     /// Node `node` says `client_id` connected there at `at_millis`. If the
     /// client's connection here is older, it is closed as a take-over
     /// would close it (v5 DISCONNECT 0x8E, the Will published); returns
-    /// whether it was.
-    pub fn connected_elsewhere(&mut self, client_id: &str, at_millis: u64, node: &str) -> bool {
+    /// whether it was. A session here ends too if the client asked there
+    /// for a new one (`clean_start`).
+    pub fn connected_elsewhere(
+        &mut self,
+        client_id: &str,
+        (at_millis, node): (u64, &str),
+        clean_start: bool,
+        now: Instant,
+    ) -> bool {
         let Some(cluster) = &self.cluster else {
             return false;
         };
-        let Some(&(here, _)) = self.cluster_links.get(client_id) else {
-            return false;
-        };
+        let here = self.cluster_links.get(client_id).map(|l| l.0);
         // The later connection stays; on a tie, the larger node id.
-        if (here, cluster.node.as_str()) > (at_millis, node) {
+        if here.is_some_and(|here| (here, cluster.node.as_str()) > (at_millis, node)) {
             return false;
         }
         let Some(&slot) = self.by_client.get(client_id) else {
             return false;
         };
+        let linked = self.slot(slot).is_some_and(|s| s.link.is_some());
+        tracing::info!(
+            client = client_id,
+            node,
+            clean_start,
+            linked,
+            "client connected on another node"
+        );
+        if clean_start {
+            self.take_over(slot, false, now);
+            self.end_session(slot, now);
+            return linked;
+        }
         let Some(link) = self.slot(slot).and_then(|s| s.link.as_mut()) else {
             return false;
         };
         link.end.get_or_insert(super::trace::Info::ClosedByServer);
         link.close_with(ReasonCode::SessionTakenOver);
         self.stats.takeovers += 1;
-        tracing::info!(
-            client = client_id,
-            node,
-            "connection taken over by another node"
-        );
         true
     }
 

@@ -32,6 +32,9 @@ pub fn home_shard(client_id: &[u8], shards: usize) -> usize {
     (hash % shards.max(1) as u64) as usize
 }
 
+/// The outcome of [`Broker::check_connect`]: who signed in, or why not.
+pub type Checked = Result<SignedIn, (ReasonCode, Info)>;
+
 /// A connection the broker accepted.
 #[derive(Debug, Clone, Copy)]
 pub struct Accepted {
@@ -92,10 +95,25 @@ impl Broker {
         peer: Option<SocketAddr>,
         now: Instant,
     ) -> Result<Accepted, Refused> {
+        let checked = self.check_connect(&connect, assigned, now);
+        self.connect_checked(connect, assigned, peer, checked, now)
+    }
+
+    /// [`Broker::connect_from`] with the outcome of
+    /// [`Broker::check_connect`] (made before waiting for something, such
+    /// as the session from another node).
+    pub fn connect_checked(
+        &mut self,
+        connect: Connect,
+        assigned: bool,
+        peer: Option<SocketAddr>,
+        checked: Checked,
+        now: Instant,
+    ) -> Result<Accepted, Refused> {
         let version = connect.protocol;
         let generation = self.next_generation;
         self.next_generation += 1;
-        let signed = match self.check_connect(&connect, assigned, now) {
+        let signed = match checked {
             Ok(signed) => signed,
             Err((code, info)) => {
                 self.stats.connects_refused += 1;
@@ -143,8 +161,13 @@ impl Broker {
         tracing::debug!(client = %connect.client_id.as_str(), ?version, session_present, "connected");
         let name = self.slot(slot).map_or(TraceName::NONE, |s| s.trace_name);
         self.trace_device(now, Action::Connect, Info::Accepted, name, generation);
-        let at = self.unix_millis(now);
-        self.cluster_connected(connect.client_id.as_str(), generation, at);
+        let connected = super::cluster::Connected {
+            client_id: connect.client_id.as_str().into(),
+            at_millis: self.unix_millis(now),
+            clean_start: connect.clean_start,
+            persistent: expiry > 0,
+        };
+        self.cluster_connected(connected, generation);
         let client = connect.client_id.as_str();
         self.notify(Event::Connect, client, generation, peer, now);
         self.resend_inflight(id, now);
@@ -167,12 +190,9 @@ impl Broker {
         }
     }
 
-    fn check_connect(
-        &self,
-        c: &Connect,
-        assigned: bool,
-        now: Instant,
-    ) -> Result<SignedIn, (ReasonCode, Info)> {
+    /// Whether CONNECT `c` may connect: its identifier, the session
+    /// quota, its credentials, its Will.
+    pub fn check_connect(&self, c: &Connect, assigned: bool, now: Instant) -> Checked {
         let invalid = |code| (code, Info::InvalidParam);
         let refuse = |code, why: &str| {
             tracing::info!(client = %c.client_id.as_str(), ?code, "CONNECT refused: {why}");
@@ -297,7 +317,7 @@ impl Broker {
     /// [MQTT-3.1.4-3]: v5 clients get DISCONNECT 0x8E. Its Will is
     /// published unless the session resumes and a Will Delay lets the new
     /// connection cancel it.
-    fn take_over(&mut self, slot: u32, resume: bool, now: Instant) {
+    pub(super) fn take_over(&mut self, slot: u32, resume: bool, now: Instant) {
         let Some(session) = self.slot(slot) else {
             return;
         };

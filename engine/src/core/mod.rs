@@ -15,6 +15,7 @@ pub mod journal;
 pub mod limits;
 pub mod message;
 pub mod metrics;
+pub mod moved;
 mod offline;
 pub mod operate;
 pub mod outflow;

@@ -16,7 +16,6 @@ use super::journal::{Entry, InflightRef, Target};
 use super::message::Message;
 use super::session::{Session, SessionSet, Subscription};
 use super::spill::{load, Spilled};
-use super::Sub;
 
 /// Everything replayed so far.
 #[derive(Debug, Default)]
@@ -275,21 +274,8 @@ impl Broker {
         self.by_client.insert(session.client_id.clone(), slot);
         self.sessions[slot as usize] = Some(session);
         for (filter, sub) in r.subs {
-            self.restore_subscription(slot, uid, &filter, sub);
+            self.add_subscription(slot, uid, &filter, sub);
             self.durable_sub(&filter, true);
-        }
-    }
-
-    fn restore_subscription(&mut self, slot: u32, uid: u64, filter: &str, sub: Subscription) {
-        let entry = Sub { slot, uid, sub };
-        if let Some(shared) = ringmq_protocol::topic::parse_shared(filter) {
-            return self.join_group(shared.group, shared.filter, entry);
-        }
-        let subs = self.trie.entry(filter);
-        let was_empty = subs.is_empty();
-        subs.push(entry);
-        if was_empty {
-            self.announce(filter, true);
         }
     }
 }

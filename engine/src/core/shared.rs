@@ -313,9 +313,9 @@ impl Broker {
         now: Instant,
     ) {
         for (key, message) in orphans {
-            let shard = self.route_for(&key);
-            if let Some(shard) = shard {
-                self.send_shared(shard, key, &message, now);
+            match self.route_for(&key) {
+                Some(shard) => self.send_shared(shard, key, &message, now),
+                None => self.stats.dropped_no_member += 1,
             }
         }
     }

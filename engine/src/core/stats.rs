@@ -101,6 +101,10 @@ pub struct Stats {
     pub cluster_received: u64,
     /// Messages inflow rules read that the broker refused (topic, size).
     pub inflow_refused: u64,
+    /// Persistent sessions given up to another node of the cluster.
+    pub sessions_moved_out: u64,
+    /// Persistent sessions taken in from another node of the cluster.
+    pub sessions_moved_in: u64,
 }
 
 impl Stats {
@@ -149,6 +153,8 @@ impl Stats {
             inflow_published,
             cluster_received,
             inflow_refused,
+            sessions_moved_out,
+            sessions_moved_in,
         } = other;
         self.connects += connects;
         self.connects_refused += connects_refused;
@@ -191,5 +197,7 @@ impl Stats {
         self.inflow_published += inflow_published;
         self.cluster_received += cluster_received;
         self.inflow_refused += inflow_refused;
+        self.sessions_moved_out += sessions_moved_out;
+        self.sessions_moved_in += sessions_moved_in;
     }
 }

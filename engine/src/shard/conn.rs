@@ -22,7 +22,7 @@ use super::context::Shard;
 use super::mesh::{Handoff, ShardMsg};
 use super::transport::{Layers, Transport};
 use super::writer::{self, Writer};
-use crate::core::connect::{home_shard, refusal};
+use crate::core::connect::{home_shard, refusal, Checked};
 use crate::core::{ConnId, Flow};
 
 /// Counts a shard's open connections for as long as it lives; a
@@ -368,7 +368,15 @@ fn run(
 ) -> impl Future<Output = ()> {
     async move {
         let shard = counted.shard();
-        let id = match open_session(shard, &wire, connect, assigned) {
+        let checked = shard
+            .broker
+            .borrow()
+            .check_connect(&connect, assigned, Instant::now());
+        if checked.is_ok() && !connect.clean_start {
+            let fetched = Box::pin(fetch_session(shard, &connect.client_id));
+            fetched.await;
+        }
+        let id = match open_session(shard, &wire, connect, assigned, checked) {
             Ok(id) => id,
             Err(connack) => {
                 let refusal = Box::pin(writer_frames(&wire, vec![connack]));
@@ -419,13 +427,34 @@ fn open_session(
     wire: &Wire,
     connect: Box<Connect>,
     assigned: bool,
+    checked: Checked,
 ) -> Result<ConnId, Bytes> {
     let peer = wire.stream.borrow().peer_addr().ok();
-    let accepted = shard
+    let accepted = shard.broker.borrow_mut().connect_checked(
+        *connect,
+        assigned,
+        peer,
+        checked,
+        Instant::now(),
+    );
+    accepted.map(|a| a.id).map_err(|refused| refused.connack)
+}
+
+/// In a cluster, the persistent session of a client connecting without
+/// Clean Start comes here first if another node holds it (see
+/// `crate::bridge::registry`).
+async fn fetch_session(shard: &Shard, client_id: &MqttString) {
+    let Some(bridge) = &shard.bridge else {
+        return;
+    };
+    let Some(moved) = bridge.fetch_session(client_id.as_str()).await else {
+        return;
+    };
+    let now = Instant::now();
+    shard
         .broker
         .borrow_mut()
-        .connect_from(*connect, assigned, peer, Instant::now());
-    accepted.map(|a| a.id).map_err(|refused| refused.connack)
+        .import_session(client_id, moved, now);
 }
 
 /// Reads and handles packets until the connection ends. (A plain function

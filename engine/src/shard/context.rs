@@ -45,7 +45,7 @@ pub(super) struct Shard {
     /// Route changes in flight between this shard and the others.
     pub(super) routes: Routes,
     /// Where the broker's outflow goes (NATS), if anywhere.
-    bridge: Option<crate::bridge::Bridge>,
+    pub(super) bridge: Option<crate::bridge::Bridge>,
     /// Outflow messages whose publisher's acknowledgement waits for them.
     pub(super) confirms: super::confirm::Confirms,
     /// Every connection of the shard reads through this buffer, then keeps

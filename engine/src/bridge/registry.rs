@@ -1,0 +1,291 @@
+//! Persistent sessions across the cluster. A JetStream key-value bucket,
+//! `<subject_prefix>-sessions`, maps each client id with a persistent
+//! session to the node that holds it (put when such a client connects).
+//! A client connecting without Clean Start on another node has its
+//! session fetched from there before its CONNECT is handled: the node
+//! looks the client up, asks the holder on `<subject_prefix>.s.<node>`,
+//! and the holder gives the session up (`Broker::export_session`, once
+//! that is durable there) in one or more replies, the last one without
+//! the `rmq-more` header.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use async_nats::{Client, HeaderMap, StatusCode, Subscriber};
+use futures_lite::StreamExt;
+use tokio::sync::{oneshot, Mutex};
+use tokio::time::Instant;
+
+use super::moved;
+use crate::core::cluster::ClusterRoute;
+use crate::core::connect::home_shard;
+use crate::core::moved::Moved;
+use crate::core::subject::name_subject;
+use crate::shard::{Controls, DurableJob};
+
+/// A shard's request for the session of `client_id`, if another node
+/// holds it.
+#[derive(Debug)]
+pub struct Fetch {
+    /// The client connecting.
+    pub client_id: String,
+    /// Told the session, or `None` (none elsewhere, or it could not come
+    /// within `cluster.session_move_wait_ms`).
+    pub reply: oneshot::Sender<Option<Moved>>,
+}
+
+/// How long after the bucket could not be opened it is tried again.
+const REOPEN_AFTER: Duration = Duration::from_secs(5);
+
+/// The client-id → node bucket, opened (or created) on first use.
+#[derive(Clone)]
+pub(super) struct Registry {
+    js: jetstream::Context,
+    bucket: String,
+    replicas: usize,
+    store: Arc<Mutex<(Option<kv::Store>, Option<Instant>)>>,
+}
+
+impl Registry {
+    pub(super) fn new(js: jetstream::Context, subject_prefix: &str, replicas: usize) -> Registry {
+        let bucket = subject_prefix.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+        Registry {
+            js,
+            bucket: format!("{bucket}-sessions"),
+            replicas,
+            store: Arc::new(Mutex::new((None, None))),
+        }
+    }
+
+    async fn store(&self) -> Option<kv::Store> {
+        let mut held = self.store.lock().await;
+        if let Some(store) = &held.0 {
+            return Some(store.clone());
+        }
+        if held.1.is_some_and(|failed| failed.elapsed() < REOPEN_AFTER) {
+            return None;
+        }
+        let opened = match self.js.get_key_value(self.bucket.as_str()).await {
+            Ok(store) => Ok(store),
+            Err(_) => self.create().await,
+        };
+        match opened {
+            Ok(store) => {
+                held.0 = Some(store.clone());
+                Some(store)
+            }
+            Err(e) => {
+                if held.1.is_none() {
+                    tracing::warn!(bucket = %self.bucket, "cluster: the session registry is not available (sessions do not move between nodes until it is): {e}");
+                }
+                held.1 = Some(Instant::now());
+                None
+            }
+        }
+    }
+
+    /// Creates the bucket's stream as async-nats's `create_key_value`
+    /// would, without its account query (which cannot read a 2.9 server's
+    /// answer).
+    async fn create(&self) -> Result<kv::Store, String> {
+        let bucket = &self.bucket;
+        let config = jetstream::stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some("ringmq: the node holding each persistent session".into()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            num_replicas: self.replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        };
+        let created = self.js.create_stream(config).await;
+        created.map_err(|e| e.to_string())?;
+        let opened = self.js.get_key_value(bucket.as_str()).await;
+        opened.map_err(|e| e.to_string())
+    }
+
+    /// Records this node (`node`) as the home of `client_id`'s session.
+    pub(super) async fn record(&self, client_id: &str, node: &str) {
+        let Some(store) = self.store().await else {
+            return;
+        };
+        let key = name_subject("c", client_id);
+        let put = store.put(key, node.to_owned().into()).await;
+        if let Err(e) = put {
+            tracing::warn!(
+                client = client_id,
+                "cluster: the session registry was not updated: {e}"
+            );
+        }
+    }
+
+    /// The node that last held `client_id`'s session, if any.
+    async fn home(&self, client_id: &str) -> Option<String> {
+        let store = self.store().await?;
+        let got = store.get(name_subject("c", client_id)).await;
+        match got {
+            Ok(value) => String::from_utf8(value?.to_vec()).ok(),
+            Err(e) => {
+                tracing::warn!(
+                    client = client_id,
+                    "cluster: the session registry cannot be read: {e}"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Answers a shard's fetch: the session from the node that holds it, if
+/// not this one, within `wait`.
+pub(super) async fn fetch(
+    client: Client,
+    registry: Registry,
+    route: ClusterRoute,
+    fetch: Fetch,
+    wait: Duration,
+) {
+    let Fetch { client_id, reply } = fetch;
+    let fetched = tokio::time::timeout(
+        wait,
+        fetch_from_home(&client, &registry, &route, &client_id),
+    );
+    let moved = match fetched.await {
+        Ok(moved) => moved,
+        Err(_) => {
+            tracing::warn!(
+                client = %client_id,
+                "cluster: the session did not come from its node within {wait:?}; the client gets the one here, if any"
+            );
+            None
+        }
+    };
+    let _ = reply.send(moved);
+}
+
+async fn fetch_from_home(
+    client: &Client,
+    registry: &Registry,
+    route: &ClusterRoute,
+    client_id: &str,
+) -> Option<Moved> {
+    let home = registry.home(client_id).await?;
+    if home == route.node {
+        return None;
+    }
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.ok()?;
+    let ask = name_subject(&route.sessions, &home);
+    let asked = client
+        .publish_with_reply(ask, inbox, client_id.to_owned().into())
+        .await;
+    if let Err(e) = asked {
+        tracing::warn!(client = client_id, "cluster: cannot ask for a session: {e}");
+        return None;
+    }
+    let bytes = gather(&mut replies, &home).await?;
+    if bytes.is_empty() {
+        return None;
+    }
+    match moved::decode(&bytes) {
+        Ok(moved) => Some(moved),
+        Err(e) => {
+            tracing::warn!(client = client_id, node = %home, "cluster: a moved session is unreadable: {e}");
+            None
+        }
+    }
+}
+
+/// The replies' payloads, joined; `None` if nobody answers for `node`.
+async fn gather(replies: &mut Subscriber, node: &str) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    while let Some(m) = replies.next().await {
+        if m.status == Some(StatusCode::NO_RESPONDERS) {
+            tracing::info!(node, "cluster: the node that held a session is not running");
+            return None;
+        }
+        bytes.extend_from_slice(&m.payload);
+        let more = m.headers.as_ref().and_then(|h| h.get("rmq-more")).is_some();
+        if !more {
+            return Some(bytes);
+        }
+    }
+    None
+}
+
+/// Gives up the sessions other nodes ask this one for, until the bridge
+/// stops.
+pub(super) async fn serve(client: Client, route: ClusterRoute, controls: Controls) {
+    let subject = name_subject(&route.sessions, &route.node);
+    let mut asks = match client.subscribe(subject).await {
+        Ok(sub) => sub,
+        Err(e) => return tracing::warn!("cluster: cannot serve sessions to other nodes: {e}"),
+    };
+    while let Some(m) = asks.next().await {
+        let (Some(reply), Ok(client_id)) = (m.reply, String::from_utf8(m.payload.to_vec())) else {
+            continue;
+        };
+        let (client, controls) = (client.clone(), controls.clone());
+        tokio::spawn(async move {
+            let bytes = export(&controls, &client_id).await;
+            answer(&client, reply.to_string(), bytes).await;
+        });
+    }
+}
+
+/// The bytes of `client_id`'s session, given up by its shard once that is
+/// durable; empty if it has none.
+async fn export(controls: &Controls, client_id: &str) -> Vec<u8> {
+    let (tx, rx) = oneshot::channel();
+    let shard = home_shard(client_id.as_bytes(), controls.shards());
+    let id = client_id.to_owned();
+    let job: DurableJob = Box::new(move |broker, now| {
+        let moved = broker.export_session(&id, now);
+        Box::new(move || {
+            let _ = tx.send(moved);
+        })
+    });
+    if !controls.run_durable(shard, job) {
+        return Vec::new();
+    }
+    match rx.await {
+        Ok(Some(moved)) => moved::encode(client_id, &moved),
+        _ => Vec::new(),
+    }
+}
+
+/// Sends `bytes` to `reply` in payloads NATS takes, the last one without
+/// `rmq-more`.
+async fn answer(client: &Client, reply: String, bytes: Vec<u8>) {
+    let chunk = client
+        .server_info()
+        .max_payload
+        .saturating_sub(4096)
+        .max(4096);
+    let chunks: Vec<&[u8]> = match bytes.is_empty() {
+        true => vec![&[][..]],
+        false => bytes.chunks(chunk).collect(),
+    };
+    let last = chunks.len() - 1;
+    for (i, part) in chunks.into_iter().enumerate() {
+        let payload = bytes::Bytes::copy_from_slice(part);
+        let sent = match i == last {
+            true => client.publish(reply.clone(), payload).await,
+            false => {
+                let mut headers = HeaderMap::new();
+                headers.insert("rmq-more", "1");
+                client
+                    .publish_with_headers(reply.clone(), headers, payload)
+                    .await
+            }
+        };
+        if let Err(e) = sent {
+            tracing::warn!("cluster: a moved session was not sent: {e}");
+            return;
+        }
+    }
+}
