@@ -155,6 +155,60 @@ def test_topics_nats_cannot_carry_as_they_are_arrive_intact(cluster, uid):
         f.close_all()
 
 
+def test_v5_properties_and_expiry_cross_nodes(cluster, uid):
+    f = ClientFactory(cluster.port(1), uid)
+    try:
+        pub = f.new("pub")
+        v5 = f.new("v5", port=cluster.port(2))
+        v5.sub(f"props/{uid}", 1)
+        old = f.new("v311", port=cluster.port(3), protocol=4)
+        old.sub(f"props/{uid}", 1)
+        settle()
+        props = {
+            "UserProperty": [("k", "v"), ("k", "second"), ("ü", "ß")],
+            "ContentType": "application/json",
+            "ResponseTopic": f"reply/{uid}",
+            "CorrelationData": b"\x00\x01corr",
+            "PayloadFormatIndicator": 1,
+            "MessageExpiryInterval": 60,
+        }
+        assert pub.publish(f"props/{uid}", b'{"a":1}', qos=1, props=props) == 0
+        m = v5.expect_one()
+        assert m.payload == b'{"a":1}'
+        assert m.prop("UserProperty") == [("k", "v"), ("k", "second"), ("ü", "ß")]
+        assert m.prop("ContentType") == "application/json"
+        assert m.prop("ResponseTopic") == f"reply/{uid}"
+        assert m.prop("CorrelationData") == b"\x00\x01corr"
+        assert m.prop("PayloadFormatIndicator") == 1
+        assert 55 <= m.prop("MessageExpiryInterval") <= 60, "the time it has left"
+        # A 3.1.1 subscriber gets the payload as it was.
+        assert old.expect_one().payload == b'{"a":1}'
+        # Without properties, a message crosses as it did.
+        pub.publish(f"props/{uid}", b"plain", qos=1)
+        plain = v5.expect_one()
+        assert plain.payload == b"plain" and plain.prop("UserProperty") is None
+    finally:
+        f.close_all()
+
+
+def test_a_message_that_expires_before_it_is_delivered_is_not(cluster, uid):
+    f = ClientFactory(cluster.port(1), uid)
+    cid = f"late-{uid}"[:60]
+    try:
+        late = _persistent(f, "late", cid, cluster.port(2))
+        late.sub(f"exp/{uid}", 1)
+        late.disconnect()
+        settle()
+        pub = f.new("pub")
+        pub.publish(f"exp/{uid}", b"short", qos=1, props={"MessageExpiryInterval": 1})
+        pub.publish(f"exp/{uid}", b"long", qos=1, props={"MessageExpiryInterval": 300})
+        time.sleep(2.2)
+        back = _persistent(f, "back", cid, cluster.port(2))
+        assert [m.payload for m in back.drain(timeout=1.0)] == [b"long"]
+    finally:
+        f.close_all()
+
+
 def test_the_brokers_own_sys_topics_stay_on_their_node(cluster, uid):
     f = ClientFactory(cluster.port(2), uid)
     try:

@@ -14,14 +14,15 @@ use std::sync::Arc;
 
 use async_nats::{Client, ConnectOptions, HeaderMap, Subscriber};
 use futures_lite::StreamExt;
-use ringmq_protocol::QoS;
+use ringmq_protocol::properties::PublishProperties;
+use ringmq_protocol::{Decoder, Packet, ProtocolVersion, QoS};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use super::groups::{GroupKey, Groups, Inbox};
 use super::registry::{self, Fetch, Registry};
 use super::{ClusterConfig, ClusterEvent};
-use crate::core::cluster::{ClusterRoute, Connected, SUBJECT_BYTES_MAX};
+use crate::core::cluster::{ClusterRoute, Connected, FromCluster, SUBJECT_BYTES_MAX};
 use crate::core::subject::{filter_subjects, name_subject, subject_name, subject_topic};
 use crate::shard::{Controls, DurableJob};
 
@@ -208,10 +209,7 @@ pub(super) async fn forward(mut sub: Subscriber, tx: Inbox, group: Option<Arc<Gr
 
 /// One message for a shard.
 struct Arrived {
-    topic: String,
-    payload: bytes::Bytes,
-    qos: QoS,
-    retain: bool,
+    message: FromCluster,
     /// The shared group a queue group gave it to, for one member here.
     group: Option<Arc<GroupKey>>,
 }
@@ -281,17 +279,32 @@ fn arrived(
         .and_then(|q| q.parse::<u8>().ok())
         .and_then(|q| QoS::from_bits(q).ok())
         .unwrap_or(QoS::AtMostOnce);
-    let payload = m.payload.clone();
-    Some((
-        origin_shard(origin, shards),
-        Arrived {
-            topic,
-            payload,
-            qos,
-            retain,
-            group,
-        },
-    ))
+    let (payload, properties) = match header("rmq-v5") {
+        Some(_) => with_properties(&m.payload)?,
+        None => (m.payload.clone(), None),
+    };
+    let message = FromCluster {
+        topic,
+        payload,
+        qos,
+        retain,
+        properties,
+    };
+    Some((origin_shard(origin, shards), Arrived { message, group }))
+}
+
+/// The payload and v5 properties of a message sent as a whole PUBLISH
+/// (header `rmq-v5`); `None` if it does not decode.
+fn with_properties(bytes: &bytes::Bytes) -> Option<(bytes::Bytes, Option<Box<PublishProperties>>)> {
+    let mut buf = bytes::BytesMut::from(&bytes[..]);
+    let mut decoder = Decoder::with_version(ProtocolVersion::V5, bytes.len().max(16));
+    match decoder.decode(&mut buf) {
+        Ok(Some(Packet::Publish(p))) => Some((p.payload, p.properties)),
+        _ => {
+            tracing::debug!("cluster: a message with properties does not decode");
+            None
+        }
+    }
 }
 
 /// Each origin's messages go to one shard: their order is kept.
@@ -306,15 +319,13 @@ fn origin_shard(origin: &str, shards: usize) -> usize {
 async fn deliver(controls: &Controls, shard: usize, batch: Vec<Arrived>) -> bool {
     let (tx, rx) = oneshot::channel();
     let job: DurableJob = Box::new(move |broker, now| {
-        for a in batch {
-            let (topic, payload, qos, retain) = (&a.topic, a.payload, a.qos, a.retain);
-            let known = match &a.group {
-                Some(g) => broker
-                    .shared_from_cluster(&g.filter, &g.group, topic, payload, qos, retain, now),
-                None => broker.publish_from_cluster(topic, payload, qos, retain, now),
+        for Arrived { message, group } in batch {
+            let known = match &group {
+                Some(g) => broker.shared_from_cluster((&g.filter, &g.group), message, now),
+                None => broker.publish_from_cluster(message, now),
             };
             if !known {
-                tracing::debug!(topic = %a.topic, "cluster: not a topic here");
+                tracing::debug!("cluster: a message's subject is not a valid topic here");
             }
         }
         Box::new(move || {

@@ -7,10 +7,11 @@
 //! is delivered here and never sent out again.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use ringmq_protocol::{QoS, ReasonCode, TopicName};
+use bytes::{Bytes, BytesMut};
+use ringmq_protocol::properties::PublishProperties;
+use ringmq_protocol::{Packet, ProtocolVersion, QoS, ReasonCode, TopicName};
 
 use super::broker::Broker;
 use super::message::{Message, Origin};
@@ -94,19 +95,27 @@ impl ClusterRoute {
 impl Broker {
     /// Sends `message` to the other nodes, unless it came from one or is
     /// one of the broker's own `$` topics; returns whether it did.
-    pub(super) fn cluster_publish(&mut self, message: &Message) -> bool {
+    pub(super) fn cluster_publish(&mut self, message: &Message, now: Instant) -> bool {
         match message.retain {
-            true => self.cluster_send(|c| &c.retained, message),
-            false => self.cluster_send(|c| &c.messages, message),
+            true => self.cluster_send(|c| &c.retained, message, now),
+            false => self.cluster_send(|c| &c.messages, message, now),
         }
     }
 
     /// Sends P2P `message` to the other nodes (its target may be there).
-    pub(super) fn cluster_p2p(&mut self, message: &Message) {
-        self.cluster_send(|c| &c.p2p, message);
+    pub(super) fn cluster_p2p(&mut self, message: &Message, now: Instant) {
+        self.cluster_send(|c| &c.p2p, message, now);
     }
 
-    fn cluster_send(&mut self, prefix: fn(&ClusterRoute) -> &String, message: &Message) -> bool {
+    /// Publishes `message` on its subject: the payload as it is, or, if
+    /// it has v5 properties or an expiry, the whole message as a v5
+    /// PUBLISH (header `rmq-v5`), its expiry the time left.
+    fn cluster_send(
+        &mut self,
+        prefix: fn(&ClusterRoute) -> &String,
+        message: &Message,
+        now: Instant,
+    ) -> bool {
         let Some(cluster) = &self.cluster else {
             return false;
         };
@@ -117,11 +126,18 @@ impl Broker {
         let Some(subject) = topic_subject(prefix(cluster), topic, SUBJECT_BYTES_MAX) else {
             return false;
         };
-        let headers = vec![("rmq-q", (message.qos as u8).to_string())];
+        let mut headers = vec![("rmq-q", (message.qos as u8).to_string())];
+        let payload = match message.properties.is_some() || message.expires_at.is_some() {
+            true => {
+                headers.push(("rmq-v5", "1".into()));
+                as_publish(message, now)
+            }
+            false => message.payload.clone(),
+        };
         self.outflow.push(Outflow {
             subject,
             headers,
-            payload: message.payload.clone(),
+            payload,
             jetstream: false,
             confirm: None,
             cluster: true,
@@ -219,16 +235,9 @@ impl Broker {
 
     /// Delivers a message another node published: to this node's
     /// subscribers (and its retained store), never back to the cluster or
-    /// to outflow rules. False if `topic` is not a valid topic here.
-    pub fn publish_from_cluster(
-        &mut self,
-        topic: &str,
-        payload: Bytes,
-        qos: QoS,
-        retain: bool,
-        now: Instant,
-    ) -> bool {
-        let Some(message) = self.cluster_message(topic, payload, qos, retain, now) else {
+    /// to outflow rules. False if its topic is not a valid topic here.
+    pub fn publish_from_cluster(&mut self, arrived: FromCluster, now: Instant) -> bool {
+        let Some(message) = self.cluster_message(arrived, now) else {
             return false;
         };
         // A P2P topic (aliyun profile) goes to its target's session, if
@@ -239,45 +248,68 @@ impl Broker {
 
     /// Delivers a message NATS's queue group of shared group `group` on
     /// `filter` gave this node to one of the group's members here. False
-    /// if `topic` is not a valid topic here.
-    #[allow(clippy::too_many_arguments)]
+    /// if its topic is not a valid topic here.
     pub fn shared_from_cluster(
         &mut self,
-        filter: &str,
-        group: &str,
-        topic: &str,
-        payload: Bytes,
-        qos: QoS,
-        retain: bool,
+        (filter, group): (&str, &str),
+        arrived: FromCluster,
         now: Instant,
     ) -> bool {
-        let Some(message) = self.cluster_message(topic, payload, qos, retain, now) else {
+        let Some(message) = self.cluster_message(arrived, now) else {
             return false;
         };
         self.route_group(filter, group, &message, now);
         true
     }
 
-    fn cluster_message(
-        &mut self,
-        topic: &str,
-        payload: Bytes,
-        qos: QoS,
-        retain: bool,
-        now: Instant,
-    ) -> Option<Arc<Message>> {
-        let name = TopicName::new(topic).ok()?;
+    fn cluster_message(&mut self, arrived: FromCluster, now: Instant) -> Option<Arc<Message>> {
+        let name = TopicName::new(arrived.topic).ok()?;
         self.stats.cluster_received += 1;
+        let properties = arrived.properties.filter(|p| !p.is_empty());
+        let expiry = properties.as_ref().and_then(|p| p.message_expiry_interval);
         Some(Arc::new(Message {
             id: self.new_message_id(now),
             topic: name,
-            payload,
-            qos,
-            retain,
-            properties: None,
+            payload: arrived.payload,
+            qos: arrived.qos,
+            retain: arrived.retain,
+            properties,
             origin: FROM_CLUSTER,
-            expires_at: None,
+            expires_at: expiry.map(|secs| now + Duration::from_secs(u64::from(secs))),
             encoded: Default::default(),
         }))
     }
+}
+
+/// A message from another node, as the bridge read it.
+#[derive(Debug)]
+pub struct FromCluster {
+    /// Its topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Bytes,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// Its RETAIN flag.
+    pub retain: bool,
+    /// Its v5 properties; the Message Expiry Interval is the time it had
+    /// left when it was sent.
+    pub properties: Option<Box<PublishProperties>>,
+}
+
+/// `message` as a v5 QoS 0 PUBLISH with the expiry it has left at `now`.
+fn as_publish(message: &Message, now: Instant) -> Bytes {
+    let mut out = BytesMut::with_capacity(message.payload.len() + message.topic.len() + 64);
+    let publish = message.to_publish(now);
+    let mut publish = publish;
+    publish.qos = QoS::AtMostOnce;
+    publish.retain = false;
+    if Packet::Publish(publish)
+        .encode(ProtocolVersion::V5, &mut out)
+        .is_err()
+    {
+        // Properties that decoded always encode; the payload alone then.
+        return message.payload.clone();
+    }
+    out.freeze()
 }

@@ -82,7 +82,7 @@ impl Broker {
     /// stored on every shard.
     pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) -> Routed {
         // Other nodes may have subscribers: it went somewhere.
-        let clustered = self.cluster_publish(&message);
+        let clustered = self.cluster_publish(&message, now);
         if message.retain {
             let stored = Arc::new(retained::compact(&message));
             for peer in self.peers() {

@@ -39,7 +39,7 @@ impl Broker {
     /// shard (a QoS 1/2 message it may log for an offline session).
     pub(super) fn route_p2p(&mut self, message: Arc<Message>, target: &str, now: Instant) -> bool {
         // The target may be connected to another node.
-        self.cluster_p2p(&message);
+        self.cluster_p2p(&message, now);
         let home = home_shard(target.as_bytes(), self.shards);
         if home == self.shard {
             self.deliver_p2p(&message, target, now);
