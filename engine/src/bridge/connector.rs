@@ -24,6 +24,11 @@ pub(super) struct Parts {
         super::cluster::Inputs,
         oneshot::Receiver<Controls>,
     ),
+    /// The registry's changes this node proposes, and its owner.
+    pub(super) replica: (
+        tokio::sync::mpsc::UnboundedReceiver<super::replica::Proposal>,
+        oneshot::Receiver<std::sync::Arc<dyn super::ApplyChange>>,
+    ),
 }
 
 /// How long a stopping bridge waits for NATS to take what it holds.
@@ -89,6 +94,7 @@ async fn publish_all(parts: Parts) {
         mut stopped,
         inflow: (rules, controls),
         cluster: (cluster, events, cluster_controls),
+        replica: (proposed, owner),
     } = parts;
     // In a cluster, what this node publishes never comes back to it.
     let name = match cluster.enabled() {
@@ -112,6 +118,12 @@ async fn publish_all(parts: Parts) {
         format!("{}-{started}", cluster.node_id)
     });
     if cluster.enabled() {
+        let replica = super::replica::ReplicaConfig {
+            node: cluster.node_id.clone(),
+            subject_prefix: cluster.subject_prefix.clone(),
+            replicas: cluster.registry_replicas,
+        };
+        tokio::spawn(super::replica::run(js.clone(), replica, proposed, owner));
         // Queue groups (shared subscriptions) on a connection of their
         // own, which gets this node's messages too.
         let name = format!("ringmq-{}-groups", cluster.node_id);

@@ -13,6 +13,9 @@ mod groups;
 mod inflow;
 mod moved;
 mod registry;
+mod replica;
+
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -20,6 +23,7 @@ pub use crate::core::cluster::ClusterEvent;
 pub use crate::core::outflow::Outflow;
 pub use config::{ClusterConfig, NatsConfig, Rule, RuleKind};
 pub use registry::Fetch;
+pub use replica::{ApplyChange, Proposals};
 
 /// Told `true` once a stream stored a message whose publisher's
 /// acknowledgement waits for it (see [`Outflow::confirm`]); dropped unsent
@@ -74,6 +78,12 @@ pub struct Running {
     thread: std::thread::JoinHandle<()>,
     stop: tokio::sync::oneshot::Sender<()>,
     controls: Vec<tokio::sync::oneshot::Sender<crate::shard::Controls>>,
+    /// In a cluster: where the registry's owner proposes changes, and
+    /// where it is given to the replica.
+    replica: Option<(
+        Proposals,
+        tokio::sync::oneshot::Sender<Arc<dyn ApplyChange>>,
+    )>,
 }
 
 impl Running {
@@ -83,6 +93,16 @@ impl Running {
         for tx in self.controls.drain(..) {
             let _ = tx.send(controls.clone());
         }
+    }
+
+    /// In a cluster, shares the aliyun registry `owner` holds with the
+    /// other nodes: the owner proposes its changes through what this
+    /// returns, and applies every node's in one order (see `replica`).
+    /// `None` outside a cluster.
+    pub fn replicate(&mut self, owner: Arc<dyn ApplyChange>) -> Option<Proposals> {
+        let (proposals, give) = self.replica.take()?;
+        give.send(owner).ok()?;
+        Some(proposals)
     }
 
     /// Stops the bridge once it has sent what the shards handed it (waiting
@@ -111,6 +131,8 @@ pub fn start(
     let (cluster_tx, cluster_rx) = mpsc::unbounded_channel();
     let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
     let moves = cluster.enabled() && cluster.session_move_wait_ms > 0;
+    let (proposals, proposed) = replica::channel();
+    let (give_owner, owner) = tokio::sync::oneshot::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let (inflow_controls, inflow_attached) = tokio::sync::oneshot::channel();
     let (cluster_controls, cluster_attached) = tokio::sync::oneshot::channel();
@@ -125,6 +147,7 @@ pub fn start(
         stopped,
         inflow: (inflow, inflow_attached),
         cluster: (cluster.clone(), (cluster_rx, fetch_rx), cluster_attached),
+        replica: (proposed, owner),
     };
     let thread = std::thread::Builder::new()
         .name("nats".into())
@@ -133,6 +156,7 @@ pub fn start(
         thread,
         stop,
         controls: vec![inflow_controls, cluster_controls],
+        replica: cluster.enabled().then_some((proposals, give_owner)),
     };
     let bridge = Bridge {
         tx,

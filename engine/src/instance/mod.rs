@@ -61,6 +61,12 @@ impl Instance {
             let controls = running.controls().clone();
             Arc::new(Registrar::new(p, controls, config.aliyun.clone()))
         });
+        if let (Some(bridge), Some(registrar)) = (bridge_thread.as_mut(), &registrar) {
+            let owner: Arc<dyn crate::bridge::ApplyChange> = Arc::clone(registrar) as _;
+            if let Some(proposals) = bridge.replicate(owner) {
+                registrar.replicate_through(proposals);
+            }
+        }
         let mut instance = Instance {
             running,
             registrar,

@@ -5,12 +5,13 @@
 //! control plane, which applies it to its own copy. One lock orders the
 //! changes; it is never taken on the data path.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
+use crate::bridge::{ApplyChange, Proposals};
 use crate::config::Config;
 use crate::core::aliyun::custom::{CustomAuth, CustomChange};
 use crate::core::aliyun::names;
@@ -40,6 +41,8 @@ pub struct Registrar {
     inner: Mutex<Inner>,
     controls: Controls,
     config: AliyunConfig,
+    /// In a cluster: changes go through the cluster's registry stream.
+    cluster: OnceLock<Proposals>,
 }
 
 #[derive(Debug)]
@@ -165,7 +168,14 @@ impl Registrar {
             }),
             controls,
             config,
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// From now on changes are proposed to the cluster through `proposals`
+    /// and applied, on every node, in the order of its registry stream.
+    pub fn replicate_through(&self, proposals: Proposals) {
+        let _ = self.cluster.set(proposals);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -174,8 +184,21 @@ impl Registrar {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Checks `change`, makes it durable, and has every shard apply it.
+    /// Makes `change`: in a cluster, proposes it and returns its outcome
+    /// once this node applied it in the cluster's order (a change refused
+    /// here is not proposed; forgetting expired tokens stays local).
     fn change(&self, change: Change) -> Result<(), RegistryError> {
+        match self.cluster.get() {
+            Some(proposals) if !matches!(change, Change::Prune { .. }) => {
+                self.lock().registry.check(&change, &self.config.quotas())?;
+                proposals.propose(change, 2 * APPLY_TIMEOUT)
+            }
+            _ => self.apply_checked(change),
+        }
+    }
+
+    /// Checks `change`, makes it durable, and has every shard apply it.
+    fn apply_checked(&self, change: Change) -> Result<(), RegistryError> {
         let mut inner = self.lock();
         inner.registry.check(&change, &self.config.quotas())?;
         inner.commit(&change)?;
@@ -442,4 +465,10 @@ pub fn hex_id() -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+impl ApplyChange for Registrar {
+    fn apply_change(&self, change: Change) -> Result<(), RegistryError> {
+        self.apply_checked(change)
+    }
 }
