@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 import subprocess
 import time
@@ -417,6 +418,90 @@ def test_a_client_whose_node_died_connects_elsewhere_without_waiting_long(cluste
     finally:
         f.close_all()
         cluster.run("start-node", "3")
+
+
+def wait_interest(c: Cluster, node: int, filter_token: str, timeout: float = 15.0) -> None:
+    """Until node `node`'s persistent interest in a filter (its key in the
+    interest bucket) is there for the other nodes to see."""
+    import asyncio
+    import nats
+
+    async def look() -> bool:
+        nc = await nats.connect(f"nats://127.0.0.1:{c.base + 1}")
+        try:
+            kv = await nc.jetstream().key_value("ringmq-interest")
+            await kv.get(f"d.n{node}.{filter_token}")
+            return True
+        except Exception:
+            return False
+        finally:
+            await nc.close()
+
+    deadline = time.monotonic() + timeout
+    while not asyncio.run(look()):
+        assert time.monotonic() < deadline, f"node {node}'s interest never showed"
+        time.sleep(0.2)
+    time.sleep(0.2)  # the watchers of the other nodes
+
+
+def _token(filter: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "_-" else "".join(f"={b:02X}" for b in ch.encode())
+                   for ch in filter)
+
+
+def test_what_node_3_acknowledged_is_held_by_node_2_for_its_persistent_session(cluster, uid):
+    f = ClientFactory(cluster.port(3), uid)
+    cid = f"held-{uid}"[:60]
+    try:
+        held = _persistent(f, "held", cid, cluster.port(2))
+        held.sub(f"e2e/{uid}", 1)
+        held.disconnect()
+        wait_interest(cluster, 2, _token(f"e2e/{uid}"))
+        pub = f.new("pub")  # on node 3
+        for n in range(100):
+            assert pub.publish(f"e2e/{uid}", str(n).encode(), qos=1) == 0
+        # At once after the last PUBACK: node 3 dies. Node 2 has them all.
+        cluster.run("kill-node", "3")
+        back = _persistent(f, "back", cid, cluster.port(2))
+        assert [int(m.payload) for m in back.expect(100)] == list(range(100))
+        back.expect_none()
+    finally:
+        f.close_all()
+        cluster.run("start-node", "3")
+
+
+def test_a_puback_waits_for_a_node_holding_a_persistent_subscriber(cluster, uid):
+    f = ClientFactory(cluster.port(1), uid)
+    cid = f"stopped-{uid}"[:60]
+    pid = int((cluster.dir / "n2" / "pid").read_text())
+    try:
+        held = _persistent(f, "held", cid, cluster.port(2))
+        held.sub(f"wait/{uid}", 1)
+        held.disconnect()
+        wait_interest(cluster, 2, _token(f"wait/{uid}"))
+        pub = f.new("pub")
+        assert pub.publish(f"wait/{uid}", b"before", qos=1) == 0
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # Node 2 cannot say it holds the message: no PUBACK; after
+            # cluster.remote_ack_wait_ms the publisher is disconnected
+            # unacknowledged (0x80) and publishes again.
+            started = time.monotonic()
+            pub.c.publish(f"wait/{uid}", b"while stopped", qos=1)
+            assert pub.wait_disconnected(timeout=10) == 0x80
+            assert time.monotonic() - started >= 1.5
+            # Node 2 silent for long: it is no longer waited for.
+            time.sleep(4)
+            again = f.new("again")
+            assert again.publish(f"wait/{uid}", b"node 2 gone", qos=1, timeout=3) == 0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert cluster.wait_metric(1, "ringmq_outflow_unconfirmed_total", 1) >= 1
+        back = _persistent(f, "back", cid, cluster.port(2))
+        got = [m.payload for m in back.drain(timeout=2)]
+        assert got[0] == b"before" and b"while stopped" in got and b"node 2 gone" in got
+    finally:
+        f.close_all()
 
 
 def test_a_nats_server_dying_moves_its_node_to_another(cluster, uid):

@@ -74,7 +74,7 @@ def test_a_publisher_the_bridge_cannot_hold_is_disconnected_unacknowledged(
         # The first is retried by the bridge, the second waits for its
         # window, the third waits in its queue; the fourth has no room.
         assert pubs[3].wait_disconnected() == 0x80
-        assert "a rule's stream did not store a QoS 1/2 message" in b.log()
+        assert "did not confirm a QoS 1/2 message" in b.log()
         nats_server.start()
         for p, mid in zip(pubs[:3], mids):
             assert p._wait_ack("pub", mid, 20) == 0

@@ -252,7 +252,7 @@ fn counters(w: &mut Writer, s: &Stats) {
         ),
         (
             "ringmq_outflow_unconfirmed_total",
-            "QoS 1/2 messages a rule's stream did not confirm; their publisher's connection was closed unacknowledged.",
+            "QoS 1/2 messages a rule's stream or another node of the cluster did not confirm; their publisher's connection was closed unacknowledged.",
             s.outflow_unconfirmed,
         ),
         (

@@ -19,6 +19,7 @@ use ringmq_protocol::{Decoder, Packet, ProtocolVersion, QoS};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use super::acks::{self, Acks};
 use super::groups::{GroupKey, Groups, Inbox};
 use super::registry::{self, Fetch, Registry};
 use super::{ClusterConfig, ClusterEvent};
@@ -48,10 +49,18 @@ pub(super) async fn run(
     config: ClusterConfig,
     (mut events, mut fetches): Inputs,
     controls: oneshot::Receiver<Controls>,
+    acks: Acks,
 ) {
     let Ok(controls) = controls.await else { return };
     let route = ClusterRoute::new(&config.subject_prefix, &config.node_id);
     let js = async_nats::jetstream::new(client.clone());
+    let durable = acks::start(
+        (client.clone(), js.clone()),
+        &route,
+        config.registry_replicas,
+        acks,
+        controls.clone(),
+    );
     let registry = Registry::new(js, &config.subject_prefix, config.registry_replicas);
     tokio::spawn(registry::serve(
         client.clone(),
@@ -60,7 +69,7 @@ pub(super) async fn run(
     ));
     let wait = std::time::Duration::from_millis(config.session_move_wait_ms);
     let (tx, rx) = mpsc::channel(config.inbox_messages_max);
-    tokio::spawn(inject(rx, controls.clone(), route.clone()));
+    tokio::spawn(inject(rx, controls.clone(), route.clone(), client.clone()));
     match client.subscribe(format!("{}.>", route.clients)).await {
         Ok(sub) => {
             tokio::spawn(take_over(sub, controls, route.clone()));
@@ -105,6 +114,9 @@ pub(super) async fn run(
                     if let Some(groups) = groups.as_mut() {
                         groups.change(filter, group, add).await;
                     }
+                }
+                ClusterEvent::Durable(filter, add) => {
+                    let _ = durable.send((filter, add));
                 }
             }
         }
@@ -216,19 +228,26 @@ struct Arrived {
 
 /// Hands what arrives to the shards, batch by batch, each batch once the
 /// last one is delivered (so a slow node pushes back on NATS).
+/// Messages whose publisher waits (header `rmq-a`, see `acks`) are
+/// answered once the batches they came in are delivered.
 async fn inject(
     mut rx: mpsc::Receiver<(async_nats::Message, Option<Arc<GroupKey>>)>,
     controls: Controls,
     route: ClusterRoute,
+    client: Client,
 ) {
     let mut seen = Seen::default();
     let shards = controls.shards().max(1);
     while let Some(first) = rx.recv().await {
         let mut batches: HashMap<usize, Vec<Arrived>> = HashMap::new();
+        let mut answers = Vec::new();
         let mut next = Some(first);
         let mut taken = 0;
         while let Some((m, group)) = next.take() {
             taken += 1;
+            if let Some(a) = m.headers.as_ref().and_then(|h| h.get("rmq-a")) {
+                answers.push(a.as_str().to_owned());
+            }
             if let Some((shard, arrived)) = arrived(&m, group, &route, &mut seen, shards) {
                 batches.entry(shard).or_default().push(arrived);
             }
@@ -240,6 +259,21 @@ async fn inject(
             if !deliver(&controls, shard, batch).await {
                 return;
             }
+        }
+        answer(&client, &route.node, answers).await;
+    }
+}
+
+/// Tells the nodes waiting on `answers` that this node holds their messages.
+async fn answer(client: &Client, node: &str, answers: Vec<String>) {
+    for subject in answers {
+        let mut headers = HeaderMap::new();
+        headers.insert("rmq-n", node);
+        let sent = client
+            .publish_with_headers(subject, headers, bytes::Bytes::new())
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!("cluster: a confirmation was not sent: {e}");
         }
     }
 }

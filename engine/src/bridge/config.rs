@@ -68,6 +68,11 @@ pub struct ClusterConfig {
     /// Copies JetStream keeps of the session registry (the bucket
     /// `<subject_prefix>-sessions`), at most the NATS cluster's servers.
     pub registry_replicas: usize,
+    /// How long a QoS 1/2 publisher's acknowledgement waits for the other
+    /// nodes with persistent sessions subscribed to its message to say
+    /// they hold it; past it the publisher is disconnected unacknowledged
+    /// (it publishes again). 0: it does not wait for other nodes.
+    pub remote_ack_wait_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -78,6 +83,7 @@ impl Default for ClusterConfig {
             inbox_messages_max: 65_536,
             session_move_wait_ms: 3_000,
             registry_replicas: 1,
+            remote_ack_wait_ms: 2_000,
         }
     }
 }

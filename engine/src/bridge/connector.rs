@@ -7,6 +7,8 @@ use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
 use super::{ClusterConfig, Handed, NatsConfig, Rule};
+use crate::core::cluster::ClusterRoute;
+use crate::core::subject::subject_topic;
 use crate::shard::Controls;
 
 /// What the bridge thread starts with.
@@ -110,29 +112,15 @@ async fn publish_all(parts: Parts) {
     let js = async_nats::jetstream::new(client.clone());
     let batch = config.inflow_batch_messages_max;
     tokio::spawn(super::inflow::run_all(js.clone(), rules, controls, batch));
-    let origin = cluster.enabled().then(|| {
-        // This run of this node: a restarted node numbers from 1 again.
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        format!("{}-{started}", cluster.node_id)
-    });
-    if cluster.enabled() {
-        let replica = super::replica::ReplicaConfig {
-            node: cluster.node_id.clone(),
-            subject_prefix: cluster.subject_prefix.clone(),
-            replicas: cluster.registry_replicas,
-        };
-        tokio::spawn(super::replica::run(js.clone(), replica, proposed, owner));
-        // Queue groups (shared subscriptions) on a connection of their
-        // own, which gets this node's messages too.
-        let name = format!("ringmq-{}-groups", cluster.node_id);
-        let groups = (options(&config, name, false), config.servers.clone());
-        let run = super::cluster::run(client.clone(), groups, cluster, events, cluster_controls);
-        tokio::spawn(run);
-    }
+    let cluster = match cluster.enabled() {
+        true => {
+            let inputs = (events, cluster_controls, proposed, owner);
+            Some(start_cluster(&config, &client, &js, cluster, inputs))
+        }
+        false => None,
+    };
     let out = Out {
-        origin,
+        cluster,
         seq: std::cell::Cell::new(0),
         js,
         client,
@@ -143,6 +131,57 @@ async fn publish_all(parts: Parts) {
     };
     let deadline = forward(&out, &mut rx, &mut stopped).await;
     finish(&out, &mut rx, deadline).await;
+}
+
+/// What the cluster's side starts with: the shards' events, the control
+/// plane, the registry's proposals and owner.
+type ClusterInputs = (
+    super::cluster::Inputs,
+    oneshot::Receiver<Controls>,
+    tokio::sync::mpsc::UnboundedReceiver<super::replica::Proposal>,
+    oneshot::Receiver<std::sync::Arc<dyn super::ApplyChange>>,
+);
+
+/// Starts the cluster's tasks (see `cluster`, `replica`, `acks`).
+fn start_cluster(
+    config: &NatsConfig,
+    client: &async_nats::Client,
+    js: &async_nats::jetstream::Context,
+    cluster: ClusterConfig,
+    (events, controls, proposed, owner): ClusterInputs,
+) -> ClusterOut {
+    let replica = super::replica::ReplicaConfig {
+        node: cluster.node_id.clone(),
+        subject_prefix: cluster.subject_prefix.clone(),
+        replicas: cluster.registry_replicas,
+    };
+    tokio::spawn(super::replica::run(js.clone(), replica, proposed, owner));
+    let route = ClusterRoute::new(&cluster.subject_prefix, &cluster.node_id);
+    let wait = Duration::from_millis(cluster.remote_ack_wait_ms);
+    let acks = super::acks::Acks::new(&route, wait);
+    // This run of this node: a restarted node numbers from 1 again.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let origin = format!("{}-{started}", cluster.node_id);
+    // Queue groups (shared subscriptions) on a connection of their own,
+    // which gets this node's messages too.
+    let name = format!("ringmq-{}-groups", cluster.node_id);
+    let groups = (options(config, name, false), config.servers.clone());
+    let run = super::cluster::run(
+        client.clone(),
+        groups,
+        cluster,
+        events,
+        controls,
+        acks.clone(),
+    );
+    tokio::spawn(run);
+    ClusterOut {
+        origin,
+        route,
+        acks,
+    }
 }
 
 /// Publishes what the shards hand over, in order, until `stopped` fires;
@@ -203,12 +242,29 @@ async fn finish(out: &Out, rx: &mut Receiver<Handed>, deadline: tokio::time::Ins
 /// once; a failed one is published again with the same `Nats-Msg-Id`,
 /// which the stream de-duplicates), or to core NATS.
 async fn publish(out: &Out, handed: Handed) {
-    let Handed { msg, confirm } = handed;
+    let Handed { msg, mut confirm } = handed;
     let mut headers = header_map(&msg.headers);
-    if let (true, Some(origin)) = (msg.cluster, &out.origin) {
+    if let (true, Some(c)) = (msg.cluster, &out.cluster) {
         out.seq.set(out.seq.get() + 1);
-        headers.insert("rmq-n", origin.as_str());
+        headers.insert("rmq-n", c.origin.as_str());
         headers.insert("rmq-s", out.seq.get().to_string().as_str());
+        // A QoS 1/2 message for nodes with persistent subscribers: they
+        // answer once they hold it (see `acks`).
+        if let Some(confirm) = confirm.take() {
+            let route = &c.route;
+            let topic = subject_topic(&route.messages, &msg.subject)
+                .or_else(|| subject_topic(&route.retained, &msg.subject));
+            match topic {
+                Some(topic) => {
+                    if let Some(reply) = c.acks.expect(&topic, confirm) {
+                        headers.insert("rmq-a", reply.as_str());
+                    }
+                }
+                None => {
+                    let _ = confirm.send(true);
+                }
+            }
+        }
     }
     if msg.jetstream {
         let Ok(permit) = std::sync::Arc::clone(&out.window).acquire_owned().await else {
@@ -285,8 +341,8 @@ fn header_map(headers: &[(&'static str, String)]) -> async_nats::HeaderMap {
 /// Where messages go: the client, its JetStream context, and the window of
 /// JetStream acknowledgements awaited at once.
 struct Out {
-    /// This node's run, in a cluster (`rmq-n`).
-    origin: Option<String>,
+    /// In a cluster: this node's run and who waits for other nodes.
+    cluster: Option<ClusterOut>,
     /// The last cluster message's number (`rmq-s`).
     seq: std::cell::Cell<u64>,
     client: async_nats::Client,
@@ -294,4 +350,12 @@ struct Out {
     window: std::sync::Arc<tokio::sync::Semaphore>,
     /// `nats.jetstream_acks_pending_max`: the window's permits.
     window_size: u32,
+}
+
+/// The cluster's part of what is published.
+struct ClusterOut {
+    /// This node's run (`rmq-n`).
+    origin: String,
+    route: ClusterRoute,
+    acks: super::acks::Acks,
 }

@@ -6,6 +6,7 @@
 //! and sends them once NATS is back. Inflow rules read JetStream streams
 //! and reach the shards through the control plane (see `inflow`).
 
+mod acks;
 mod cluster;
 pub mod config;
 mod connector;

@@ -35,6 +35,8 @@ pub struct Fetch {
     pub reply: oneshot::Sender<Option<Moved>>,
 }
 
+/// How long a registry request waits for JetStream's answer.
+const LOOKUP_WAIT: Duration = Duration::from_secs(1);
 /// How long after the bucket could not be opened it is tried again.
 const REOPEN_AFTER: Duration = Duration::from_secs(5);
 
@@ -66,10 +68,17 @@ impl Registry {
         if held.1.is_some_and(|failed| failed.elapsed() < REOPEN_AFTER) {
             return None;
         }
-        let opened = match self.js.get_key_value(self.bucket.as_str()).await {
-            Ok(store) => Ok(store),
-            Err(_) => self.create().await,
+        // A CONNECT waits on it: JetStream not answering (a NATS cluster
+        // starting) is given up on soon.
+        let opening = async {
+            match self.js.get_key_value(self.bucket.as_str()).await {
+                Ok(store) => Ok(store),
+                Err(_) => self.create().await,
+            }
         };
+        let opened = tokio::time::timeout(LOOKUP_WAIT, opening)
+            .await
+            .unwrap_or_else(|_| Err("JetStream did not answer".into()));
         match opened {
             Ok(store) => {
                 held.0 = Some(store.clone());
@@ -85,27 +94,8 @@ impl Registry {
         }
     }
 
-    /// Creates the bucket's stream as async-nats's `create_key_value`
-    /// would, without its account query (which cannot read a 2.9 server's
-    /// answer).
     async fn create(&self) -> Result<kv::Store, String> {
-        let bucket = &self.bucket;
-        let config = jetstream::stream::Config {
-            name: format!("KV_{bucket}"),
-            description: Some("ringmq: the node holding each persistent session".into()),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            num_replicas: self.replicas,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: jetstream::stream::DiscardPolicy::New,
-            ..Default::default()
-        };
-        let created = self.js.create_stream(config).await;
-        created.map_err(|e| e.to_string())?;
-        let opened = self.js.get_key_value(bucket.as_str()).await;
-        opened.map_err(|e| e.to_string())
+        create_bucket(&self.js, &self.bucket, self.replicas).await
     }
 
     /// Records this node (`node`) as the home of `client_id`'s session.
@@ -138,6 +128,30 @@ impl Registry {
             }
         }
     }
+}
+
+/// Creates key-value bucket `bucket` (one value per key) as async-nats's
+/// `create_key_value` would, without its account query (which cannot
+/// read a 2.9 server's answer).
+pub(super) async fn create_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> Result<kv::Store, String> {
+    let config = jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some("ringmq cluster state".into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        num_replicas: replicas,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    js.create_stream(config).await.map_err(|e| e.to_string())?;
+    js.get_key_value(bucket).await.map_err(|e| e.to_string())
 }
 
 /// Answers a shard's fetch: the session from the node that holds it, if

@@ -88,10 +88,6 @@ pub(super) async fn run(
     owner: oneshot::Receiver<Arc<dyn ApplyChange>>,
 ) {
     let Ok(owner) = owner.await else { return };
-    // Right after a NATS cluster starts, JetStream may not answer a first
-    // request at all: give up on it soon and ask again.
-    let mut js = js;
-    js.set_timeout(SETUP_WAIT);
     let mut replica = Replica {
         js,
         config,
@@ -101,7 +97,10 @@ pub(super) async fn run(
     };
     let mut failing = false;
     loop {
-        match replica.consumer().await {
+        // Right after a NATS cluster starts, JetStream may not answer a
+        // first request at all: give up on it soon and ask again.
+        let consumer = tokio::time::timeout(SETUP_WAIT, replica.consumer()).await;
+        match consumer.unwrap_or_else(|_| Err("JetStream did not answer".into())) {
             Ok(consumer) => {
                 if failing {
                     tracing::info!("cluster: reading the registry stream again");

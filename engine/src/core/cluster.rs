@@ -13,10 +13,11 @@ use bytes::{Bytes, BytesMut};
 use ringmq_protocol::properties::PublishProperties;
 use ringmq_protocol::{Packet, ProtocolVersion, QoS, ReasonCode, TopicName};
 
-use super::broker::Broker;
+use super::broker::{Broker, ConnId};
 use super::message::{Message, Origin};
 use super::outflow::Outflow;
 use super::subject::topic_subject;
+use super::trie::Slot;
 
 /// The origin of a message from another node: no session of this node.
 pub const FROM_CLUSTER: Origin = u64::MAX;
@@ -34,6 +35,10 @@ pub enum ClusterEvent {
     /// A client connected here: another node's earlier connection of the
     /// same client id must close.
     Connected(Connected),
+    /// The shard gained (`true`) its first persistent session subscribed
+    /// to a filter (not a shared one), or lost its last: the other nodes'
+    /// QoS 1/2 publishers wait for this node on it.
+    Durable(Box<str>, bool),
     /// The shard gained (`true`) its first member of a shared group
     /// (filter, ShareName), or lost its last: the node joins or leaves the
     /// group's NATS queue group, which hands each message to one node.
@@ -57,6 +62,8 @@ pub struct Connected {
 /// Where this node's messages go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterRoute {
+    /// `subject_prefix`: every subject of the cluster starts with it.
+    pub prefix: String,
     /// This node's `node_id`: breaks ties between connections of one
     /// client id made in the same millisecond on two nodes.
     pub node: String,
@@ -76,18 +83,23 @@ pub struct ClusterRoute {
     /// Subjects of session requests: `<subject_prefix>.s.<node id>`, where
     /// a node asks another for the persistent session it holds.
     pub sessions: String,
+    /// A QoS 1/2 publisher's acknowledgement waits for the other nodes
+    /// with persistent sessions subscribed to its message.
+    pub remote_acks: bool,
 }
 
 impl ClusterRoute {
     /// The route of a cluster whose subjects start with `subject_prefix`.
     pub fn new(subject_prefix: &str, node: &str) -> ClusterRoute {
         ClusterRoute {
+            prefix: subject_prefix.into(),
             node: node.into(),
             messages: format!("{subject_prefix}.m"),
             retained: format!("{subject_prefix}.r"),
             clients: format!("{subject_prefix}.c"),
             p2p: format!("{subject_prefix}.p"),
             sessions: format!("{subject_prefix}.s"),
+            remote_acks: true,
         }
     }
 }
@@ -161,6 +173,43 @@ impl Broker {
             self.cluster_events
                 .push(ClusterEvent::Group(filter.into(), group.into(), add));
         }
+    }
+
+    /// This shard gained its first persistent session subscribed to
+    /// `filter` (`add`), or lost its last.
+    pub(super) fn cluster_durable(&mut self, filter: &str, add: bool) {
+        if self.cluster.is_some() {
+            self.cluster_events
+                .push(ClusterEvent::Durable(filter.into(), add));
+        }
+    }
+
+    /// Another node gained (`add`) its first persistent session subscribed
+    /// to `filter`, or lost its last (told by the bridge): a QoS 1/2
+    /// message matching it waits for that node before its PUBACK.
+    pub fn remote_durable(&mut self, filter: &str, add: bool) {
+        let slot = self.routes.entry(filter);
+        slot.remote_durable = add;
+        if slot.is_empty() {
+            self.routes.prune(filter);
+        }
+    }
+
+    /// The QoS 1/2 message just routed (its cluster outflow pushed at or
+    /// after `from`) goes to a node with a persistent subscriber: its
+    /// publisher's acknowledgement waits for that node's (a confirm token,
+    /// as for `ack_after_stored`). Returns whether it does.
+    pub(super) fn cluster_confirm(&mut self, publisher: ConnId, qos: QoS, from: usize) -> bool {
+        if qos == QoS::AtMostOnce || !self.cluster.as_ref().is_some_and(|c| c.remote_acks) {
+            return false;
+        }
+        let Some(out) = self.outflow[from..].iter_mut().find(|o| o.cluster) else {
+            return false;
+        };
+        self.next_confirm += 1;
+        out.confirm = Some(self.next_confirm);
+        self.journal.confirms.push((publisher, self.next_confirm));
+        true
     }
 
     /// Whether shared groups here get `message` from NATS's queue groups

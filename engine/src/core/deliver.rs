@@ -74,6 +74,9 @@ pub(super) struct Routed {
     pub(super) wait: bool,
     /// A subscription matched it, here or on another shard.
     pub(super) matched: bool,
+    /// It went to the other nodes of the cluster, and one of them has a
+    /// persistent session subscribed to it.
+    pub(super) remote: bool,
 }
 
 impl Broker {
@@ -98,10 +101,11 @@ impl Broker {
                 tracing::debug!(topic = %message.topic.as_str(), "retained_topics_max reached: not retained");
             }
         }
-        let (mut mask, mut durable) = (0u64, 0u64);
+        let (mut mask, mut durable, mut remote) = (0u64, 0u64, false);
         self.routes.for_each_match(message.topic.as_str(), |r| {
             mask |= r.shards;
             durable |= r.durable;
+            remote |= r.remote_durable;
         });
         mask &= !(1 << self.shard);
         for peer in self.peers() {
@@ -119,6 +123,7 @@ impl Broker {
         Routed {
             wait: durable & mask != 0 || shared.remote || retained_elsewhere,
             matched: mask != 0 || local > 0 || shared.picked || clustered,
+            remote: remote && clustered,
         }
     }
 

@@ -32,6 +32,7 @@ impl Broker {
             },
         };
         if announce {
+            self.cluster_durable(filter, add);
             for peer in (0..self.shards).filter(|&p| p != self.shard) {
                 self.outbox[peer].push(Remote::Durable(filter.into(), add));
             }

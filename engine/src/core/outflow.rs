@@ -129,7 +129,7 @@ impl Broker {
         };
         tracing::warn!(
             client = %session.client_id.as_str(),
-            "disconnecting: a rule's stream did not store a QoS 1/2 message (not acknowledged: the client publishes it again)"
+            "disconnecting: a rule's stream or another node of the cluster did not confirm a QoS 1/2 message (not acknowledged: the client publishes it again)"
         );
         if let Some(link) = session.link.as_mut() {
             link.end.get_or_insert(super::trace::Info::ClosedByServer);

@@ -29,6 +29,7 @@ impl Broker {
             Some(target) => Routed {
                 wait: self.route_p2p(message, &target, now),
                 matched: true,
+                remote: false,
             },
             None => self.route(message, now),
         }

@@ -93,16 +93,19 @@ impl Broker {
                 false => self.outflow_publish(&message, id, now),
             };
             let logged = self.journal.entries.len();
+            let sent = self.outflow.len();
             let routed = match to {
                 PublishTo::Subscribers => self.route(message, now),
                 PublishTo::Client(target) => Routed {
                     wait: self.route_p2p(message, &target, now),
                     matched: true,
+                    remote: false,
                 },
             };
+            let remote = routed.remote && self.cluster_confirm(id, qos, sent);
             let grew = self.journal.entries.len() > logged;
             let j = &self.journal;
-            wait = (j.hold_acks && routed.wait) || (j.sync_acks && grew) || confirm;
+            wait = (j.hold_acks && routed.wait) || (j.sync_acks && grew) || confirm || remote;
             // A message a rule sends to NATS went somewhere.
             matched = routed.matched || bridged;
         }

@@ -45,11 +45,14 @@ pub struct RouteSlot {
     /// Shared groups on this filter, with the shards (this one included)
     /// that have members.
     pub groups: Vec<GroupRoute>,
+    /// Another node of the cluster has a persistent session subscribed
+    /// to it: a QoS 1/2 publisher's acknowledgement waits for that node.
+    pub remote_durable: bool,
 }
 
 impl Slot for RouteSlot {
     fn is_empty(&self) -> bool {
-        self.shards == 0 && self.durable == 0 && self.groups.is_empty()
+        self.shards == 0 && self.durable == 0 && self.groups.is_empty() && !self.remote_durable
     }
 }
 

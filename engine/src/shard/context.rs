@@ -404,7 +404,9 @@ fn set_profile(broker: &mut Broker, config: &Config, registry: Option<&Registry>
     let aliyun = config.profile == Profile::Aliyun;
     broker.cluster = config.cluster.enabled().then(|| {
         let c = &config.cluster;
-        crate::core::cluster::ClusterRoute::new(&c.subject_prefix, &c.node_id)
+        let mut route = crate::core::cluster::ClusterRoute::new(&c.subject_prefix, &c.node_id);
+        route.remote_acks = c.remote_ack_wait_ms > 0;
+        route
     });
     broker.outflow_rules = config
         .rules
