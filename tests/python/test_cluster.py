@@ -2,12 +2,17 @@
 `scripts/cluster` as an operator would: what a paho client publishes on
 one node reaches the subscribers of every node (and only the nodes with
 subscribers), once, in order; topics NATS could not carry as they are
-arrive intact; retained messages reach every node's store; a NATS server
-dying moves its ringmq node to another.
+arrive intact, with their v5 properties; retained messages reach every
+node's store; shared groups give each message to one member
+cluster-wide; persistent sessions follow their clients; a QoS 1 PUBACK
+waits for nodes with persistent subscribers; the aliyun registry is the
+same on every node; NATS servers and nodes dying are survived.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import random
 import signal
@@ -18,10 +23,11 @@ import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
+import nats
 import pytest
 
-from conftest import ClientFactory
 from alibabacloud_onsmqtt20200420 import models as m
+from conftest import ClientFactory, ringmq_bin
 from test_admin import sdk
 from test_aliyun import AK, CONFIG, INSTANCE, SECRET, Devices, unique
 
@@ -423,9 +429,6 @@ def test_a_client_whose_node_died_connects_elsewhere_without_waiting_long(cluste
 def wait_interest(c: Cluster, node: int, filter_token: str, timeout: float = 15.0) -> None:
     """Until node `node`'s persistent interest in a filter (its key in the
     interest bucket) is there for the other nodes to see."""
-    import asyncio
-    import nats
-
     async def look() -> bool:
         nc = await nats.connect(f"nats://127.0.0.1:{c.base + 1}")
         try:
@@ -604,6 +607,7 @@ def test_p2p_reaches_its_target_on_another_node_and_nobody_else(aliyun_cluster, 
 
 
 def _sdk(c: Cluster, node: int):
+    """Alibaba's OpenAPI SDK on node `node`'s admin endpoint."""
     return sdk(SimpleNamespace(admin_port=c.base + 40 + node), key=AK, secret=SECRET)
 
 
@@ -648,3 +652,29 @@ def test_the_aliyun_registry_is_the_same_on_every_node(aliyun_cluster, uid):
         assert late.connack_rc not in (None, 0), "the Group ID is gone on node 1 too"
     finally:
         devices.close_all()
+
+
+def _loadgen(c: Cluster, scenario: str, out: Path, *extra: str) -> dict:
+    """A loadgen run, publishers on node 1 and subscribers on nodes 2 and 3;
+    its summary's checks."""
+    loadgen = Path(ringmq_bin()).with_name("loadgen")
+    assert loadgen.exists(), f"{loadgen} not built (cargo build -p loadgen)"
+    done = subprocess.run(
+        [str(loadgen), "run", "--scenario", scenario, "--port", str(c.port(1)),
+         "--subscriber-ports", f"{c.port(2)},{c.port(3)}", "--qos", "1", "-m", "64",
+         "--rate", "2000", "--warmup", "1s", "--duration", "4s", "--quiet", "--out", str(out), *extra],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads((out / "summary.json").read_text())["results"]["checks"]
+
+
+def test_loadgen_fan_out_across_nodes_loses_nothing(cluster, tmp_path):
+    checks = _loadgen(cluster, "fanout", tmp_path / "fanout", "-P", "2", "-S", "4")
+    assert checks["expected"] > 0
+    assert (checks["lost"], checks["duplicated"], checks["out_of_order"]) == (0, 0, 0), checks
+
+
+def test_loadgen_shared_group_across_nodes_gets_each_message_once(cluster, tmp_path):
+    checks = _loadgen(cluster, "shared", tmp_path / "shared", "-P", "2", "-S", "4")
+    assert checks["expected"] > 0
+    assert (checks["lost"], checks["duplicated"]) == (0, 0), checks
