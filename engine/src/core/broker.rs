@@ -250,6 +250,22 @@ impl Broker {
         self.sessions.get_mut(slot as usize)?.as_mut()
     }
 
+    /// Puts `session` in a free slot (or a new one) and indexes it by its
+    /// client id; returns the slot.
+    pub(super) fn place_session(&mut self, session: Session) -> u32 {
+        let key = session.client_id.clone();
+        let slot = match self.free_slots.pop() {
+            Some(slot) => slot,
+            None => {
+                self.sessions.push(None);
+                (self.sessions.len() - 1) as u32
+            }
+        };
+        self.sessions[slot as usize] = Some(session);
+        self.by_client.insert(key, slot);
+        slot
+    }
+
     pub(super) fn new_uid(&mut self) -> u64 {
         self.next_uid += 1;
         (self.shard as u64) << 56 | self.next_uid

@@ -295,21 +295,7 @@ impl Broker {
         // Its own copy: the CONNECT's bytes are not kept alive by the session.
         let mut session = Session::new(uid, c.client_id.detached());
         session.trace_name = self.traces.intern(&session.client_id);
-        let slot = match self.free_slots.pop() {
-            Some(slot) => {
-                self.sessions[slot as usize] = Some(session);
-                slot
-            }
-            None => {
-                self.sessions.push(Some(session));
-                (self.sessions.len() - 1) as u32
-            }
-        };
-        let key = self
-            .slot(slot)
-            .map(|s| s.client_id.clone())
-            .unwrap_or_default();
-        self.by_client.insert(key, slot);
+        let slot = self.place_session(session);
         (slot, false)
     }
 

@@ -98,15 +98,7 @@ impl Broker {
         for (filter, sub) in &moved.subs {
             session.subs.insert(filter.clone(), *sub);
         }
-        let slot = match self.free_slots.pop() {
-            Some(slot) => slot,
-            None => {
-                self.sessions.push(None);
-                (self.sessions.len() - 1) as u32
-            }
-        };
-        self.by_client.insert(session.client_id.detached(), slot);
-        self.sessions[slot as usize] = Some(session);
+        let slot = self.place_session(session);
         self.log_session(slot, now);
         for (filter, sub) in moved.subs {
             self.log_subscribe(slot, &filter, sub);

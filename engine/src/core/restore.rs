@@ -264,15 +264,7 @@ impl Broker {
         session.spilled_bytes = queue.iter().map(|s| s.weight as usize).sum();
         session.spilled = queue;
         session.track_packet_ids();
-        let slot = match self.free_slots.pop() {
-            Some(slot) => slot,
-            None => {
-                self.sessions.push(None);
-                (self.sessions.len() - 1) as u32
-            }
-        };
-        self.by_client.insert(session.client_id.clone(), slot);
-        self.sessions[slot as usize] = Some(session);
+        let slot = self.place_session(session);
         for (filter, sub) in r.subs {
             self.add_subscription(slot, uid, &filter, sub);
             self.durable_sub(&filter, true);
