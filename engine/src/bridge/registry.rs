@@ -38,7 +38,9 @@ pub struct Fetch {
 /// How long a registry request waits for JetStream's answer.
 const LOOKUP_WAIT: Duration = Duration::from_secs(1);
 /// How long after the bucket could not be opened it is tried again.
-const REOPEN_AFTER: Duration = Duration::from_secs(5);
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
+/// Tries to record a session's home while the bucket cannot be opened.
+const RECORD_ATTEMPTS: u32 = 10;
 
 /// The client-id → node bucket, opened (or created) on first use.
 #[derive(Clone)]
@@ -100,8 +102,19 @@ impl Registry {
 
     /// Records this node (`node`) as the home of `client_id`'s session.
     pub(super) async fn record(&self, client_id: &str, node: &str) {
-        let Some(store) = self.store().await else {
-            return;
+        let mut attempts = 0;
+        let store = loop {
+            if let Some(store) = self.store().await {
+                break store;
+            }
+            attempts += 1;
+            if attempts == RECORD_ATTEMPTS {
+                return tracing::warn!(
+                    client = client_id,
+                    "cluster: the session registry was not updated: not available"
+                );
+            }
+            tokio::time::sleep(REOPEN_AFTER).await;
         };
         let key = name_subject("c", client_id);
         let put = store.put(key, node.to_owned().into()).await;
