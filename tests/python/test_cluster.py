@@ -406,6 +406,35 @@ def test_clean_start_on_another_node_ends_the_session_everywhere(cluster, uid):
         f.close_all()
 
 
+def test_a_session_given_up_but_never_confirmed_comes_back(cluster, uid):
+    f = ClientFactory(cluster.port(1), uid)
+    cid = f"unconfirmed-{uid}"[:60]
+    try:
+        first = _persistent(f, "first", cid, cluster.port(1))
+        first.sub(f"uc/{uid}", 1)
+        first.disconnect()
+        f.new("pub").publish(f"uc/{uid}", b"kept", qos=1)
+
+        async def ask_and_vanish() -> bytes:
+            # A node asking for the session, then gone before it confirms.
+            nc = await nats.connect(f"nats://127.0.0.1:{cluster.base + 1}")
+            try:
+                answer = await nc.request("ringmq.s.n1", cid.encode(), timeout=5)
+                return answer.data
+            finally:
+                await nc.close()
+
+        assert len(asyncio.run(ask_and_vanish())) > 0, "node 1 gave the session up"
+        # cluster.session_move_wait_ms (3 s) and a 2-s grace: node 1 takes
+        # it back, with its message.
+        time.sleep(6)
+        back = _persistent(f, "back", cid, cluster.port(1))
+        assert back.session_present
+        assert back.expect_one().payload == b"kept"
+    finally:
+        f.close_all()
+
+
 def test_a_client_whose_node_died_connects_elsewhere_without_waiting_long(cluster, uid):
     f = ClientFactory(cluster.port(3), uid)
     cid = f"orphan-{uid}"[:60]

@@ -62,12 +62,13 @@ pub(super) async fn run(
         controls.clone(),
     );
     let registry = Registry::new(js, &config.subject_prefix, config.registry_replicas);
+    let wait = std::time::Duration::from_millis(config.session_move_wait_ms);
     tokio::spawn(registry::serve(
         client.clone(),
         route.clone(),
         controls.clone(),
+        wait,
     ));
-    let wait = std::time::Duration::from_millis(config.session_move_wait_ms);
     let (tx, rx) = mpsc::channel(config.inbox_messages_max);
     tokio::spawn(inject(rx, controls.clone(), route.clone(), client.clone()));
     match client.subscribe(format!("{}.>", route.clients)).await {

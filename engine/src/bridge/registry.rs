@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use async_nats::{Client, HeaderMap, StatusCode, Subscriber};
 use futures_lite::StreamExt;
+use ringmq_protocol::MqttString;
 use tokio::sync::{oneshot, Mutex};
 use tokio::time::Instant;
 
@@ -37,6 +38,9 @@ pub struct Fetch {
 
 /// How long a registry request waits for JetStream's answer.
 const LOOKUP_WAIT: Duration = Duration::from_secs(1);
+/// How long past `session_move_wait_ms` a holder waits for the asking
+/// node to confirm a session before taking it back.
+const CONFIRM_GRACE: Duration = Duration::from_secs(2);
 /// How long after the bucket could not be opened it is tried again.
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
 /// Tries to record a session's home while the bucket cannot be opened.
@@ -214,12 +218,18 @@ async fn fetch_from_home(
         tracing::warn!(client = client_id, "cluster: cannot ask for a session: {e}");
         return None;
     }
-    let bytes = gather(&mut replies, &home).await?;
+    let (bytes, confirm) = gather(&mut replies, &home).await?;
     if bytes.is_empty() {
         return None;
     }
     match moved::decode(&bytes) {
-        Ok(moved) => Some(moved),
+        Ok(moved) => {
+            // The holder keeps a copy until it hears this.
+            if let Some(confirm) = confirm {
+                let _ = client.publish(confirm, bytes::Bytes::new()).await;
+            }
+            Some(moved)
+        }
         Err(e) => {
             tracing::warn!(client = client_id, node = %home, "cluster: a moved session is unreadable: {e}");
             None
@@ -227,8 +237,9 @@ async fn fetch_from_home(
     }
 }
 
-/// The replies' payloads, joined; `None` if nobody answers for `node`.
-async fn gather(replies: &mut Subscriber, node: &str) -> Option<Vec<u8>> {
+/// The replies' payloads, joined, and where to confirm; `None` if nobody
+/// answers for `node`.
+async fn gather(replies: &mut Subscriber, node: &str) -> Option<(Vec<u8>, Option<String>)> {
     let mut bytes = Vec::new();
     while let Some(m) = replies.next().await {
         if m.status == Some(StatusCode::NO_RESPONDERS) {
@@ -236,37 +247,54 @@ async fn gather(replies: &mut Subscriber, node: &str) -> Option<Vec<u8>> {
             return None;
         }
         bytes.extend_from_slice(&m.payload);
-        let more = m.headers.as_ref().and_then(|h| h.get("rmq-more")).is_some();
-        if !more {
-            return Some(bytes);
+        let header = |name: &str| m.headers.as_ref().and_then(|h| h.get(name));
+        if header("rmq-more").is_none() {
+            let confirm = header("rmq-ok").map(|v| v.as_str().to_owned());
+            return Some((bytes, confirm));
         }
     }
     None
 }
 
 /// Gives up the sessions other nodes ask this one for, until the bridge
-/// stops.
-pub(super) async fn serve(client: Client, route: ClusterRoute, controls: Controls) {
+/// stops. A session given up is taken back if the asking node does not
+/// confirm it has it within `wait` and a grace (its answer was lost, or
+/// came too late): it is then not lost, at worst on two nodes.
+pub(super) async fn serve(client: Client, route: ClusterRoute, controls: Controls, wait: Duration) {
     let subject = name_subject(&route.sessions, &route.node);
-    let mut asks = match client.subscribe(subject).await {
+    let mut asks = match client.subscribe(subject.clone()).await {
         Ok(sub) => sub,
         Err(e) => return tracing::warn!("cluster: cannot serve sessions to other nodes: {e}"),
     };
+    let mut n = 0u64;
     while let Some(m) = asks.next().await {
         let (Some(reply), Ok(client_id)) = (m.reply, String::from_utf8(m.payload.to_vec())) else {
             continue;
         };
+        n += 1;
+        let confirm = format!("{subject}.ok.{n}");
         let (client, controls) = (client.clone(), controls.clone());
         tokio::spawn(async move {
-            let bytes = export(&controls, &client_id).await;
-            answer(&client, reply.to_string(), bytes).await;
+            let Some(moved) = export(&controls, &client_id).await else {
+                return answer(&client, reply.to_string(), Vec::new(), None).await;
+            };
+            let confirmed = client.subscribe(confirm.clone()).await;
+            let bytes = moved::encode(&client_id, &moved);
+            answer(&client, reply.to_string(), bytes, Some(&confirm)).await;
+            let heard = match confirmed {
+                Ok(mut sub) => tokio::time::timeout(wait + CONFIRM_GRACE, sub.next()).await,
+                Err(_) => Ok(None),
+            };
+            if !matches!(heard, Ok(Some(_))) {
+                take_back(&controls, client_id, moved);
+            }
         });
     }
 }
 
-/// The bytes of `client_id`'s session, given up by its shard once that is
-/// durable; empty if it has none.
-async fn export(controls: &Controls, client_id: &str) -> Vec<u8> {
+/// The session of `client_id`, given up by its shard once that is durable;
+/// `None` if it has none.
+async fn export(controls: &Controls, client_id: &str) -> Option<Moved> {
     let (tx, rx) = oneshot::channel();
     let shard = home_shard(client_id.as_bytes(), controls.shards());
     let id = client_id.to_owned();
@@ -277,17 +305,30 @@ async fn export(controls: &Controls, client_id: &str) -> Vec<u8> {
         })
     });
     if !controls.run_durable(shard, job) {
-        return Vec::new();
+        return None;
     }
-    match rx.await {
-        Ok(Some(moved)) => moved::encode(client_id, &moved),
-        _ => Vec::new(),
-    }
+    rx.await.ok().flatten()
+}
+
+/// The node that asked never confirmed: the session comes back here,
+/// unless its client has connected here again meanwhile.
+fn take_back(controls: &Controls, client_id: String, moved: Moved) {
+    tracing::warn!(client = %client_id, "cluster: the node that asked for a session did not confirm it; kept here");
+    let shard = home_shard(client_id.as_bytes(), controls.shards());
+    let job: crate::shard::Job = Box::new(move |broker, now| {
+        let Ok(id) = MqttString::new(client_id) else {
+            return;
+        };
+        if !broker.holds_session(id.as_str()) {
+            broker.import_session(&id, moved, now);
+        }
+    });
+    let _ = controls.run(shard, job);
 }
 
 /// Sends `bytes` to `reply` in payloads NATS takes, the last one without
 /// `rmq-more`.
-async fn answer(client: &Client, reply: String, bytes: Vec<u8>) {
+async fn answer(client: &Client, reply: String, bytes: Vec<u8>, confirm: Option<&str>) {
     let chunk = client
         .server_info()
         .max_payload
@@ -300,16 +341,15 @@ async fn answer(client: &Client, reply: String, bytes: Vec<u8>) {
     let last = chunks.len() - 1;
     for (i, part) in chunks.into_iter().enumerate() {
         let payload = bytes::Bytes::copy_from_slice(part);
-        let sent = match i == last {
-            true => client.publish(reply.clone(), payload).await,
-            false => {
-                let mut headers = HeaderMap::new();
-                headers.insert("rmq-more", "1");
-                client
-                    .publish_with_headers(reply.clone(), headers, payload)
-                    .await
-            }
-        };
+        let mut headers = HeaderMap::new();
+        match (i == last, confirm) {
+            (false, _) => headers.insert("rmq-more", "1"),
+            (true, Some(confirm)) => headers.insert("rmq-ok", confirm),
+            (true, None) => {}
+        }
+        let sent = client
+            .publish_with_headers(reply.clone(), headers, payload)
+            .await;
         if let Err(e) = sent {
             tracing::warn!("cluster: a moved session was not sent: {e}");
             return;

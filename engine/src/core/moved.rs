@@ -82,6 +82,11 @@ impl Broker {
         Some(moved)
     }
 
+    /// Whether a session of `client_id` is here.
+    pub fn holds_session(&self, client_id: &str) -> bool {
+        self.by_client.contains_key(client_id)
+    }
+
     /// Takes in the session of `client_id` another node gave up, before
     /// the client's CONNECT resumes it. A session of the same client here
     /// is older (the other node had it since): it ends first.
