@@ -233,10 +233,10 @@ async fn answers(client: Client, acks: Acks) {
         return tracing::warn!("cluster: cannot take the other nodes' confirmations");
     };
     while let Some(m) = sub.next().await {
-        let from = m.headers.as_ref().and_then(|h| h.get("rmq-n"));
+        let from = super::header(&m.headers, "rmq-n");
         let n = m.subject.rsplit('.').next().and_then(|n| n.parse().ok());
         if let (Some(from), Some(n)) = (from, n) {
-            acks.answered(n, from.as_str());
+            acks.answered(n, from);
         }
     }
 }

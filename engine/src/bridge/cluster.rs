@@ -21,6 +21,7 @@ use tokio::task::AbortHandle;
 
 use super::acks::{self, Acks};
 use super::groups::{GroupKey, Groups, Inbox};
+use super::header;
 use super::registry::{self, Fetch, Registry};
 use super::{ClusterConfig, ClusterEvent};
 use crate::core::cluster::{ClusterRoute, Connected, FromCluster, SUBJECT_BYTES_MAX};
@@ -147,22 +148,16 @@ async fn announce(client: &Client, route: &ClusterRoute, c: &Connected) {
 /// another node (see `Broker::connected_elsewhere`).
 async fn take_over(mut sub: Subscriber, controls: Controls, route: ClusterRoute) {
     while let Some(m) = sub.next().await {
-        let headers = m.headers.as_ref();
-        let header = |name: &str| {
-            headers
-                .and_then(|h: &HeaderMap| h.get(name))
-                .map(|v| v.as_str().to_owned())
-        };
         let (Some(node), Some(at)) = (
-            header("rmq-n"),
-            header("rmq-t").and_then(|t| t.parse::<u64>().ok()),
+            header(&m.headers, "rmq-n").map(str::to_owned),
+            header(&m.headers, "rmq-t").and_then(|t| t.parse::<u64>().ok()),
         ) else {
             continue;
         };
         let Some(client_id) = subject_name(&route.clients, m.subject.as_str()) else {
             continue;
         };
-        let clean_start = header("rmq-c").is_some();
+        let clean_start = header(&m.headers, "rmq-c").is_some();
         for shard in 0..controls.shards() {
             let (client_id, node) = (client_id.clone(), node.clone());
             let job: crate::shard::Job = Box::new(move |broker, now| {
@@ -246,8 +241,8 @@ async fn inject(
         let mut taken = 0;
         while let Some((m, group)) = next.take() {
             taken += 1;
-            if let Some(a) = m.headers.as_ref().and_then(|h| h.get("rmq-a")) {
-                answers.push(a.as_str().to_owned());
+            if let Some(a) = header(&m.headers, "rmq-a") {
+                answers.push(a.to_owned());
             }
             if let Some((shard, arrived)) = arrived(&m, group, &route, &mut seen, shards) {
                 batches.entry(shard).or_default().push(arrived);
@@ -289,14 +284,8 @@ fn arrived(
     seen: &mut Seen,
     shards: usize,
 ) -> Option<(usize, Arrived)> {
-    let headers = m.headers.as_ref();
-    let header = |name: &str| {
-        headers
-            .and_then(|h: &HeaderMap| h.get(name))
-            .map(|v| v.as_str())
-    };
-    let origin = header("rmq-n").unwrap_or_default();
-    let seq = header("rmq-s").and_then(|s| s.parse::<u64>().ok());
+    let origin = header(&m.headers, "rmq-n").unwrap_or_default();
+    let seq = header(&m.headers, "rmq-s").and_then(|s| s.parse::<u64>().ok());
     if let (Some(seq), None) = (seq, &group) {
         if !seen.first(origin, seq) {
             return None;
@@ -310,11 +299,11 @@ fn arrived(
             None => (subject_topic(&route.p2p, subject)?, false),
         },
     };
-    let qos = header("rmq-q")
+    let qos = header(&m.headers, "rmq-q")
         .and_then(|q| q.parse::<u8>().ok())
         .and_then(|q| QoS::from_bits(q).ok())
         .unwrap_or(QoS::AtMostOnce);
-    let (payload, properties) = match header("rmq-v5") {
+    let (payload, properties) = match header(&m.headers, "rmq-v5") {
         Some(_) => with_properties(&m.payload)?,
         None => (m.payload.clone(), None),
     };

@@ -13,6 +13,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind};
 use futures_lite::StreamExt;
 
+use super::header;
 use super::Rule;
 use crate::core::inflow::Inflow;
 use crate::shard::{Controls, DurableJob};
@@ -193,16 +194,10 @@ async fn deliver(
 
 /// The MQTT message for JetStream message `m` under `rule`.
 fn to_inflow(rule: &Rule, m: &jetstream::Message) -> Result<Inflow, String> {
-    let header = |name: &str| {
-        m.headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
-    };
     Inflow::from_nats(
         &rule.topic,
-        header("mqttSecondTopic").as_deref(),
-        header("qoslevel").as_deref(),
+        header(&m.headers, "mqttSecondTopic"),
+        header(&m.headers, "qoslevel"),
         m.payload.clone(),
     )
 }

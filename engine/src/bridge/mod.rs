@@ -26,6 +26,14 @@ pub use config::{ClusterConfig, NatsConfig, Rule, RuleKind};
 pub use registry::Fetch;
 pub use replica::{ApplyChange, Proposals};
 
+/// The value of header `name` of a NATS message, if it has it.
+pub(crate) fn header<'a>(
+    headers: &'a Option<async_nats::HeaderMap>,
+    name: &str,
+) -> Option<&'a str> {
+    headers.as_ref()?.get(name).map(|v| v.as_str())
+}
+
 /// Told `true` once a stream stored a message whose publisher's
 /// acknowledgement waits for it (see [`Outflow::confirm`]); dropped unsent
 /// if it never is (the queue was full, the broker stopped).

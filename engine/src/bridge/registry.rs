@@ -18,6 +18,7 @@ use ringmq_protocol::MqttString;
 use tokio::sync::{oneshot, Mutex};
 use tokio::time::Instant;
 
+use super::header;
 use super::moved;
 use crate::core::cluster::ClusterRoute;
 use crate::core::connect::home_shard;
@@ -247,9 +248,8 @@ async fn gather(replies: &mut Subscriber, node: &str) -> Option<(Vec<u8>, Option
             return None;
         }
         bytes.extend_from_slice(&m.payload);
-        let header = |name: &str| m.headers.as_ref().and_then(|h| h.get(name));
-        if header("rmq-more").is_none() {
-            let confirm = header("rmq-ok").map(|v| v.as_str().to_owned());
+        if header(&m.headers, "rmq-more").is_none() {
+            let confirm = header(&m.headers, "rmq-ok").map(str::to_owned);
             return Some((bytes, confirm));
         }
     }

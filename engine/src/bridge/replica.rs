@@ -20,6 +20,7 @@ use async_nats::HeaderMap;
 use futures_lite::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
+use super::header;
 use crate::core::aliyun::registry::{Change, RegistryError};
 
 /// Applies a change read from the stream to this node's registry.
@@ -224,14 +225,8 @@ impl Replica {
     /// Applies one change read from the stream, tells its proposer (if
     /// this node) the outcome, and acknowledges it.
     async fn apply(&mut self, m: jetstream::Message) -> Result<(), String> {
-        let header = |name: &str| {
-            m.headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_owned())
-        };
-        let mine = (header("rmq-n").as_deref() == Some(self.config.node.as_str()))
-            .then(|| header("rmq-p").and_then(|n| n.parse::<u64>().ok()))
+        let mine = (header(&m.headers, "rmq-n") == Some(self.config.node.as_str()))
+            .then(|| header(&m.headers, "rmq-p").and_then(|n| n.parse::<u64>().ok()))
             .flatten();
         let outcome = match serde_json::from_slice::<Change>(&m.payload) {
             Ok(change) => {
