@@ -120,6 +120,7 @@ pub(crate) fn render(app: &App, shards: &[Observed]) -> String {
         "Bytes of messages waiting to go to other shards.",
         total.mesh_backlog_bytes as f64,
     );
+    spool(&mut w, app);
     api(&mut w, app);
     histogram(&mut w, "ringmq_publish_ack_seconds", "From handling a QoS 1/2 PUBLISH to writing its PUBACK/PUBREC (waits for other shards and syncs).", &total.metrics.ack_latency);
     histogram(
@@ -158,6 +159,41 @@ fn per_qos(w: &mut Writer, name: &str, help: &str, q: &PerQos, bytes: bool) {
     for qos in 0..3 {
         let v = if bytes { q.bytes[qos] } else { q.messages[qos] };
         w.line(name, &format!("qos=\"{qos}\""), v as f64);
+    }
+}
+
+/// The NATS bridge's spool, if the bridge runs.
+fn spool(w: &mut Writer, app: &App) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(f) = app.handle.spool() else { return };
+    let rows = [
+        (
+            "ringmq_nats_spooled_total",
+            "counter",
+            "QoS 1/2 rule messages and status notifications written to the NATS bridge's spool.",
+            f.spooled.load(Relaxed),
+        ),
+        (
+            "ringmq_nats_spool_sent_total",
+            "counter",
+            "Messages of the spool NATS has taken (JetStream acknowledged, or flushed).",
+            f.sent.load(Relaxed),
+        ),
+        (
+            "ringmq_nats_spool_dropped_total",
+            "counter",
+            "Messages dropped because the spool was full (nats.spool_bytes_max).",
+            f.dropped.load(Relaxed),
+        ),
+        (
+            "ringmq_nats_spool_bytes",
+            "gauge",
+            "Bytes in the spool NATS has not taken yet.",
+            f.held_bytes.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        w.single(name, kind, help, value as f64);
     }
 }
 

@@ -29,6 +29,11 @@ pub struct NatsConfig {
     /// Inflow: messages one rule hands the shards at once (and the most
     /// its consumer has unacknowledged); what is ready is taken together.
     pub inflow_batch_messages_max: usize,
+    /// Bytes of QoS 1/2 rule messages and status notifications held on
+    /// disk (`<data_dir>/nats-spool`) until NATS has them; beyond it new
+    /// ones are dropped and counted (`ringmq_nats_spool_dropped_total`).
+    /// 0: no spool, they are held in memory only.
+    pub spool_bytes_max: u64,
 }
 
 impl Default for NatsConfig {
@@ -42,6 +47,7 @@ impl Default for NatsConfig {
             client_messages_max: 65_536,
             jetstream_acks_pending_max: 1024,
             inflow_batch_messages_max: 256,
+            spool_bytes_max: 1 << 30,
         }
     }
 }

@@ -26,6 +26,8 @@ pub(super) struct Parts {
         super::cluster::Inputs,
         oneshot::Receiver<Controls>,
     ),
+    /// Where durable messages are held until NATS has them, if anywhere.
+    pub(super) spool: Option<std::sync::Arc<super::replay::Shared>>,
     /// The registry's changes this node proposes, and its owner.
     pub(super) replica: (
         tokio::sync::mpsc::UnboundedReceiver<super::replica::Proposal>,
@@ -96,6 +98,7 @@ async fn publish_all(parts: Parts) {
         mut stopped,
         inflow: (rules, controls),
         cluster: (cluster, events, cluster_controls),
+        spool,
         replica: (proposed, owner),
     } = parts;
     // In a cluster, what this node publishes never comes back to it.
@@ -119,7 +122,17 @@ async fn publish_all(parts: Parts) {
         }
         false => None,
     };
+    let replay = spool.clone().map(|shared| {
+        let to = super::replay::Sender {
+            client: client.clone(),
+            js: js.clone(),
+            window: config.jetstream_acks_pending_max as usize,
+        };
+        let (stop, stopping) = oneshot::channel();
+        (stop, tokio::spawn(super::replay::run(shared, to, stopping)))
+    });
     let out = Out {
+        spool,
         cluster,
         seq: std::cell::Cell::new(0),
         js,
@@ -130,7 +143,7 @@ async fn publish_all(parts: Parts) {
         window_size: config.jetstream_acks_pending_max,
     };
     let deadline = forward(&out, &mut rx, &mut stopped).await;
-    finish(&out, &mut rx, deadline).await;
+    finish(&out, &mut rx, deadline, replay).await;
 }
 
 /// What the cluster's side starts with: the shards' events, the control
@@ -200,6 +213,9 @@ async fn forward(
             _ = &mut *stopped => return deadline(),
         };
         let Some(msg) = msg else { return deadline() };
+        if let (Some(spool), true) = (&out.spool, rx.is_empty()) {
+            spool.write_pending();
+        }
         // A publish waits while the client's own buffer is full (NATS down
         // for long): the shards' queue then fills, and they drop and count.
         let mut publishing = std::pin::pin!(publish(out, msg));
@@ -216,12 +232,32 @@ async fn forward(
     }
 }
 
+/// The replay's stop and its task.
+type Replay = (
+    oneshot::Sender<tokio::time::Instant>,
+    tokio::task::JoinHandle<()>,
+);
+
 /// Sends what the shards handed over before they stopped and waits for
-/// JetStream's acknowledgements and the client's flush, by `deadline`.
-async fn finish(out: &Out, rx: &mut Receiver<Handed>, deadline: tokio::time::Instant) {
+/// JetStream's acknowledgements, the spool's replay and the client's
+/// flush, by `deadline`.
+async fn finish(
+    out: &Out,
+    rx: &mut Receiver<Handed>,
+    deadline: tokio::time::Instant,
+    replay: Option<Replay>,
+) {
+    let (stop, replaying) = replay.unzip();
+    let mut stop = stop;
     let rest = async {
         while let Ok(msg) = rx.try_recv() {
             publish(out, msg).await;
+        }
+        if let Some(spool) = &out.spool {
+            spool.write_pending();
+        }
+        if let Some(stop) = stop.take() {
+            let _ = stop.send(deadline);
         }
         let _ = out.window.acquire_many(out.window_size).await;
         out.client.flush().await
@@ -235,6 +271,12 @@ async fn finish(out: &Out, rx: &mut Receiver<Handed>, deadline: tokio::time::Ins
             "NATS bridge: NATS did not take what was held within {FLUSH_WAIT:?}"
         ),
     }
+    if let Some(stop) = stop {
+        let _ = stop.send(deadline);
+    }
+    if let Some(replaying) = replaying {
+        let _ = replaying.await;
+    }
 }
 
 /// Publishes one message: through JetStream, its acknowledgement awaited
@@ -243,6 +285,20 @@ async fn finish(out: &Out, rx: &mut Receiver<Handed>, deadline: tokio::time::Ins
 /// which the stream de-duplicates), or to core NATS.
 async fn publish(out: &Out, handed: Handed) {
     let Handed { msg, mut confirm } = handed;
+    if let (Some(spool), true) = (&out.spool, spooled(&msg, &confirm)) {
+        let held = super::spool::Held {
+            subject: msg.subject,
+            headers: msg
+                .headers
+                .into_iter()
+                .map(|(n, v)| (n.to_owned(), v))
+                .collect(),
+            payload: msg.payload,
+            jetstream: msg.jetstream,
+        };
+        spool.append(&held);
+        return;
+    }
     let mut headers = header_map(&msg.headers);
     if let (true, Some(c)) = (msg.cluster, &out.cluster) {
         out.seq.set(out.seq.get() + 1);
@@ -297,7 +353,7 @@ async fn publish(out: &Out, handed: Handed) {
 /// `JETSTREAM_ATTEMPTS` times, or for as long as the bridge runs when a
 /// publisher's acknowledgement waits for it (`confirmed`). Returns
 /// whether it was stored.
-async fn stored(
+pub(super) async fn stored(
     js: &async_nats::jetstream::Context,
     subject: String,
     headers: async_nats::HeaderMap,
@@ -330,6 +386,12 @@ async fn stored(
     }
 }
 
+/// Whether `msg` goes through the spool: a durable one (QoS 1/2 rule
+/// messages, status notifications) whose publisher does not wait for it.
+fn spooled(msg: &super::Outflow, confirm: &Option<super::Confirm>) -> bool {
+    msg.durable && !msg.cluster && confirm.is_none()
+}
+
 fn header_map(headers: &[(&'static str, String)]) -> async_nats::HeaderMap {
     let mut map = async_nats::HeaderMap::new();
     for (name, value) in headers {
@@ -341,6 +403,8 @@ fn header_map(headers: &[(&'static str, String)]) -> async_nats::HeaderMap {
 /// Where messages go: the client, its JetStream context, and the window of
 /// JetStream acknowledgements awaited at once.
 struct Out {
+    /// Where durable messages go first (`nats.spool_bytes_max` > 0).
+    spool: Option<std::sync::Arc<super::replay::Shared>>,
     /// In a cluster: this node's run and who waits for other nodes.
     cluster: Option<ClusterOut>,
     /// The last cluster message's number (`rmq-s`).

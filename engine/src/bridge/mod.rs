@@ -3,7 +3,9 @@
 //! queue and never wait on it: a full queue (NATS down or slow for long)
 //! drops the new message, counted by the shard and logged. While the
 //! client reconnects it holds up to `nats.client_messages_max` messages
-//! and sends them once NATS is back. Inflow rules read JetStream streams
+//! and sends them once NATS is back; QoS 1/2 rule messages and status
+//! notifications go through a spool on disk first (see `spool`), and stay
+//! there until NATS has them. Inflow rules read JetStream streams
 //! and reach the shards through the control plane (see `inflow`).
 
 mod acks;
@@ -14,7 +16,9 @@ mod groups;
 mod inflow;
 mod moved;
 mod registry;
+mod replay;
 mod replica;
+mod spool;
 
 use std::sync::Arc;
 
@@ -25,6 +29,7 @@ pub use crate::core::outflow::Outflow;
 pub use config::{ClusterConfig, NatsConfig, Rule, RuleKind};
 pub use registry::Fetch;
 pub use replica::{ApplyChange, Proposals};
+pub use spool::Figures;
 
 /// The value of header `name` of a NATS message, if it has it.
 pub(crate) fn header<'a>(
@@ -93,6 +98,8 @@ pub struct Running {
         Proposals,
         tokio::sync::oneshot::Sender<Arc<dyn ApplyChange>>,
     )>,
+    /// The spool's figures.
+    figures: Arc<Figures>,
 }
 
 impl Running {
@@ -114,6 +121,11 @@ impl Running {
         Some(proposals)
     }
 
+    /// The spool's figures (zero without a spool).
+    pub fn figures(&self) -> Arc<Figures> {
+        Arc::clone(&self.figures)
+    }
+
     /// Stops the bridge once it has sent what the shards handed it (waiting
     /// at most `connector::FLUSH_WAIT` for NATS to take it).
     pub fn stop(self) {
@@ -127,15 +139,25 @@ impl Running {
 /// Starts the bridge thread if `[nats]` names servers. It connects in the
 /// background (NATS need not be up yet) and runs until [`Running::stop`];
 /// its inflow rules and the cluster's subscriptions wait for
-/// [`Running::attach`].
+/// [`Running::attach`]. Its spool is `<data_dir>/nats-spool`.
 pub fn start(
     config: &NatsConfig,
     rules: &[Rule],
     cluster: &ClusterConfig,
+    data_dir: &std::path::Path,
 ) -> std::io::Result<Option<(Bridge, Running)>> {
     if config.servers.is_empty() {
         return Ok(None);
     }
+    let figures = Arc::new(Figures::default());
+    let spool = match config.spool_bytes_max {
+        0 => None,
+        max => {
+            let dir = data_dir.join("nats-spool");
+            let spool = spool::Spool::open(&dir, max, Arc::clone(&figures))?;
+            Some(replay::Shared::new(spool, Arc::clone(&figures)))
+        }
+    };
     let (tx, rx) = mpsc::channel(config.outbox_messages_max);
     let (cluster_tx, cluster_rx) = mpsc::unbounded_channel();
     let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
@@ -156,6 +178,7 @@ pub fn start(
         stopped,
         inflow: (inflow, inflow_attached),
         cluster: (cluster.clone(), (cluster_rx, fetch_rx), cluster_attached),
+        spool,
         replica: (proposed, owner),
     };
     let thread = std::thread::Builder::new()
@@ -166,6 +189,7 @@ pub fn start(
         stop,
         controls: vec![inflow_controls, cluster_controls],
         replica: cluster.enabled().then_some((proposals, give_owner)),
+        figures,
     };
     let bridge = Bridge {
         tx,

@@ -153,6 +153,7 @@ impl Broker {
             jetstream: false,
             confirm: None,
             cluster: true,
+            durable: false,
         });
         true
     }

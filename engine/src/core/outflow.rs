@@ -28,6 +28,9 @@ pub struct Outflow {
     /// A message for the other nodes of the cluster (the bridge adds the
     /// origin's headers).
     pub cluster: bool,
+    /// Held on disk until NATS has it, unless its publisher waits for it
+    /// (the bridge's spool): QoS 1/2 rule messages, status notifications.
+    pub durable: bool,
 }
 
 /// A data outflow rule as the core applies it: messages whose topic
@@ -97,6 +100,7 @@ impl Broker {
                 headers,
                 payload: message.payload.clone(),
                 jetstream,
+                durable: message.qos != QoS::AtMostOnce,
                 confirm,
                 cluster: false,
             });

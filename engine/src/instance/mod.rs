@@ -45,13 +45,17 @@ impl Instance {
         };
         let config = Arc::new(config);
         let snapshot = prepared.as_ref().map(|p| Arc::new(p.registry().clone()));
-        let (bridge, bridge_thread) =
-            crate::bridge::start(&config.nats, &config.rules, &config.cluster)
-                .map_err(|source| RunError::Io {
-                    what: "cannot start the NATS bridge".into(),
-                    source,
-                })?
-                .unzip();
+        let (bridge, bridge_thread) = crate::bridge::start(
+            &config.nats,
+            &config.rules,
+            &config.cluster,
+            &config.data_dir,
+        )
+        .map_err(|source| RunError::Io {
+            what: "cannot start the NATS bridge".into(),
+            source,
+        })?
+        .unzip();
         let running = shard::start(Arc::clone(&config), lock, snapshot, tls, bridge)?;
         let mut bridge_thread = bridge_thread;
         if let Some(bridge) = bridge_thread.as_mut() {
@@ -130,6 +134,7 @@ impl Instance {
         Handle {
             controls: self.controls().clone(),
             registrar: self.registrar.clone(),
+            spool: self.bridge.as_ref().map(crate::bridge::Running::figures),
         }
     }
 }
@@ -140,6 +145,7 @@ impl Instance {
 pub struct Handle {
     controls: Controls,
     registrar: Option<Arc<Registrar>>,
+    spool: Option<Arc<crate::bridge::Figures>>,
 }
 
 impl Handle {
@@ -151,6 +157,11 @@ impl Handle {
     /// The registry's owner (aliyun profile).
     pub fn registrar(&self) -> Option<&Arc<Registrar>> {
         self.registrar.as_ref()
+    }
+
+    /// The NATS bridge's spool figures, if the bridge runs.
+    pub fn spool(&self) -> Option<&crate::bridge::Figures> {
+        self.spool.as_deref()
     }
 
     /// Every shard's events for `q`, in time order.

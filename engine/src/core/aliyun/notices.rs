@@ -118,6 +118,7 @@ impl Broker {
                 jetstream: false,
                 confirm: None,
                 cluster: false,
+                durable: true,
             });
         }
         if !to_mqtt {
