@@ -28,7 +28,7 @@ import pytest
 
 from alibabacloud_onsmqtt20200420 import models as m
 from conftest import ClientFactory, ringmq_bin
-from test_admin import sdk
+from test_admin import call_api, sdk
 from test_aliyun import AK, CONFIG, INSTANCE, SECRET, Devices, unique
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -681,6 +681,51 @@ def test_the_aliyun_registry_is_the_same_on_every_node(aliyun_cluster, uid):
         assert late.connack_rc not in (None, 0), "the Group ID is gone on node 1 too"
     finally:
         devices.close_all()
+
+
+def test_a_rule_created_through_one_nodes_openapi_is_in_force_on_every_node(aliyun_cluster, uid):
+    c = aliyun_cluster
+    subject = f"ext.{uid[-8:]}".replace("-", "")
+    loop = asyncio.new_event_loop()
+    got: list[bytes] = []
+    nc = loop.run_until_complete(nats.connect(f"nats://127.0.0.1:{c.base + 2}"))
+
+    async def on_msg(msg):
+        got.append(msg.data)
+
+    loop.run_until_complete(nc.subscribe(subject, cb=on_msg))
+    loop.run_until_complete(nc.flush())
+
+    def received(n: int, wait: float) -> list[bytes]:
+        deadline = time.monotonic() + wait
+        while len(got) < n and time.monotonic() < deadline:
+            loop.run_until_complete(asyncio.sleep(0.05))
+        loop.run_until_complete(asyncio.sleep(0.3))
+        return list(got)
+
+    devices = Devices(c.port(3), uid)
+    query = {"InstanceId": INSTANCE, "RuleName": f"r{uid[-6:]}".replace("-", "")}
+    try:
+        call_api(_sdk(c, 1), "CreateRule", dict(query, Kind="outflow", Source="devices",
+                                                Subject=subject))
+        deadline = time.monotonic() + 10
+        while query["RuleName"] not in [r["RuleName"] for r in call_api(
+                _sdk(c, 3), "ListRule", {"InstanceId": INSTANCE})["Data"]]:
+            assert time.monotonic() < deadline, "listed by node 3"
+            time.sleep(0.1)
+        # Published on node 3: the rule there sends it, once.
+        device = devices.signed(unique(uid, "GID_sensor"))
+        assert device.publish("devices/ruled", b"from node 3", qos=1) == 0
+        assert received(1, 10) == [b"from node 3"]
+        # Deleted through node 2: node 3 sends no more.
+        call_api(_sdk(c, 2), "DeleteRule", query)
+        time.sleep(0.5)
+        assert device.publish("devices/ruled", b"after", qos=1) in (0, 0x10)
+        assert received(2, 1) == [b"from node 3"]
+    finally:
+        devices.close_all()
+        loop.run_until_complete(nc.close())
+        loop.close()
 
 
 def _loadgen(c: Cluster, scenario: str, out: Path, *extra: str) -> dict:

@@ -188,6 +188,32 @@ impl Rule {
     }
 }
 
+/// The outflow rules among `rules`, as the shards apply them.
+pub fn outflow_rules<'a>(
+    rules: impl IntoIterator<Item = &'a Rule>,
+) -> Vec<crate::core::outflow::OutflowRule> {
+    rules
+        .into_iter()
+        .filter(|rule| rule.kind == RuleKind::Outflow)
+        .map(|rule| crate::core::outflow::OutflowRule {
+            filter: rule.source_filter(),
+            subject: rule.subject.clone(),
+            jetstream: rule.jetstream,
+            confirm: rule.ack_after_stored,
+        })
+        .collect()
+}
+
+/// The Group IDs whose online/offline events the status rules among
+/// `rules` send to NATS.
+pub fn status_groups<'a>(rules: impl IntoIterator<Item = &'a Rule>) -> ahash::AHashSet<Box<str>> {
+    rules
+        .into_iter()
+        .filter(|rule| rule.kind == RuleKind::Status)
+        .flat_map(|rule| rule.group_ids.iter().map(|g| g.as_str().into()))
+        .collect()
+}
+
 /// Whether `subject` can be published to: tokens of printable ASCII
 /// without `*` or `>`, none empty.
 fn valid_subject(subject: &str) -> bool {

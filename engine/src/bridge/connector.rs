@@ -18,8 +18,13 @@ pub(super) struct Parts {
     pub(super) rx: Receiver<Handed>,
     /// Fires once the shards have stopped.
     pub(super) stopped: oneshot::Receiver<()>,
-    /// The inflow rules, and the control plane they wait for.
-    pub(super) inflow: (Vec<Rule>, oneshot::Receiver<Controls>),
+    /// The inflow rules, the control plane they wait for, and the rules
+    /// created and deleted later.
+    pub(super) inflow: (
+        Vec<Rule>,
+        oneshot::Receiver<Controls>,
+        tokio::sync::mpsc::UnboundedReceiver<super::RuleChange>,
+    ),
     /// The cluster, what the shards tell it, and the control plane.
     pub(super) cluster: (
         ClusterConfig,
@@ -96,7 +101,7 @@ async fn publish_all(parts: Parts) {
         config,
         mut rx,
         mut stopped,
-        inflow: (rules, controls),
+        inflow: (rules, controls, changes),
         cluster: (cluster, events, cluster_controls),
         spool,
         replica: (proposed, owner),
@@ -114,7 +119,13 @@ async fn publish_all(parts: Parts) {
     tracing::info!(servers = ?config.servers, "NATS bridge started");
     let js = async_nats::jetstream::new(client.clone());
     let batch = config.inflow_batch_messages_max;
-    tokio::spawn(super::inflow::run_all(js.clone(), rules, controls, batch));
+    tokio::spawn(super::inflow::run_all(
+        js.clone(),
+        rules,
+        controls,
+        batch,
+        changes,
+    ));
     let cluster = match cluster.enabled() {
         true => {
             let inputs = (events, cluster_controls, proposed, owner);

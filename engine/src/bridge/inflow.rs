@@ -31,18 +31,57 @@ enum Stop {
     Failed(String),
 }
 
-/// Starts a task per inflow rule once the shards' control plane is known.
+/// An inflow rule created or deleted while the broker runs (through the
+/// OpenAPI).
+#[derive(Debug)]
+pub enum RuleChange {
+    /// Start reading the rule's stream.
+    Start(Rule),
+    /// Stop the rule of that name (its durable consumer stays on the
+    /// stream: a rule created again with the name resumes from it).
+    Stop(String),
+}
+
+/// Starts a task per inflow rule once the shards' control plane is known,
+/// then starts and stops rules as `changes` say.
 pub(super) async fn run_all(
     js: jetstream::Context,
     rules: Vec<Rule>,
     controls: tokio::sync::oneshot::Receiver<Controls>,
     batch: usize,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<RuleChange>,
 ) {
     let Ok(controls) = controls.await else { return };
-    for (i, rule) in rules.into_iter().enumerate() {
+    let mut running = std::collections::HashMap::new();
+    let start = |rule: Rule| {
         // One shard per rule: its messages keep the stream's order.
-        let shard = i % controls.shards().max(1);
-        tokio::spawn(run(js.clone(), rule, controls.clone(), shard, batch));
+        let shards = controls.shards().max(1) as u64;
+        let shard = rule
+            .name
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let shard = (shard % shards) as usize;
+        tokio::spawn(run(js.clone(), rule, controls.clone(), shard, batch))
+    };
+    for rule in rules {
+        running.insert(rule.name.clone(), start(rule));
+    }
+    while let Some(change) = changes.recv().await {
+        match change {
+            RuleChange::Start(rule) => {
+                tracing::info!(rule = %rule.name, stream = %rule.stream, "inflow: rule created");
+                let name = rule.name.clone();
+                if let Some(old) = running.insert(name, start(rule)) {
+                    old.abort();
+                }
+            }
+            RuleChange::Stop(name) => {
+                if let Some(task) = running.remove(&name) {
+                    tracing::info!(rule = %name, "inflow: rule deleted");
+                    task.abort();
+                }
+            }
+        }
     }
 }
 

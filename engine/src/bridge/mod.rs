@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 pub use crate::core::cluster::ClusterEvent;
 pub use crate::core::outflow::Outflow;
 pub use config::{ClusterConfig, NatsConfig, Rule, RuleKind};
+pub use inflow::RuleChange;
 pub use registry::Fetch;
 pub use replica::{ApplyChange, Proposals};
 pub use spool::Figures;
@@ -100,6 +101,8 @@ pub struct Running {
     )>,
     /// The spool's figures.
     figures: Arc<Figures>,
+    /// Where inflow rules created or deleted later go.
+    rule_changes: mpsc::UnboundedSender<RuleChange>,
 }
 
 impl Running {
@@ -119,6 +122,12 @@ impl Running {
         let (proposals, give) = self.replica.take()?;
         give.send(owner).ok()?;
         Some(proposals)
+    }
+
+    /// Where to start and stop inflow rules created and deleted while the
+    /// broker runs.
+    pub fn rule_changes(&self) -> mpsc::UnboundedSender<RuleChange> {
+        self.rule_changes.clone()
     }
 
     /// The spool's figures (zero without a spool).
@@ -161,6 +170,7 @@ pub fn start(
     let (tx, rx) = mpsc::channel(config.outbox_messages_max);
     let (cluster_tx, cluster_rx) = mpsc::unbounded_channel();
     let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
+    let (rule_changes, changes) = mpsc::unbounded_channel();
     let moves = cluster.enabled() && cluster.session_move_wait_ms > 0;
     let (proposals, proposed) = replica::channel();
     let (give_owner, owner) = tokio::sync::oneshot::channel();
@@ -176,7 +186,7 @@ pub fn start(
         config: config.clone(),
         rx,
         stopped,
-        inflow: (inflow, inflow_attached),
+        inflow: (inflow, inflow_attached, changes),
         cluster: (cluster.clone(), (cluster_rx, fetch_rx), cluster_attached),
         spool,
         replica: (proposed, owner),
@@ -190,6 +200,7 @@ pub fn start(
         controls: vec![inflow_controls, cluster_controls],
         replica: cluster.enabled().then_some((proposals, give_owner)),
         figures,
+        rule_changes,
     };
     let bridge = Bridge {
         tx,

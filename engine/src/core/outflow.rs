@@ -108,6 +108,20 @@ impl Broker {
         (headers.is_some(), wait)
     }
 
+    /// Replaces the rules in force: the outflow rules, and the Group IDs
+    /// whose online/offline events go to NATS (rules created or deleted
+    /// through the OpenAPI).
+    pub fn set_rules(
+        &mut self,
+        outflow: Vec<OutflowRule>,
+        status_groups: ahash::AHashSet<Box<str>>,
+    ) {
+        self.outflow_rules = outflow;
+        if let Some(a) = self.aliyun.as_deref_mut() {
+            a.status_groups = status_groups;
+        }
+    }
+
     /// Takes the tokens of the streams connection `id`'s held
     /// acknowledgements wait for (see [`Outflow::confirm`]).
     pub fn take_confirms(&mut self, id: ConnId) -> Vec<u64> {

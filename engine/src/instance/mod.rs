@@ -45,17 +45,18 @@ impl Instance {
         };
         let config = Arc::new(config);
         let snapshot = prepared.as_ref().map(|p| Arc::new(p.registry().clone()));
-        let (bridge, bridge_thread) = crate::bridge::start(
-            &config.nats,
-            &config.rules,
-            &config.cluster,
-            &config.data_dir,
-        )
-        .map_err(|source| RunError::Io {
-            what: "cannot start the NATS bridge".into(),
-            source,
-        })?
-        .unzip();
+        // The config file's rules, then those created through the OpenAPI.
+        let mut rules = config.rules.clone();
+        if let Some(r) = &snapshot {
+            rules.extend(r.rules.values().map(|s| s.rule.clone()));
+        }
+        let (bridge, bridge_thread) =
+            crate::bridge::start(&config.nats, &rules, &config.cluster, &config.data_dir)
+                .map_err(|source| RunError::Io {
+                    what: "cannot start the NATS bridge".into(),
+                    source,
+                })?
+                .unzip();
         let running = shard::start(Arc::clone(&config), lock, snapshot, tls, bridge)?;
         let mut bridge_thread = bridge_thread;
         if let Some(bridge) = bridge_thread.as_mut() {
@@ -63,9 +64,10 @@ impl Instance {
         }
         let registrar = prepared.map(|p| {
             let controls = running.controls().clone();
-            Arc::new(Registrar::new(p, controls, config.aliyun.clone()))
+            Arc::new(Registrar::new(p, controls, &config))
         });
         if let (Some(bridge), Some(registrar)) = (bridge_thread.as_mut(), &registrar) {
+            registrar.drive_inflow(bridge.rule_changes());
             let owner: Arc<dyn crate::bridge::ApplyChange> = Arc::clone(registrar) as _;
             if let Some(proposals) = bridge.replicate(owner) {
                 registrar.replicate_through(proposals);

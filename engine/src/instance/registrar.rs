@@ -23,6 +23,8 @@ use crate::core::aliyun::{AliyunConfig, TokenRequest};
 use crate::shard::Controls;
 use crate::store::registry::RegistryStore;
 
+mod rules;
+
 /// How long a change waits for the shards to apply it.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often expired tokens and revocations are forgotten.
@@ -43,6 +45,11 @@ pub struct Registrar {
     config: AliyunConfig,
     /// In a cluster: changes go through the cluster's registry stream.
     cluster: OnceLock<Proposals>,
+    /// `[nats]` and the config file's rules, which rules created through
+    /// the OpenAPI join.
+    rules: rules::Settings,
+    /// Where inflow rules created and deleted go (the NATS bridge).
+    inflow: OnceLock<tokio::sync::mpsc::UnboundedSender<crate::bridge::RuleChange>>,
 }
 
 #[derive(Debug)]
@@ -159,7 +166,12 @@ impl Inner {
 
 impl Registrar {
     /// The owner of `prepared`, sending changes over `controls`.
-    pub fn new(prepared: Prepared, controls: Controls, config: AliyunConfig) -> Registrar {
+    pub fn new(prepared: Prepared, controls: Controls, config: &Config) -> Registrar {
+        let rules = rules::Settings {
+            nats: config.nats.clone(),
+            from_config: config.rules.clone(),
+        };
+        let config = config.aliyun.clone();
         Registrar {
             inner: Mutex::new(Inner {
                 registry: prepared.registry,
@@ -169,6 +181,8 @@ impl Registrar {
             controls,
             config,
             cluster: OnceLock::new(),
+            rules,
+            inflow: OnceLock::new(),
         }
     }
 
@@ -203,7 +217,13 @@ impl Registrar {
         inner.registry.check(&change, &self.config.quotas())?;
         inner.commit(&change)?;
         // Sent under the lock: every shard gets the changes in one order.
-        let job = move |broker: &mut crate::core::Broker, _| broker.apply_registry(&change);
+        let rules = self.rules_changed(&change, &inner.registry);
+        let job = move |broker: &mut crate::core::Broker, _| {
+            broker.apply_registry(&change);
+            if let Some((outflow, status)) = &rules {
+                broker.set_rules(outflow.clone(), status.clone());
+            }
+        };
         if let Err(e) = self.controls.call_all(job, APPLY_TIMEOUT) {
             tracing::warn!("registry change stored but not yet applied by every shard: {e}");
         }

@@ -408,25 +408,15 @@ fn set_profile(broker: &mut Broker, config: &Config, registry: Option<&Registry>
         route.remote_acks = c.remote_ack_wait_ms > 0;
         route
     });
-    broker.outflow_rules = config
-        .rules
+    // The config file's rules, then those created through the OpenAPI.
+    let api_rules = registry
         .iter()
-        .filter(|rule| rule.kind == crate::bridge::RuleKind::Outflow)
-        .map(|rule| crate::core::outflow::OutflowRule {
-            filter: rule.source_filter(),
-            subject: rule.subject.clone(),
-            jetstream: rule.jetstream,
-            confirm: rule.ack_after_stored,
-        })
-        .collect();
+        .flat_map(|r| r.rules.values().map(|s| &s.rule));
+    let rules: Vec<_> = config.rules.iter().chain(api_rules).collect();
+    broker.outflow_rules = crate::bridge::config::outflow_rules(rules.iter().copied());
     if let (true, Some(r)) = (aliyun, registry) {
         let mut profile = Aliyun::new(config.aliyun.clone(), r.for_shard());
-        profile.status_groups = config
-            .rules
-            .iter()
-            .filter(|rule| rule.kind == crate::bridge::RuleKind::Status)
-            .flat_map(|rule| rule.group_ids.iter().map(|g| g.as_str().into()))
-            .collect();
+        profile.status_groups = crate::bridge::config::status_groups(rules.iter().copied());
         broker.aliyun = Some(Box::new(profile));
     }
     let t = &config.trace;

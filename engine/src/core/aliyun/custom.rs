@@ -423,6 +423,7 @@ mod tests {
         tokens_max: 1,
         custom_identities_max: 10,
         custom_permissions_max: 10,
+        rules_max: 1,
     };
 
     fn perm(

@@ -65,6 +65,8 @@ pub struct AliyunConfig {
     pub parent_topics_max: usize,
     /// Group IDs per instance.
     pub group_ids_max: usize,
+    /// Rules created through the OpenAPI (CreateRule), per instance.
+    pub rules_max: usize,
     /// Device credentials per instance.
     pub device_credentials_max: usize,
     /// Topic filters in one token.
@@ -101,6 +103,7 @@ impl Default for AliyunConfig {
             payload_bytes_max: 64 << 10,
             parent_topics_max: 25,
             group_ids_max: 10_000,
+            rules_max: 100,
             device_credentials_max: 1_000_000,
             token_resources_max: 100,
             tokens_max: 1_000_000,
@@ -124,6 +127,7 @@ impl AliyunConfig {
             tokens_max: self.tokens_max,
             custom_identities_max: self.custom_identities_max,
             custom_permissions_max: self.custom_permissions_max,
+            rules_max: self.rules_max,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! sends it to every shard, which applies it to its own copy: every copy
 //! goes through the same changes in the same order.
 
+use crate::bridge::Rule;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -120,6 +121,19 @@ pub enum Change {
     },
     /// A change of the custom-auth identities and permissions.
     Custom(CustomChange),
+    /// Creates a rule (CreateRule); rules of the config file are not
+    /// the registry's.
+    PutRule {
+        /// The rule.
+        rule: Rule,
+        /// When.
+        at_ms: u64,
+    },
+    /// Deletes a rule created by [`Change::PutRule`].
+    DeleteRule {
+        /// Its name.
+        name: String,
+    },
     /// Forgets issued and revoked tokens that expired before `now_ms`.
     Prune {
         /// Now.
@@ -167,6 +181,8 @@ pub struct Registry {
     pub revoked: BTreeMap<String, u64>,
     /// Custom authentication: identities and permissions.
     pub custom: CustomAuth,
+    /// Rules created through the OpenAPI, by name.
+    pub rules: BTreeMap<String, StoredRule>,
     /// DeviceAccessKeyId → client id.
     #[serde(skip)]
     credential_keys: HashMap<String, String>,
@@ -191,6 +207,17 @@ pub struct Quotas {
     pub custom_identities_max: usize,
     /// Custom-auth permissions per instance.
     pub custom_permissions_max: usize,
+    /// Rules created through the OpenAPI.
+    pub rules_max: usize,
+}
+
+/// A rule created through the OpenAPI, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRule {
+    /// The rule, as a `[[rules]]` entry would say it.
+    pub rule: Rule,
+    /// When it was created.
+    pub stamp: Stamp,
 }
 
 impl Registry {
@@ -261,6 +288,16 @@ impl Registry {
                     "device credential",
                     client_id.clone(),
                 ));
+            }
+            Change::PutRule { rule, .. } if self.rules.contains_key(&rule.name) => {
+                return Err(RegistryError::Exists("rule", rule.name.clone()));
+            }
+            Change::PutRule { .. } if self.rules.len() >= q.rules_max => {
+                let max = q.rules_max;
+                return Err(RegistryError::Quota(format!("at most {max} rules")));
+            }
+            Change::DeleteRule { name } if !self.rules.contains_key(name) => {
+                return Err(RegistryError::NotFound("rule", name.clone()));
             }
             Change::IssueToken { .. } if self.tokens.len() >= q.tokens_max => {
                 let max = q.tokens_max;
@@ -337,6 +374,15 @@ impl Registry {
                 self.revoked.insert(id.clone(), *expire_ms);
                 self.tokens.remove(id);
             }
+            Change::PutRule { rule, at_ms } => {
+                let stamp = stamp(*at_ms);
+                let rule = rule.clone();
+                self.rules
+                    .insert(rule.name.clone(), StoredRule { rule, stamp });
+            }
+            Change::DeleteRule { name } => {
+                self.rules.remove(name);
+            }
             Change::Prune { now_ms } => {
                 self.tokens.retain(|_, t| t.expire_ms > *now_ms);
                 self.revoked.retain(|_, &mut at| at > *now_ms);
@@ -387,6 +433,7 @@ mod tests {
         tokens_max: 10,
         custom_identities_max: 10,
         custom_permissions_max: 10,
+        rules_max: 10,
     };
 
     fn applied(r: &mut Registry, c: Change) -> Result<(), RegistryError> {

@@ -5,6 +5,7 @@
 
 mod custom_auth;
 mod registry;
+mod rules;
 mod sessions;
 mod traces;
 
@@ -55,6 +56,9 @@ const ACTIONS: &[(&str, Action)] = &[
     ("CreateTopic", registry::create_topic),
     ("DeleteTopic", registry::delete_topic),
     ("ListTopic", registry::list_topics),
+    ("CreateRule", rules::create_rule),
+    ("DeleteRule", rules::delete_rule),
+    ("ListRule", rules::list_rules),
     ("QuerySessionByClientId", sessions::query_session),
     (
         "BatchQuerySessionByClientIds",
