@@ -83,6 +83,10 @@ pub(super) struct Spool {
     reader: Option<(u64, File)>,
     /// The next frame to send.
     read: Position,
+    /// Bytes of the segment read from `read` on, `ahead_used` of them
+    /// taken already.
+    ahead: Vec<u8>,
+    ahead_used: usize,
     /// Everything before it was sent.
     committed: Position,
     /// `committed` as the cursor file has it.
@@ -133,6 +137,8 @@ impl Spool {
             pending: Vec::new(),
             reader: None,
             read: committed,
+            ahead: Vec::new(),
+            ahead_used: 0,
             committed,
             saved: cursor,
             held,
@@ -200,52 +206,55 @@ impl Spool {
         self.write_pending()?;
         let mut out = Vec::new();
         while out.len() < max {
-            let Some(&(seg, len)) = self.segments.iter().find(|(n, _)| *n == self.read.seg) else {
+            let Some((body, next)) = frame(&self.ahead, self.ahead_used) else {
+                if self.read_ahead()? {
+                    continue;
+                }
                 break;
             };
-            if self.read.off >= len {
-                match self.segments.iter().find(|(n, _)| *n > seg) {
-                    Some(&(next, _)) => self.read = Position { seg: next, off: 0 },
-                    None => break,
-                }
-                continue;
-            }
-            let want = ((len - self.read.off) as usize).min(READ_BYTES);
-            let bytes = self.read_segment(seg, self.read.off, want)?;
-            let before = out.len();
-            self.take_frames(&bytes, seg, max, &mut out);
-            if out.len() == before {
-                // A frame longer than one read: read it whole.
-                let head = self.read_segment(seg, self.read.off, FRAME_HEAD)?;
-                let whole = FRAME_HEAD + frame_len(&head).unwrap_or(0);
-                let bytes = self.read_segment(seg, self.read.off, whole)?;
-                self.take_frames(&bytes, seg, max, &mut out);
-                if out.len() == before {
-                    return Err(std::io::Error::other("a frame the spool cannot read"));
-                }
+            self.read.off += (next - self.ahead_used) as u64;
+            self.ahead_used = next;
+            match decode(body) {
+                Some(held) => out.push((held, self.read)),
+                None => tracing::error!("NATS spool: a message that cannot be decoded was skipped"),
             }
         }
         Ok(out)
     }
 
-    fn take_frames(&mut self, bytes: &[u8], seg: u64, max: usize, out: &mut Vec<(Held, Position)>) {
-        let mut at = 0;
-        while out.len() < max {
-            let Some((body, next)) = frame(bytes, at) else {
-                break;
+    /// Reads what follows the last frame taken into `ahead` (at least the
+    /// next frame whole); false if nothing follows yet.
+    fn read_ahead(&mut self) -> std::io::Result<bool> {
+        loop {
+            let Some(&(seg, len)) = self.segments.iter().find(|(n, _)| *n == self.read.seg) else {
+                return Ok(false);
             };
-            at = next;
-            self.read.off += (FRAME_HEAD + body.len()) as u64;
-            match decode(body) {
-                Some(held) => out.push((
-                    held,
-                    Position {
-                        seg,
-                        off: self.read.off,
-                    },
-                )),
-                None => tracing::error!("NATS spool: a message that cannot be decoded was skipped"),
+            if self.read.off >= len {
+                let Some(&(next, _)) = self.segments.iter().find(|(n, _)| *n > seg) else {
+                    return Ok(false);
+                };
+                self.read = Position { seg: next, off: 0 };
+                self.ahead_used = self.ahead.len();
+                continue;
             }
+            let left = (len - self.read.off) as usize;
+            let known = &self.ahead[self.ahead_used..];
+            let whole = frame_len(known).map_or(0, |n| FRAME_HEAD + n);
+            let want = left.min(READ_BYTES.max(whole));
+            if want <= known.len() {
+                // Read whole and still no valid frame.
+                tracing::error!(
+                    segment = seg,
+                    at = self.read.off,
+                    "NATS spool: a corrupt frame; the rest of its segment is skipped"
+                );
+                self.read.off = len;
+                self.ahead_used = self.ahead.len();
+                continue;
+            }
+            self.ahead = self.read_segment(seg, self.read.off, want)?;
+            self.ahead_used = 0;
+            return Ok(true);
         }
     }
 
