@@ -635,6 +635,41 @@ def test_p2p_reaches_its_target_on_another_node_and_nobody_else(aliyun_cluster, 
         devices.close_all()
 
 
+def test_a_p2p_puback_waits_for_the_node_holding_its_targets_session(aliyun_cluster, uid):
+    c = aliyun_cluster
+    devices = Devices(c.port(1), uid)
+    target = unique(uid, "GID_app")
+    pid = int((c.dir / "n2" / "pid").read_text())
+    try:
+        # The target's persistent session is on node 2, offline.
+        devices.signed(target, port=c.port(2), clean=False, session_expiry=3600).disconnect()
+        time.sleep(1)  # the session registry's watch tells node 1
+        sender = devices.signed(unique(uid + "s", "GID_sensor"))
+        assert sender.publish(f"devices/p2p/{target}", b"before", qos=1) == 0
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # Node 2 cannot say it holds the message: no PUBACK; after
+            # cluster.remote_ack_wait_ms the sender is disconnected
+            # unacknowledged (0x80) and publishes again.
+            started = time.monotonic()
+            sender.c.publish(f"devices/p2p/{target}", b"while stopped", qos=1)
+            assert sender.wait_disconnected(timeout=10) == 0x80
+            assert time.monotonic() - started >= 1.5
+            # A P2P message for a client of no other node does not wait.
+            here = unique(uid + "h", "GID_app")
+            devices.signed(here, clean=False, session_expiry=3600).disconnect()
+            time.sleep(1)
+            other = devices.signed(unique(uid + "o", "GID_sensor"))
+            assert other.publish(f"devices/p2p/{here}", b"local", qos=1, timeout=1) == 0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        back = devices.signed(target, port=c.port(2), clean=False, session_expiry=3600)
+        got = [m.payload for m in back.drain(timeout=2)]
+        assert got and got[0] == b"before", got
+    finally:
+        devices.close_all()
+
+
 def _sdk(c: Cluster, node: int):
     """Alibaba's OpenAPI SDK on node `node`'s admin endpoint."""
     return sdk(SimpleNamespace(admin_port=c.base + 40 + node), key=AK, secret=SECRET)

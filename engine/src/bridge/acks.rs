@@ -60,6 +60,9 @@ pub(super) struct Acks {
 struct Inner {
     /// Filter → the other nodes with persistent subscribers on it.
     interest: Trie<Vec<Box<str>>>,
+    /// Client id → the node holding its persistent session (the session
+    /// registry, for P2P messages).
+    homes: HashMap<Box<str>, Box<str>>,
     /// When each other node was last heard of.
     alive: HashMap<String, Instant>,
     waiting: HashMap<u64, Waiting>,
@@ -79,6 +82,7 @@ impl Acks {
         Acks {
             inner: Arc::new(Mutex::new(Inner {
                 interest: Trie::default(),
+                homes: HashMap::new(),
                 alive: HashMap::new(),
                 waiting: HashMap::new(),
                 next: 0,
@@ -98,8 +102,7 @@ impl Acks {
     /// for answer on, or `None` (told `confirm` at once) if it waits for
     /// none.
     pub(super) fn expect(&self, topic: &str, confirm: Confirm) -> Option<String> {
-        let mut inner = self.lock();
-        let now = Instant::now();
+        let inner = self.lock();
         let mut expected: Vec<Box<str>> = Vec::new();
         inner.interest.for_each_match(topic, |nodes| {
             for n in nodes {
@@ -108,6 +111,37 @@ impl Acks {
                 }
             }
         });
+        self.wait_for(inner, expected, confirm)
+    }
+
+    /// The P2P message for `client_id` goes out: the subject the node
+    /// holding its persistent session answers on, or `None` (told
+    /// `confirm` at once) if that is this node or none.
+    pub(super) fn expect_home(&self, client_id: &str, confirm: Confirm) -> Option<String> {
+        let inner = self.lock();
+        let home = inner.homes.get(client_id).filter(|n| ***n != *self.node);
+        let expected = home.into_iter().cloned().collect();
+        self.wait_for(inner, expected, confirm)
+    }
+
+    /// Node `node` holds `client_id`'s persistent session now (`None`:
+    /// no node does).
+    pub(super) fn home(&self, client_id: &str, node: Option<&str>) {
+        let mut inner = self.lock();
+        match node {
+            Some(node) => inner.homes.insert(client_id.into(), node.into()),
+            None => inner.homes.remove(client_id),
+        };
+    }
+
+    /// Waits for those of `expected` that are alive.
+    fn wait_for(
+        &self,
+        mut inner: MutexGuard<'_, Inner>,
+        mut expected: Vec<Box<str>>,
+        confirm: Confirm,
+    ) -> Option<String> {
+        let now = Instant::now();
         expected.retain(|n| {
             inner
                 .alive

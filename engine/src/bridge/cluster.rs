@@ -59,10 +59,13 @@ pub(super) async fn run(
         (client.clone(), js.clone()),
         &route,
         config.registry_replicas,
-        acks,
+        acks.clone(),
         controls.clone(),
     );
     let registry = Registry::new(js, &config.subject_prefix, config.registry_replicas);
+    if config.remote_ack_wait_ms > 0 {
+        tokio::spawn(registry.clone().watch_homes(acks));
+    }
     let wait = std::time::Duration::from_millis(config.session_move_wait_ms);
     tokio::spawn(registry::serve(
         client.clone(),

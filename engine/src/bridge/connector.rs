@@ -321,15 +321,18 @@ async fn publish(out: &Out, handed: Handed) {
             let route = &c.route;
             let topic = subject_topic(&route.messages, &msg.subject)
                 .or_else(|| subject_topic(&route.retained, &msg.subject));
-            match topic {
-                Some(topic) => {
-                    if let Some(reply) = c.acks.expect(&topic, confirm) {
-                        headers.insert("rmq-a", reply.as_str());
-                    }
-                }
-                None => {
-                    let _ = confirm.send(true);
-                }
+            let p2p = || subject_topic(&route.p2p, &msg.subject);
+            let reply = match (topic, p2p()) {
+                (Some(topic), _) => c.acks.expect(&topic, confirm),
+                // `<parent>/p2p/<clientId>`: its session's node.
+                (None, Some(topic)) => match topic.split('/').nth(2) {
+                    Some(target) => c.acks.expect_home(target, confirm),
+                    None => confirmed(confirm),
+                },
+                (None, None) => confirmed(confirm),
+            };
+            if let Some(reply) = reply {
+                headers.insert("rmq-a", reply.as_str());
             }
         }
     }
@@ -395,6 +398,12 @@ pub(super) async fn stored(
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
     }
+}
+
+/// Tells `confirm` at once that nothing is waited for.
+fn confirmed(confirm: super::Confirm) -> Option<String> {
+    let _ = confirm.send(true);
+    None
 }
 
 /// Whether `msg` goes through the spool: a durable one (QoS 1/2 rule

@@ -23,7 +23,7 @@ use super::moved;
 use crate::core::cluster::ClusterRoute;
 use crate::core::connect::home_shard;
 use crate::core::moved::Moved;
-use crate::core::subject::name_subject;
+use crate::core::subject::{name_subject, subject_name};
 use crate::shard::{Controls, DurableJob};
 
 /// A shard's request for the session of `client_id`, if another node
@@ -128,6 +128,34 @@ impl Registry {
                 client = client_id,
                 "cluster: the session registry was not updated: {e}"
             );
+        }
+    }
+
+    /// Tells `acks` the node of every persistent session, as the bucket
+    /// says and as it changes (P2P messages wait for it), for as long as
+    /// the bridge runs.
+    pub(super) async fn watch_homes(self, acks: super::acks::Acks) {
+        loop {
+            if let Some(store) = self.store().await {
+                match store.watch_with_history(">").await {
+                    Ok(mut watch) => {
+                        while let Some(entry) = watch.next().await {
+                            let Ok(entry) = entry else { continue };
+                            let Some(client_id) = subject_name("c", &entry.key) else {
+                                continue;
+                            };
+                            let node = (entry.operation == kv::Operation::Put)
+                                .then(|| String::from_utf8_lossy(&entry.value).into_owned());
+                            acks.home(&client_id, node.as_deref());
+                        }
+                        tracing::warn!(bucket = %self.bucket, "cluster: the watch of the session registry ended; watching again");
+                    }
+                    Err(e) => {
+                        tracing::debug!(bucket = %self.bucket, "cluster: cannot watch the session registry yet: {e}")
+                    }
+                }
+            }
+            tokio::time::sleep(REOPEN_AFTER).await;
         }
     }
 

@@ -99,7 +99,9 @@ impl Broker {
                 PublishTo::Client(target) => Routed {
                     wait: self.route_p2p(message, &target, now),
                     matched: true,
-                    remote: false,
+                    // In a cluster the target's session may be on another
+                    // node: the bridge knows which, and waits for it.
+                    remote: self.cluster.is_some(),
                 },
             };
             let remote = routed.remote && self.cluster_confirm(id, qos, sent);
