@@ -12,25 +12,14 @@ import time
 
 from conftest import _stop_and_check
 from test_aliyun import Devices, config, unique
-from test_nats import (RULE, Broker, add_outflow_stream, add_stream, bridged_metrics,  # noqa: F401
+from test_nats import (OUTFLOW, RULE, Broker, add_outflow_stream, add_stream, bridged_metrics,  # noqa: F401
                        nats_server, stored, stream_events)
 
 # The outflow rule of test_nats.py without `ack_after_stored`, and memory
 # far too small for an outage: 16 messages in the NATS client, 64 in the
 # bridge's queue.
-SPOOLED = """
-[nats]
-servers = ["nats://127.0.0.1:{port}"]
-client_messages_max = 16
-outbox_messages_max = 64
-{extra}
-[[rules]]
-name = "devices-out"
-kind = "outflow"
-source = "devices"
-subject = "mqtt.devices"
-jetstream = true
-"""
+SPOOLED = OUTFLOW.replace(
+    "[[rules]]", "client_messages_max = 16\noutbox_messages_max = 64\n{extra}\n[[rules]]")
 
 
 def start(tmp_path, nats_port: int, extra: str = "") -> Broker:
