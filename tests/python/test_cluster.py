@@ -372,6 +372,9 @@ def test_a_connected_persistent_session_is_taken_over_with_its_state(cluster, ui
     try:
         first = _persistent(f, "first", cid, cluster.port(1))
         first.sub(f"tk/{uid}", 1)
+        # Node 1 records itself as the session's home in the registry (a
+        # JetStream put) just after the CONNECT: node 3 looks there.
+        settle()
         second = _persistent(f, "second", cid, cluster.port(3))
         assert first.wait_disconnected(timeout=10) == 0x8E, "Session taken over"
         assert second.session_present

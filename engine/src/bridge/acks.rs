@@ -358,15 +358,8 @@ impl Interest {
             }
         }
         if !self.watching {
-            let watch = match store.watch_with_history(">").await {
-                Ok(watch) => watch,
-                Err(e) => {
-                    tracing::warn!(bucket = %self.bucket, "cluster: cannot watch the interest bucket: {e}");
-                    return None;
-                }
-            };
             let (acks, controls) = (self.acks.clone(), self.controls.clone());
-            tokio::spawn(watch_others(watch, acks, controls));
+            tokio::spawn(watch_others(store.clone(), acks, controls));
             self.watching = true;
         }
         self.store = Some(store.clone());
@@ -448,11 +441,42 @@ impl Interest {
 }
 
 /// Follows the other nodes' keys and tells the shards which filters some
-/// other node has persistent subscribers on.
-async fn watch_others(mut watch: kv::Watch, acks: Acks, controls: Controls) {
+/// other node has persistent subscribers on, for as long as the bridge
+/// runs: a watch that ends is started again from the revision after the
+/// last one seen, so no change (a key deleted meanwhile included) is
+/// missed.
+async fn watch_others(store: kv::Store, acks: Acks, controls: Controls) {
+    let mut last = 0;
+    loop {
+        let watch = match last {
+            0 => store.watch_with_history(">").await,
+            seen => store.watch_from_revision(">", seen + 1).await,
+        };
+        match watch {
+            Ok(watch) => {
+                if !follow(watch, &acks, &controls, &mut last).await {
+                    return;
+                }
+                tracing::warn!(
+                    revision = last,
+                    "cluster: the watch of the interest bucket ended; watching again"
+                );
+            }
+            Err(e) => {
+                tracing::warn!("cluster: cannot watch the interest bucket, trying again: {e}")
+            }
+        }
+        tokio::time::sleep(REOPEN).await;
+    }
+}
+
+/// Applies what `watch` says until it ends (true) or the shards are gone
+/// (false); `last` is the last revision seen.
+async fn follow(mut watch: kv::Watch, acks: &Acks, controls: &Controls, last: &mut u64) -> bool {
     let own = format!("d.{}.", acks.node);
     while let Some(entry) = watch.next().await {
         let Ok(entry) = entry else { continue };
+        *last = entry.revision;
         if entry.key.starts_with(&own) {
             continue;
         }
@@ -469,10 +493,11 @@ async fn watch_others(mut watch: kv::Watch, acks: Acks, controls: Controls) {
                 broker.remote_durable(&filter, add);
             });
             if !controls.run(shard, job) {
-                return;
+                return false;
             }
         }
     }
+    true
 }
 
 /// `d.<node>.<filter>` → (node, filter).

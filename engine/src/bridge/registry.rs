@@ -135,12 +135,18 @@ impl Registry {
     /// says and as it changes (P2P messages wait for it), for as long as
     /// the bridge runs.
     pub(super) async fn watch_homes(self, acks: super::acks::Acks) {
+        let mut last = 0;
         loop {
             if let Some(store) = self.store().await {
-                match store.watch_with_history(">").await {
+                let watch = match last {
+                    0 => store.watch_with_history(">").await,
+                    seen => store.watch_from_revision(">", seen + 1).await,
+                };
+                match watch {
                     Ok(mut watch) => {
                         while let Some(entry) = watch.next().await {
                             let Ok(entry) = entry else { continue };
+                            last = entry.revision;
                             let Some(client_id) = subject_name("c", &entry.key) else {
                                 continue;
                             };
