@@ -158,3 +158,15 @@ def test_status_notifications_held_while_nats_is_down_survive_a_kill_9(tmp_path,
     finally:
         if b.proc.poll() is None:
             b.proc.kill()
+
+
+def test_with_storage_off_nothing_is_spooled_and_messages_still_flow(tmp_path, nats_server, uid):  # noqa: F811
+    asyncio.run(add_outflow_stream(nats_server.port))
+    cfg = "[storage]\nenabled = false\n" + SPOOLED.format(port=nats_server.port, extra="")
+    b = Broker(tmp_path / "broker", config=cfg).start()
+    publish_all(b, uid, range(20))
+    got, extra = numbers_in_stream(nats_server.port, 20)
+    assert got == list(range(20)) and extra == []
+    assert bridged_metrics(b)["ringmq_nats_spooled_total"] == 0
+    assert not (b.data_dir / "nats-spool").exists(), "storage off: nothing on disk"
+    _stop_and_check(b)

@@ -148,20 +148,21 @@ impl Running {
 /// Starts the bridge thread if `[nats]` names servers. It connects in the
 /// background (NATS need not be up yet) and runs until [`Running::stop`];
 /// its inflow rules and the cluster's subscriptions wait for
-/// [`Running::attach`]. Its spool is `<data_dir>/nats-spool`.
+/// [`Running::attach`]. Its spool is `<data_dir>/nats-spool`; without a
+/// data directory (storage off), it has none.
 pub fn start(
     config: &NatsConfig,
     rules: &[Rule],
     cluster: &ClusterConfig,
-    data_dir: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
 ) -> std::io::Result<Option<(Bridge, Running)>> {
     if config.servers.is_empty() {
         return Ok(None);
     }
     let figures = Arc::new(Figures::default());
-    let spool = match config.spool_bytes_max {
-        0 => None,
-        max => {
+    let spool = match (config.spool_bytes_max, data_dir) {
+        (0, _) | (_, None) => None,
+        (max, Some(data_dir)) => {
             let dir = data_dir.join("nats-spool");
             let spool = spool::Spool::open(&dir, max, Arc::clone(&figures))?;
             Some(replay::Shared::new(spool, Arc::clone(&figures)))

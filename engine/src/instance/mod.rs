@@ -50,8 +50,10 @@ impl Instance {
         if let Some(r) = &snapshot {
             rules.extend(r.rules.values().map(|s| s.rule.clone()));
         }
+        // With storage off nothing goes to disk: no spool either.
+        let spool_dir = config.storage.enabled.then_some(config.data_dir.as_path());
         let (bridge, bridge_thread) =
-            crate::bridge::start(&config.nats, &rules, &config.cluster, &config.data_dir)
+            crate::bridge::start(&config.nats, &rules, &config.cluster, spool_dir)
                 .map_err(|source| RunError::Io {
                     what: "cannot start the NATS bridge".into(),
                     source,
