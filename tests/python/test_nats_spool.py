@@ -170,3 +170,30 @@ def test_with_storage_off_nothing_is_spooled_and_messages_still_flow(tmp_path, n
     assert bridged_metrics(b)["ringmq_nats_spooled_total"] == 0
     assert not (b.data_dir / "nats-spool").exists(), "storage off: nothing on disk"
     _stop_and_check(b)
+
+
+def test_qos0_messages_nats_cannot_take_do_not_hold_up_the_spooled_ones(tmp_path, nats_server, uid):  # noqa: F811
+    # Four JetStream acknowledgements awaited at once, 64 publishes waiting.
+    b = start(tmp_path, nats_server.port, extra="jetstream_acks_pending_max = 4")
+    nats_server.stop()
+    devices = Devices(b.port, uid)
+    try:
+        pub = devices.new("pub", client_id=f"pub-{uid}"[:23])
+        # Far more QoS 0 messages than the bridge has room for while NATS
+        # is down: dropped and counted by the bridge, never waited for.
+        for n in range(300):
+            pub.c.publish(f"devices/q0/{n}", b"q0", qos=0)
+            time.sleep(0.001)
+        for n in range(100):
+            assert pub.publish(f"devices/d/{n}", str(n).encode(), qos=1) == 0
+        pub.disconnect()
+    finally:
+        devices.close_all()
+    metrics = wait_metric(b, "ringmq_nats_spooled_total", 100)
+    assert metrics["ringmq_nats_bridge_dropped_total"] >= 300 - 4 - 64
+    assert metrics["ringmq_outflow_dropped_total"] == 0, "the bridge's queue never filled"
+    nats_server.start()
+    got = asyncio.run(stored(nats_server.port, 168, timeout=20))
+    qos1 = [int(d) for _, h, d in got if h.get("qoslevel") == "1"]
+    assert qos1 == list(range(100)), "every QoS 1 message, in order"
+    _stop_and_check(b)

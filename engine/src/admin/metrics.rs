@@ -182,8 +182,14 @@ fn spool(w: &mut Writer, app: &App) {
         (
             "ringmq_nats_spool_dropped_total",
             "counter",
-            "Messages dropped because the spool was full (nats.spool_bytes_max).",
+            "Messages the spool dropped: it was full (nats.spool_bytes_max), or NATS refused one 8 times while connected.",
             f.dropped.load(Relaxed),
+        ),
+        (
+            "ringmq_nats_bridge_dropped_total",
+            "counter",
+            "Messages not spooled (QoS 0 rule messages, the cluster's traffic) that NATS could not take yet and the bridge had no room for (nats.client_messages_max full, or nats.outbox_messages_max JetStream publishes waiting).",
+            f.bridge_dropped.load(Relaxed),
         ),
         (
             "ringmq_nats_spool_bytes",

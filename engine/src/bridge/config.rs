@@ -17,8 +17,10 @@ pub struct NatsConfig {
     /// Token, instead of a user and password.
     pub token: Option<String>,
     /// Messages the shards may have handed the bridge and it has not yet
-    /// given the NATS client; beyond it new ones are dropped and counted
+    /// taken; beyond it new ones are dropped and counted
     /// (`ringmq_outflow_dropped_total`), so a NATS outage never stalls MQTT.
+    /// Also the JetStream publishes that may wait for the window of
+    /// acknowledgements (beyond, `ringmq_nats_bridge_dropped_total`).
     pub outbox_messages_max: usize,
     /// Messages the NATS client holds while it reconnects (async-nats'
     /// client capacity).

@@ -33,6 +33,8 @@ pub(super) struct Parts {
     ),
     /// Where durable messages are held until NATS has them, if anywhere.
     pub(super) spool: Option<std::sync::Arc<super::replay::Shared>>,
+    /// The bridge's figures.
+    pub(super) figures: std::sync::Arc<super::Figures>,
     /// The registry's changes this node proposes, and its owner.
     pub(super) replica: (
         tokio::sync::mpsc::UnboundedReceiver<super::replica::Proposal>,
@@ -104,6 +106,7 @@ async fn publish_all(parts: Parts) {
         inflow: (rules, controls, changes),
         cluster: (cluster, events, cluster_controls),
         spool,
+        figures,
         replica: (proposed, owner),
     } = parts;
     // In a cluster, what this node publishes never comes back to it.
@@ -144,6 +147,9 @@ async fn publish_all(parts: Parts) {
     });
     let out = Out {
         spool,
+        figures,
+        js_queued: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        js_queued_max: config.outbox_messages_max,
         cluster,
         seq: std::cell::Cell::new(0),
         js,
@@ -224,21 +230,11 @@ async fn forward(
             _ = &mut *stopped => return deadline(),
         };
         let Some(msg) = msg else { return deadline() };
+        // Never waits for NATS: what it cannot take yet is spooled,
+        // queued for JetStream, or dropped and counted.
+        publish(out, msg).await;
         if let (Some(spool), true) = (&out.spool, rx.is_empty()) {
             spool.write_pending();
-        }
-        // A publish waits while the client's own buffer is full (NATS down
-        // for long): the shards' queue then fills, and they drop and count.
-        let mut publishing = std::pin::pin!(publish(out, msg));
-        tokio::select! {
-            () = &mut publishing => {}
-            _ = &mut *stopped => {
-                let by = deadline();
-                if tokio::time::timeout_at(by, publishing).await.is_err() {
-                    tracing::warn!("NATS bridge: one message was not published (NATS down at shutdown)");
-                }
-                return by;
-            }
         }
     }
 }
@@ -337,30 +333,54 @@ async fn publish(out: &Out, handed: Handed) {
         }
     }
     if msg.jetstream {
-        let Ok(permit) = std::sync::Arc::clone(&out.window).acquire_owned().await else {
-            return;
-        };
-        let js = out.js.clone();
-        tokio::spawn(async move {
-            let stored = stored(&js, msg.subject, headers, msg.payload, confirm.is_some()).await;
-            if let (true, Some(confirm)) = (stored, confirm) {
-                let _ = confirm.send(true);
-            }
-            drop(permit);
-        });
-        return;
+        return queue_for_jetstream(out, msg, headers, confirm);
     }
-    let sent = match headers.is_empty() {
-        true => out.client.publish(msg.subject, msg.payload).await,
-        false => {
-            out.client
-                .publish_with_headers(msg.subject, headers, msg.payload)
-                .await
+    // Not waited for: with the client's buffer full (NATS down for long)
+    // the message is dropped, counted.
+    let publishing = async {
+        match headers.is_empty() {
+            true => out.client.publish(msg.subject, msg.payload).await,
+            false => {
+                let client = &out.client;
+                client
+                    .publish_with_headers(msg.subject, headers, msg.payload)
+                    .await
+            }
         }
     };
-    if let Err(e) = sent {
-        tracing::warn!("NATS bridge: a message was not published: {e}");
+    match tokio::time::timeout(Duration::ZERO, publishing).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("NATS bridge: a message was not published: {e}"),
+        Err(_) => out.dropped("the NATS client's buffer (nats.client_messages_max) is full"),
     }
+}
+
+/// Publishes `msg` to JetStream in a task of its own once the window of
+/// acknowledgements has room (in order: the window is fair); at most
+/// `nats.outbox_messages_max` wait, beyond which it is dropped, counted
+/// (`confirm` dropped with it: the publisher is disconnected).
+fn queue_for_jetstream(
+    out: &Out,
+    msg: super::Outflow,
+    headers: async_nats::HeaderMap,
+    confirm: Option<super::Confirm>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if out.js_queued.fetch_add(1, Relaxed) >= out.js_queued_max {
+        out.js_queued.fetch_sub(1, Relaxed);
+        return out.dropped("JetStream publishes waiting (nats.outbox_messages_max)");
+    }
+    let (js, window) = (out.js.clone(), std::sync::Arc::clone(&out.window));
+    let queued = std::sync::Arc::clone(&out.js_queued);
+    tokio::spawn(async move {
+        let permit = window.acquire_owned().await;
+        queued.fetch_sub(1, Relaxed);
+        let Ok(_permit) = permit else { return };
+        let stored = stored(&js, msg.subject, headers, msg.payload, confirm.is_some()).await;
+        if let (true, Some(confirm)) = (stored, confirm) {
+            let _ = confirm.send(true);
+        }
+    });
 }
 
 /// Publishes to JetStream until the stream acknowledges: at most
@@ -423,6 +443,10 @@ fn header_map(headers: &[(&'static str, String)]) -> async_nats::HeaderMap {
 /// Where messages go: the client, its JetStream context, and the window of
 /// JetStream acknowledgements awaited at once.
 struct Out {
+    figures: std::sync::Arc<super::Figures>,
+    /// JetStream publishes waiting for the window, and how many may.
+    js_queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    js_queued_max: usize,
     /// Where durable messages go first (`nats.spool_bytes_max` > 0).
     spool: Option<std::sync::Arc<super::replay::Shared>>,
     /// In a cluster: this node's run and who waits for other nodes.
@@ -442,4 +466,16 @@ struct ClusterOut {
     origin: String,
     route: ClusterRoute,
     acks: super::acks::Acks,
+}
+
+impl Out {
+    /// A message NATS cannot take yet and the bridge has no room for:
+    /// counted, logged at the 1st, 2nd, 4th… time.
+    fn dropped(&self, why: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dropped = self.figures.bridge_dropped.fetch_add(1, Relaxed) + 1;
+        if dropped.is_power_of_two() {
+            tracing::warn!(dropped, "NATS bridge: dropping a message: {why}");
+        }
+    }
 }

@@ -190,6 +190,7 @@ pub fn start(
         inflow: (inflow, inflow_attached, changes),
         cluster: (cluster.clone(), (cluster_rx, fetch_rx), cluster_attached),
         spool,
+        figures: Arc::clone(&figures),
         replica: (proposed, owner),
     };
     let thread = std::thread::Builder::new()

@@ -19,6 +19,11 @@ use super::spool::{Figures, Held, Position, Spool};
 const CURSOR_EVERY: Duration = Duration::from_millis(100);
 /// How often what was written to the spool is synced to the disk.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// Attempts to send one message while connected to NATS, before it is
+/// given up (a subject no stream captures, a payload over the server's
+/// max_payload): dropped, logged and counted, so that one message cannot
+/// hold up the spool. Attempts while NATS is unreachable do not count.
+const ATTEMPTS_CONNECTED: u32 = 8;
 
 /// The spool as the bridge's loop (appending) and the replay (sending)
 /// share it; the lock is never held across an await.
@@ -45,27 +50,18 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Appends `msg` to be sent; false if it was not (the spool is full,
-    /// counted; or a write failed, logged).
+    /// Appends `msg` to be sent; false if the spool is full (dropped,
+    /// counted).
     pub(super) fn append(&self, msg: &Held) -> bool {
-        match self.lock().append(msg) {
-            Ok(appended) => {
-                self.more.notify_one();
-                appended
-            }
-            Err(e) => {
-                tracing::error!("NATS spool: cannot write: {e}");
-                false
-            }
-        }
+        let appended = self.lock().append(msg);
+        self.more.notify_one();
+        appended
     }
 
     /// Writes what was appended to the disk (the page cache: a process
     /// killed loses none of it).
     pub(super) fn write_pending(&self) {
-        if let Err(e) = self.lock().write_pending() {
-            tracing::error!("NATS spool: cannot write: {e}");
-        }
+        self.lock().write_or_log();
     }
 }
 
@@ -80,27 +76,33 @@ pub(super) struct Sender {
 /// Sends the spool's messages until `stop` fires, then until they are all
 /// sent or the deadline it carries passes; the cursor is written last.
 pub(super) async fn run(shared: Arc<Shared>, to: Sender, mut stop: oneshot::Receiver<Instant>) {
-    let mut sending: VecDeque<(JoinHandle<()>, Position)> = VecDeque::new();
+    let mut sending: VecDeque<(JoinHandle<bool>, Position)> = VecDeque::new();
     let (mut saved, mut synced) = (Instant::now(), Instant::now());
     let mut deadline: Option<Instant> = None;
     loop {
+        // What the bridge appended in a burst reaches the disk even while
+        // the window is full.
+        shared.write_pending();
         take(&shared, &to, &mut sending).await;
         if deadline.is_some() && sending.is_empty() {
             break;
         }
         let room = sending.len() < to.window;
         let woke = tokio::select! {
-            () = front(&mut sending), if !sending.is_empty() => Woke::Sent,
+            sent = front(&mut sending), if !sending.is_empty() => Woke::Sent(sent),
             () = shared.more.notified(), if room && deadline.is_none() => Woke::More,
             by = &mut stop, if deadline.is_none() => Woke::Stop(by.unwrap_or_else(|_| Instant::now())),
             () = sleep_until(deadline) => break,
             () = tokio::time::sleep(CURSOR_EVERY) => Woke::More,
         };
         match woke {
-            Woke::Sent => {
+            Woke::Sent(sent) => {
                 if let Some((_, end)) = sending.pop_front() {
                     shared.lock().commit(end);
-                    shared.figures.sent.fetch_add(1, Relaxed);
+                    match sent {
+                        true => shared.figures.sent.fetch_add(1, Relaxed),
+                        false => shared.figures.dropped.fetch_add(1, Relaxed),
+                    };
                 }
             }
             Woke::Stop(by) => deadline = Some(by),
@@ -127,7 +129,7 @@ pub(super) async fn run(shared: Arc<Shared>, to: Sender, mut stop: oneshot::Rece
 }
 
 /// Takes what the window has room for and starts sending it.
-async fn take(shared: &Shared, to: &Sender, sending: &mut VecDeque<(JoinHandle<()>, Position)>) {
+async fn take(shared: &Shared, to: &Sender, sending: &mut VecDeque<(JoinHandle<bool>, Position)>) {
     let room = to.window.saturating_sub(sending.len());
     if room == 0 {
         return;
@@ -149,8 +151,8 @@ async fn take(shared: &Shared, to: &Sender, sending: &mut VecDeque<(JoinHandle<(
 
 /// What woke the replay.
 enum Woke {
-    /// The oldest message being sent was sent.
-    Sent,
+    /// The oldest message being sent was sent (true), or given up.
+    Sent(bool),
     /// Messages were appended, or it is time to write the cursor.
     More,
     /// Stop by then.
@@ -158,11 +160,9 @@ enum Woke {
 }
 
 /// Waits for the oldest message being sent.
-async fn front(sending: &mut VecDeque<(JoinHandle<()>, Position)>) {
+async fn front(sending: &mut VecDeque<(JoinHandle<bool>, Position)>) -> bool {
     match sending.front_mut() {
-        Some((task, _)) => {
-            let _ = task.await;
-        }
+        Some((task, _)) => task.await.unwrap_or(false),
         None => std::future::pending().await,
     }
 }
@@ -200,27 +200,66 @@ async fn sync(shared: &Shared) {
 /// Sends one message until NATS has it: JetStream until the stream
 /// acknowledges it (published again with the same `Nats-Msg-Id`, which
 /// the stream de-duplicates), core NATS once the client flushed it while
-/// connected.
-async fn send(client: async_nats::Client, js: async_nats::jetstream::Context, held: Held) {
+/// connected. False if NATS refused it `ATTEMPTS_CONNECTED` times while
+/// connected (logged).
+async fn send(client: async_nats::Client, js: async_nats::jetstream::Context, held: Held) -> bool {
     let mut headers = async_nats::HeaderMap::new();
     for (name, value) in &held.headers {
         headers.insert(name.as_str(), value.as_str());
     }
-    if held.jetstream {
-        super::connector::stored(&js, held.subject, headers, held.payload, true).await;
-        return;
-    }
-    let mut wait = Duration::from_millis(100);
+    let (mut wait, mut refused) = (Duration::from_millis(100), 0);
     loop {
-        if client.connection_state() == async_nats::connection::State::Connected {
-            let sent = client
-                .publish_with_headers(held.subject.clone(), headers.clone(), held.payload.clone())
-                .await;
-            if sent.is_ok() && client.flush().await.is_ok() {
-                return;
+        let connected = || client.connection_state() == async_nats::connection::State::Connected;
+        let outcome = match (held.jetstream, connected()) {
+            (true, _) => stored_once(&js, &held, headers.clone()).await,
+            (false, true) => flushed_once(&client, &held, headers.clone()).await,
+            (false, false) => Err("not connected".into()),
+        };
+        match outcome {
+            Ok(()) => return true,
+            Err(e) if connected() => {
+                refused += 1;
+                if refused == ATTEMPTS_CONNECTED {
+                    let subject = held.subject.as_str();
+                    tracing::warn!(
+                        subject,
+                        "NATS spool: NATS refused a message {refused} times; dropped: {e}"
+                    );
+                    return false;
+                }
             }
+            Err(_) => {}
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
     }
+}
+
+/// One JetStream publish of `held`, its acknowledgement awaited.
+async fn stored_once(
+    js: &async_nats::jetstream::Context,
+    held: &Held,
+    headers: async_nats::HeaderMap,
+) -> Result<(), String> {
+    let subject = held.subject.clone();
+    let ack = js
+        .publish_with_headers(subject, headers, held.payload.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    ack.await.map(drop).map_err(|e| e.to_string())
+}
+
+/// One core NATS publish of `held`, flushed.
+async fn flushed_once(
+    client: &async_nats::Client,
+    held: &Held,
+    headers: async_nats::HeaderMap,
+) -> Result<(), String> {
+    let (subject, payload) = (held.subject.clone(), held.payload.clone());
+    let published = match headers.is_empty() {
+        true => client.publish(subject, payload).await,
+        false => client.publish_with_headers(subject, headers, payload).await,
+    };
+    published.map_err(|e| e.to_string())?;
+    client.flush().await.map_err(|e| e.to_string())
 }

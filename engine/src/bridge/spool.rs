@@ -33,6 +33,9 @@ use bytes::Bytes;
 const SEGMENT_BYTES: u64 = 16 << 20;
 /// Frames kept in memory before they are written to the segment.
 const PENDING_BYTES: usize = 64 << 10;
+/// Frames kept in memory at most while writes fail (a full disk); past
+/// it new messages are dropped, counted.
+const PENDING_BYTES_MAX: usize = 4 << 20;
 /// Bytes read from a segment at once.
 const READ_BYTES: usize = 256 << 10;
 const FRAME_HEAD: usize = 8;
@@ -44,12 +47,16 @@ const BODY_BYTES_MAX: usize = 256 << 20;
 pub struct Figures {
     /// Messages written to the spool.
     pub spooled: AtomicU64,
-    /// Messages the spool had no room for (`nats.spool_bytes_max`).
+    /// Messages the spool had no room for (`nats.spool_bytes_max`), or
+    /// that NATS refused again and again while connected.
     pub dropped: AtomicU64,
     /// Messages sent from the spool (JetStream acknowledged, or flushed).
     pub sent: AtomicU64,
     /// Bytes in the spool not yet sent.
     pub held_bytes: AtomicU64,
+    /// Messages not spooled that NATS could not take yet and the bridge
+    /// had no room for (QoS 0 rule messages, the cluster's traffic).
+    pub bridge_dropped: AtomicU64,
 }
 
 /// One message as the spool keeps it.
@@ -72,8 +79,7 @@ pub(super) struct Position {
 #[derive(Debug)]
 pub(super) struct Spool {
     dir: PathBuf,
-    /// Segments on disk, oldest first, with their lengths (the last one's
-    /// includes `pending`).
+    /// Segments on disk, oldest first, with the bytes written to each.
     segments: VecDeque<(u64, u64)>,
     /// The last segment, appended to.
     writer: File,
@@ -91,11 +97,13 @@ pub(super) struct Spool {
     committed: Position,
     /// `committed` as the cursor file has it.
     saved: Position,
-    /// Bytes from `committed` to the end.
+    /// Bytes from `committed` to the end, `pending` included.
     held: u64,
     bytes_max: u64,
     /// Written since the last sync.
     dirty: bool,
+    /// Writes that failed.
+    write_errors: u64,
     figures: Arc<Figures>,
 }
 
@@ -144,17 +152,18 @@ impl Spool {
             held,
             bytes_max,
             dirty: false,
+            write_errors: 0,
             figures,
         })
     }
 
     /// Appends `msg`; false (dropped, counted) when the spool holds
     /// `nats.spool_bytes_max` already.
-    pub(super) fn append(&mut self, msg: &Held) -> std::io::Result<bool> {
+    pub(super) fn append(&mut self, msg: &Held) -> bool {
         let start = self.pending.len();
         encode(msg, &mut self.pending);
         let len = (self.pending.len() - start) as u64;
-        if self.held + len > self.bytes_max {
+        if self.held + len > self.bytes_max || self.pending.len() > PENDING_BYTES_MAX {
             self.pending.truncate(start);
             let dropped = self.figures.dropped.fetch_add(1, Relaxed) + 1;
             if dropped.is_power_of_two() {
@@ -164,31 +173,53 @@ impl Spool {
                     "NATS spool full (nats.spool_bytes_max): dropping"
                 );
             }
-            return Ok(false);
+            return false;
         }
         self.held += len;
-        if let Some(last) = self.segments.back_mut() {
-            last.1 += len;
-        }
         self.figures.spooled.fetch_add(1, Relaxed);
         self.figures.held_bytes.store(self.held, Relaxed);
         if self.pending.len() >= PENDING_BYTES {
-            self.write_pending()?;
+            self.write_or_log();
         }
-        Ok(true)
+        true
+    }
+
+    /// Writes what is pending; a failure (a full disk) is logged at the
+    /// 1st, 2nd, 4th… time, and what is pending waits.
+    pub(super) fn write_or_log(&mut self) {
+        if let Err(e) = self.write_pending() {
+            self.write_errors += 1;
+            if self.write_errors.is_power_of_two() {
+                let errors = self.write_errors;
+                tracing::error!(
+                    errors,
+                    pending = self.pending.len(),
+                    "NATS spool: cannot write: {e}"
+                );
+            }
+        }
     }
 
     /// Writes what is pending to its segment, and starts a new segment
-    /// once this one is full.
+    /// once this one is full (synced first). A write that fails is cut
+    /// off the file and tried again whole later.
     pub(super) fn write_pending(&mut self) -> std::io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.writer.write_all(&self.pending)?;
+        let (last, len) = *self.segments.back().unwrap_or(&(1, 0));
+        if let Err(e) = self.writer.write_all(&self.pending) {
+            let _ = self.writer.set_len(len);
+            return Err(e);
+        }
+        let written = len + self.pending.len() as u64;
+        if let Some(back) = self.segments.back_mut() {
+            back.1 = written;
+        }
         self.pending.clear();
         self.dirty = true;
-        let (last, len) = *self.segments.back().unwrap_or(&(1, 0));
-        if len >= SEGMENT_BYTES {
+        if written >= SEGMENT_BYTES {
+            self.writer.sync_data()?;
             self.writer = open_segment(&self.dir, last + 1)?;
             self.segments.push_back((last + 1, 0));
         }
@@ -202,8 +233,10 @@ impl Spool {
 
     /// Up to `max` messages after those already taken, in order, each with
     /// the position after it (to [`Spool::commit`] once it is sent).
+    /// (What could not be written yet, the disk full, waits: what was
+    /// written is still taken.)
     pub(super) fn take(&mut self, max: usize) -> std::io::Result<Vec<(Held, Position)>> {
-        self.write_pending()?;
+        self.write_or_log();
         let mut out = Vec::new();
         while out.len() < max {
             let Some((body, next)) = frame(&self.ahead, self.ahead_used) else {
@@ -544,7 +577,7 @@ mod tests {
         let dir = Dir::new();
         let mut spool = open(dir.path(), u64::MAX);
         for n in 0..1000 {
-            assert!(spool.append(&held(n)).expect("append"));
+            assert!(spool.append(&held(n)));
         }
         let first = spool.take(400).expect("take");
         assert_eq!(
@@ -572,18 +605,13 @@ mod tests {
         let dir = Dir::new();
         let figures = Arc::new(Figures::default());
         let mut spool = Spool::open(dir.path(), 2_000, Arc::clone(&figures)).expect("open");
-        let appended = (0..100)
-            .filter(|&n| spool.append(&held(n)).expect("append"))
-            .count();
+        let appended = (0..100).filter(|&n| spool.append(&held(n))).count();
         assert!(appended > 0 && appended < 100);
         assert_eq!(figures.dropped.load(Relaxed), 100 - appended as u64);
         assert!(figures.held_bytes.load(Relaxed) <= 2_000);
         let taken = spool.take(usize::MAX).expect("take");
         spool.commit(taken[taken.len() - 1].1);
-        assert!(
-            spool.append(&held(7)).expect("append"),
-            "room again once sent"
-        );
+        assert!(spool.append(&held(7)), "room again once sent");
     }
 
     #[test]
@@ -591,7 +619,7 @@ mod tests {
         let dir = Dir::new();
         let mut spool = open(dir.path(), u64::MAX);
         for n in 0..10 {
-            spool.append(&held(n)).expect("append");
+            spool.append(&held(n));
         }
         spool.write_pending().expect("write");
         drop(spool);
@@ -602,7 +630,7 @@ mod tests {
         let mut spool = open(dir.path(), u64::MAX);
         let got = spool.take(usize::MAX).expect("take");
         assert_eq!(got.len(), 10);
-        spool.append(&held(10)).expect("append");
+        spool.append(&held(10));
         assert_eq!(spool.take(usize::MAX).expect("take")[0].0, held(10));
     }
 
@@ -615,7 +643,7 @@ mod tests {
             ..held(0)
         };
         for _ in 0..40 {
-            spool.append(&big).expect("append");
+            spool.append(&big);
         }
         spool.write_pending().expect("write");
         assert!(segment_numbers(dir.path()).expect("list").len() >= 2);
