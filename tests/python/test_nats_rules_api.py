@@ -108,6 +108,14 @@ def test_an_inflow_rule_created_through_the_api_reads_its_stream_until_deleted(
         Subject="commands.MQ2MQTT", Topic="devices")
     m = c.expect_one(timeout=10)
     assert (m.topic, m.payload) == ("devices/cmd/2", b"after the delete")
+    # Created again under its name for other subjects: its consumer would
+    # take the old ones, so it is not read, and the log says why.
+    api(b, "DeleteRule", RuleName="commands")
+    api(b, "CreateRule", RuleName="commands", Kind="inflow", Stream="COMMANDS",
+        Subject="commands.other", Topic="devices")
+    asyncio.run(publish_command(nats_server.port, "/cmd/3", b"old subject"))
+    c.expect_none(timeout=2)
+    assert "takes subject \"commands.MQ2MQTT\", the rule says \"commands.other\"" in b.log()
     c.close_quietly()
     _stop_and_check(b)
 

@@ -131,10 +131,26 @@ async fn consumer(
         max_ack_pending: i64::try_from(batch).unwrap_or(i64::MAX),
         ..Default::default()
     };
-    stream
+    let mut consumer: PullConsumer = stream
         .get_or_create_consumer(&durable, config)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    // An existing consumer keeps its filter: reading it for a rule that
+    // says another would take the wrong messages.
+    let filter = consumer
+        .info()
+        .await
+        .map_err(|e| e.to_string())?
+        .config
+        .filter_subject
+        .clone();
+    if filter != rule.subject {
+        return Err(format!(
+            "its consumer {durable} on stream {} takes subject {filter:?}, the rule says {:?}: delete the consumer (nats consumer rm {} {durable}) or name the rule otherwise",
+            rule.stream, rule.subject, rule.stream
+        ));
+    }
+    Ok(consumer)
 }
 
 /// Hands what the consumer delivers to `shard`, as much as is ready at
