@@ -14,8 +14,8 @@ import time
 import nats
 import pytest
 
-from conftest import Broker, _stop_and_check
-from test_admin import AK, CONFIG, INSTANCE, SECRET, call_api, code_of, sdk
+from conftest import Broker, ClientFactory, _stop_and_check
+from test_admin import CONFIG, INSTANCE, call_api, code_of, sdk, signed_client
 from test_nats import (FETCH_TIMEOUTS, Events, add_outflow_stream, nats_server,  # noqa: F401
                        stored)
 
@@ -45,8 +45,6 @@ def api(b: Broker, action: str, **params) -> dict:
 
 
 def signed(b: Broker, uid: str, group: str = "GID_sensor"):
-    from test_admin import signed_client
-    from conftest import ClientFactory
     return signed_client(ClientFactory(b.port, uid), f"{group}@@@{uid[-10:]}")
 
 

@@ -7,6 +7,7 @@ use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
 use super::{ClusterConfig, Handed, NatsConfig, Rule};
+use crate::core::aliyun::names;
 use crate::core::cluster::ClusterRoute;
 use crate::core::subject::subject_topic;
 use crate::shard::Controls;
@@ -286,24 +287,13 @@ async fn finish(
     }
 }
 
-/// Publishes one message: through JetStream, its acknowledgement awaited
-/// in a task of its own (at most `nats.jetstream_acks_pending_max` at
-/// once; a failed one is published again with the same `Nats-Msg-Id`,
-/// which the stream de-duplicates), or to core NATS.
+/// Passes one message on without waiting for NATS: to the spool (see
+/// `spooled`); to JetStream, its acknowledgement awaited in a task of
+/// its own (see `queue_for_jetstream`); or to core NATS, tried once.
 async fn publish(out: &Out, handed: Handed) {
     let Handed { msg, mut confirm } = handed;
     if let (Some(spool), true) = (&out.spool, spooled(&msg, &confirm)) {
-        let held = super::spool::Held {
-            subject: msg.subject,
-            headers: msg
-                .headers
-                .into_iter()
-                .map(|(n, v)| (n.to_owned(), v))
-                .collect(),
-            payload: msg.payload,
-            jetstream: msg.jetstream,
-        };
-        spool.append(&held);
+        spool.append(&msg);
         return;
     }
     let mut headers = header_map(&msg.headers);
@@ -314,20 +304,7 @@ async fn publish(out: &Out, handed: Handed) {
         // A QoS 1/2 message for nodes with persistent subscribers: they
         // answer once they hold it (see `acks`).
         if let Some(confirm) = confirm.take() {
-            let route = &c.route;
-            let topic = subject_topic(&route.messages, &msg.subject)
-                .or_else(|| subject_topic(&route.retained, &msg.subject));
-            let p2p = || subject_topic(&route.p2p, &msg.subject);
-            let reply = match (topic, p2p()) {
-                (Some(topic), _) => c.acks.expect(&topic, confirm),
-                // `<parent>/p2p/<clientId>`: its session's node.
-                (None, Some(topic)) => match topic.split('/').nth(2) {
-                    Some(target) => c.acks.expect_home(target, confirm),
-                    None => confirmed(confirm),
-                },
-                (None, None) => confirmed(confirm),
-            };
-            if let Some(reply) = reply {
+            if let Some(reply) = expect_answers(c, &msg.subject, confirm) {
                 headers.insert("rmq-a", reply.as_str());
             }
         }
@@ -387,7 +364,7 @@ fn queue_for_jetstream(
 /// `JETSTREAM_ATTEMPTS` times, or for as long as the bridge runs when a
 /// publisher's acknowledgement waits for it (`confirmed`). Returns
 /// whether it was stored.
-pub(super) async fn stored(
+async fn stored(
     js: &async_nats::jetstream::Context,
     subject: String,
     headers: async_nats::HeaderMap,
@@ -398,14 +375,7 @@ pub(super) async fn stored(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let sent = js
-            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
-            .await;
-        let acked = match sent {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match acked {
+        match stored_once(js, &subject, headers.clone(), payload.clone()).await {
             Ok(()) => return true,
             Err(e) if attempt == JETSTREAM_ATTEMPTS && !confirmed => {
                 tracing::warn!(%subject, "NATS bridge: JetStream did not store a message: {e}");
@@ -417,6 +387,40 @@ pub(super) async fn stored(
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One JetStream publish, its acknowledgement awaited.
+pub(super) async fn stored_once(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    headers: async_nats::HeaderMap,
+    payload: bytes::Bytes,
+) -> Result<(), String> {
+    let ack = js
+        .publish_with_headers(subject.to_owned(), headers, payload)
+        .await
+        .map_err(|e| e.to_string())?;
+    ack.await.map(drop).map_err(|e| e.to_string())
+}
+
+/// The subject the nodes a cluster message waits for answer on, or
+/// `None` (`confirm` told at once): those with persistent subscribers on
+/// its topic, or, for a P2P message, the node of its target's session.
+fn expect_answers(c: &ClusterOut, subject: &str, confirm: super::Confirm) -> Option<String> {
+    let route = &c.route;
+    let topic =
+        subject_topic(&route.messages, subject).or_else(|| subject_topic(&route.retained, subject));
+    if let Some(topic) = topic {
+        return c.acks.expect(&topic, confirm);
+    }
+    let p2p = subject_topic(&route.p2p, subject);
+    match p2p
+        .as_deref()
+        .map(|t| names::check_topic(t, usize::MAX, usize::MAX))
+    {
+        Some(Ok(names::Topic::P2p { target, .. })) => c.acks.expect_home(target, confirm),
+        _ => confirmed(confirm),
     }
 }
 

@@ -52,7 +52,7 @@ impl Shared {
 
     /// Appends `msg` to be sent; false if the spool is full (dropped,
     /// counted).
-    pub(super) fn append(&self, msg: &Held) -> bool {
+    pub(super) fn append(&self, msg: &crate::core::outflow::Outflow) -> bool {
         let appended = self.lock().append(msg);
         self.more.notify_one();
         appended
@@ -211,7 +211,10 @@ async fn send(client: async_nats::Client, js: async_nats::jetstream::Context, he
     loop {
         let connected = || client.connection_state() == async_nats::connection::State::Connected;
         let outcome = match (held.jetstream, connected()) {
-            (true, _) => stored_once(&js, &held, headers.clone()).await,
+            (true, _) => {
+                let (subject, payload) = (&held.subject, held.payload.clone());
+                super::connector::stored_once(&js, subject, headers.clone(), payload).await
+            }
             (false, true) => flushed_once(&client, &held, headers.clone()).await,
             (false, false) => Err("not connected".into()),
         };
@@ -233,20 +236,6 @@ async fn send(client: async_nats::Client, js: async_nats::jetstream::Context, he
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
     }
-}
-
-/// One JetStream publish of `held`, its acknowledgement awaited.
-async fn stored_once(
-    js: &async_nats::jetstream::Context,
-    held: &Held,
-    headers: async_nats::HeaderMap,
-) -> Result<(), String> {
-    let subject = held.subject.clone();
-    let ack = js
-        .publish_with_headers(subject, headers, held.payload.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    ack.await.map(drop).map_err(|e| e.to_string())
 }
 
 /// One core NATS publish of `held`, flushed.

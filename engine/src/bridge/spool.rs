@@ -29,6 +29,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::core::outflow::Outflow;
+
 /// A segment is closed once it is this large.
 const SEGMENT_BYTES: u64 = 16 << 20;
 /// Frames kept in memory before they are written to the segment.
@@ -159,7 +161,7 @@ impl Spool {
 
     /// Appends `msg`; false (dropped, counted) when the spool holds
     /// `nats.spool_bytes_max` already.
-    pub(super) fn append(&mut self, msg: &Held) -> bool {
+    pub(super) fn append(&mut self, msg: &Outflow) -> bool {
         let start = self.pending.len();
         encode(msg, &mut self.pending);
         let len = (self.pending.len() - start) as u64;
@@ -308,9 +310,8 @@ impl Spool {
         if at <= self.committed {
             return;
         }
-        let before = held_from(self.committed, &self.segments);
-        let after = held_from(at, &self.segments);
-        self.held = self.held.saturating_sub(before - after);
+        let sent = bytes_between(self.committed, at, &self.segments);
+        self.held = self.held.saturating_sub(sent);
         self.committed = at;
         self.figures.held_bytes.store(self.held, Relaxed);
     }
@@ -332,6 +333,23 @@ impl Spool {
         }
         Ok(())
     }
+}
+
+/// Bytes from `from` to `to` (one frame, usually in one segment).
+fn bytes_between(from: Position, to: Position, segments: &VecDeque<(u64, u64)>) -> u64 {
+    if from.seg == to.seg {
+        return to.off.saturating_sub(from.off);
+    }
+    let crossed = segments
+        .iter()
+        .filter(|(n, _)| (from.seg..=to.seg).contains(n));
+    crossed
+        .map(|&(n, len)| match n {
+            n if n == from.seg => len.saturating_sub(from.off),
+            n if n == to.seg => to.off,
+            _ => len,
+        })
+        .sum()
 }
 
 /// Bytes from `at` to the end of `segments`.
@@ -464,7 +482,7 @@ fn frame(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
     (crc32c::crc32c(body) == crc).then_some((body, at + FRAME_HEAD + len))
 }
 
-fn encode(msg: &Held, out: &mut Vec<u8>) {
+fn encode(msg: &Outflow, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; FRAME_HEAD]);
     out.push(u8::from(msg.jetstream));
@@ -556,15 +574,33 @@ mod tests {
         }
     }
 
-    fn held(n: usize) -> Held {
-        Held {
+    fn outflow(n: usize) -> Outflow {
+        Outflow {
             subject: format!("mqtt.devices.{n}"),
             headers: vec![
-                ("qoslevel".into(), "1".into()),
-                ("mqttMessageId".into(), format!("{n:032}")),
+                ("qoslevel", "1".into()),
+                ("mqttMessageId", format!("{n:032}")),
             ],
             payload: Bytes::from(vec![n as u8; n % 300]),
             jetstream: n % 2 == 0,
+            confirm: None,
+            cluster: false,
+            durable: true,
+        }
+    }
+
+    /// `outflow(n)` as the spool gives it back.
+    fn held(n: usize) -> Held {
+        let o = outflow(n);
+        Held {
+            subject: o.subject,
+            headers: o
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            payload: o.payload,
+            jetstream: o.jetstream,
         }
     }
 
@@ -577,7 +613,7 @@ mod tests {
         let dir = Dir::new();
         let mut spool = open(dir.path(), u64::MAX);
         for n in 0..1000 {
-            assert!(spool.append(&held(n)));
+            assert!(spool.append(&outflow(n)));
         }
         let first = spool.take(400).expect("take");
         assert_eq!(
@@ -605,13 +641,13 @@ mod tests {
         let dir = Dir::new();
         let figures = Arc::new(Figures::default());
         let mut spool = Spool::open(dir.path(), 2_000, Arc::clone(&figures)).expect("open");
-        let appended = (0..100).filter(|&n| spool.append(&held(n))).count();
+        let appended = (0..100).filter(|&n| spool.append(&outflow(n))).count();
         assert!(appended > 0 && appended < 100);
         assert_eq!(figures.dropped.load(Relaxed), 100 - appended as u64);
         assert!(figures.held_bytes.load(Relaxed) <= 2_000);
         let taken = spool.take(usize::MAX).expect("take");
         spool.commit(taken[taken.len() - 1].1);
-        assert!(spool.append(&held(7)), "room again once sent");
+        assert!(spool.append(&outflow(7)), "room again once sent");
     }
 
     #[test]
@@ -619,7 +655,7 @@ mod tests {
         let dir = Dir::new();
         let mut spool = open(dir.path(), u64::MAX);
         for n in 0..10 {
-            spool.append(&held(n));
+            spool.append(&outflow(n));
         }
         spool.write_pending().expect("write");
         drop(spool);
@@ -630,7 +666,7 @@ mod tests {
         let mut spool = open(dir.path(), u64::MAX);
         let got = spool.take(usize::MAX).expect("take");
         assert_eq!(got.len(), 10);
-        spool.append(&held(10));
+        spool.append(&outflow(10));
         assert_eq!(spool.take(usize::MAX).expect("take")[0].0, held(10));
     }
 
@@ -638,9 +674,9 @@ mod tests {
     fn segments_before_the_cursor_are_deleted() {
         let dir = Dir::new();
         let mut spool = open(dir.path(), u64::MAX);
-        let big = Held {
+        let big = Outflow {
             payload: Bytes::from(vec![7u8; 1 << 20]),
-            ..held(0)
+            ..outflow(0)
         };
         for _ in 0..40 {
             spool.append(&big);
