@@ -12,6 +12,7 @@ same on every node; NATS servers and nodes dying are survived.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -84,6 +85,17 @@ class Cluster:
         while (value := self.metric(node, name)) < at_least and time.monotonic() < deadline:
             time.sleep(0.1)
         return value
+
+    @contextlib.contextmanager
+    def stopped(self, node: int):
+        """Node `node` frozen (SIGSTOP) for the block: alive to the kernel,
+        silent to the cluster."""
+        pid = int((self.dir / f"n{node}" / "pid").read_text())
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def log(self, name: str) -> str:
         return (self.dir / name / "log").read_text(errors="replace")[-4000:]
@@ -505,10 +517,19 @@ def test_what_node_3_acknowledged_is_held_by_node_2_for_its_persistent_session(c
         cluster.run("start-node", "3")
 
 
+def _unacknowledged(client, topic: str, payload: bytes) -> None:
+    """A node waited for cannot say it holds the message: no PUBACK; after
+    cluster.remote_ack_wait_ms the publisher is disconnected
+    unacknowledged (0x80) and publishes again."""
+    started = time.monotonic()
+    client.c.publish(topic, payload, qos=1)
+    assert client.wait_disconnected(timeout=10) == 0x80
+    assert time.monotonic() - started >= 1.5
+
+
 def test_a_puback_waits_for_a_node_holding_a_persistent_subscriber(cluster, uid):
     f = ClientFactory(cluster.port(1), uid)
     cid = f"stopped-{uid}"[:60]
-    pid = int((cluster.dir / "n2" / "pid").read_text())
     try:
         held = _persistent(f, "held", cid, cluster.port(2))
         held.sub(f"wait/{uid}", 1)
@@ -516,21 +537,12 @@ def test_a_puback_waits_for_a_node_holding_a_persistent_subscriber(cluster, uid)
         wait_interest(cluster, 2, _token(f"wait/{uid}"))
         pub = f.new("pub")
         assert pub.publish(f"wait/{uid}", b"before", qos=1) == 0
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            # Node 2 cannot say it holds the message: no PUBACK; after
-            # cluster.remote_ack_wait_ms the publisher is disconnected
-            # unacknowledged (0x80) and publishes again.
-            started = time.monotonic()
-            pub.c.publish(f"wait/{uid}", b"while stopped", qos=1)
-            assert pub.wait_disconnected(timeout=10) == 0x80
-            assert time.monotonic() - started >= 1.5
+        with cluster.stopped(2):
+            _unacknowledged(pub, f"wait/{uid}", b"while stopped")
             # Node 2 silent for long: it is no longer waited for.
             time.sleep(4)
             again = f.new("again")
             assert again.publish(f"wait/{uid}", b"node 2 gone", qos=1, timeout=3) == 0
-        finally:
-            os.kill(pid, signal.SIGCONT)
         assert cluster.wait_metric(1, "ringmq_outflow_unconfirmed_total", 1) >= 1
         back = _persistent(f, "back", cid, cluster.port(2))
         got = [m.payload for m in back.drain(timeout=2)]
@@ -642,30 +654,20 @@ def test_a_p2p_puback_waits_for_the_node_holding_its_targets_session(aliyun_clus
     c = aliyun_cluster
     devices = Devices(c.port(1), uid)
     target = unique(uid, "GID_app")
-    pid = int((c.dir / "n2" / "pid").read_text())
     try:
         # The target's persistent session is on node 2, offline.
         devices.signed(target, port=c.port(2), clean=False, session_expiry=3600).disconnect()
         time.sleep(1)  # the session registry's watch tells node 1
         sender = devices.signed(unique(uid + "s", "GID_sensor"))
         assert sender.publish(f"devices/p2p/{target}", b"before", qos=1) == 0
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            # Node 2 cannot say it holds the message: no PUBACK; after
-            # cluster.remote_ack_wait_ms the sender is disconnected
-            # unacknowledged (0x80) and publishes again.
-            started = time.monotonic()
-            sender.c.publish(f"devices/p2p/{target}", b"while stopped", qos=1)
-            assert sender.wait_disconnected(timeout=10) == 0x80
-            assert time.monotonic() - started >= 1.5
+        with c.stopped(2):
+            _unacknowledged(sender, f"devices/p2p/{target}", b"while stopped")
             # A P2P message for a client of no other node does not wait.
             here = unique(uid + "h", "GID_app")
             devices.signed(here, clean=False, session_expiry=3600).disconnect()
             time.sleep(1)
             other = devices.signed(unique(uid + "o", "GID_sensor"))
             assert other.publish(f"devices/p2p/{here}", b"local", qos=1, timeout=1) == 0
-        finally:
-            os.kill(pid, signal.SIGCONT)
         back = devices.signed(target, port=c.port(2), clean=False, session_expiry=3600)
         got = [m.payload for m in back.drain(timeout=2)]
         assert got and got[0] == b"before", got
