@@ -496,14 +496,20 @@ def _token(filter: str) -> str:
                    for ch in filter)
 
 
+def _offline_on_node_2(cluster: Cluster, f: ClientFactory, cid: str, topic: str) -> None:
+    """A persistent session on node 2 subscribed to `topic` at QoS 1, its
+    client gone, once the other nodes know node 2 holds the filter."""
+    held = _persistent(f, "held", cid, cluster.port(2))
+    held.sub(topic, 1)
+    held.disconnect()
+    wait_interest(cluster, 2, _token(topic))
+
+
 def test_what_node_3_acknowledged_is_held_by_node_2_for_its_persistent_session(cluster, uid):
     f = ClientFactory(cluster.port(3), uid)
     cid = f"held-{uid}"[:60]
     try:
-        held = _persistent(f, "held", cid, cluster.port(2))
-        held.sub(f"e2e/{uid}", 1)
-        held.disconnect()
-        wait_interest(cluster, 2, _token(f"e2e/{uid}"))
+        _offline_on_node_2(cluster, f, cid, f"e2e/{uid}")
         pub = f.new("pub")  # on node 3
         for n in range(100):
             assert pub.publish(f"e2e/{uid}", str(n).encode(), qos=1) == 0
@@ -531,10 +537,7 @@ def test_a_puback_waits_for_a_node_holding_a_persistent_subscriber(cluster, uid)
     f = ClientFactory(cluster.port(1), uid)
     cid = f"stopped-{uid}"[:60]
     try:
-        held = _persistent(f, "held", cid, cluster.port(2))
-        held.sub(f"wait/{uid}", 1)
-        held.disconnect()
-        wait_interest(cluster, 2, _token(f"wait/{uid}"))
+        _offline_on_node_2(cluster, f, cid, f"wait/{uid}")
         pub = f.new("pub")
         assert pub.publish(f"wait/{uid}", b"before", qos=1) == 0
         with cluster.stopped(2):
